@@ -1,0 +1,761 @@
+//! The agent side of the auth.md protocol.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), authmd_client::ClientError> {
+//! use authmd_client::{Client, Method};
+//! let client = Client::new()?;
+//! // From an API URL (its 401 names the metadata), or from the service itself.
+//! let service = client.discover("https://api.example.com/v1/notes").await?;
+//! let registration = client.register(&service, &Method::Anonymous).await?;
+//! let mut credential = registration.credential(&service)?;
+//! let response = client
+//!     .call(&mut credential, reqwest::Method::GET, "https://api.example.com/v1/notes", |r| r)
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Discovery follows PROTOCOL.md §2: the `WWW-Authenticate` challenge of a
+//! 401 names the protected resource metadata (RFC 9728), whose
+//! `authorization_servers` names the issuer, whose metadata (RFC 8414)
+//! carries the `agent_auth` block. Each document is checked against what was
+//! asked for (RFC 9728 §3.3, RFC 8414 §3.3) before anything in it is used.
+//! Errors are typed; a refusal by the service carries its protocol code.
+
+pub mod challenge;
+mod metadata;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+
+pub use metadata::{
+    AgentAuth, AuthorizationServerMetadata, CredentialTypes, IdentityAssertion,
+    ProtectedResourceMetadata,
+};
+
+/// The assertion type of an ID-JAG.
+pub const ID_JAG: &str = "urn:ietf:params:oauth:token-type:id-jag";
+/// The assertion type of the email-required flow.
+pub const VERIFIED_EMAIL: &str = "verified_email";
+/// Largest metadata document or response read.
+pub const MAX_RESPONSE: usize = 256 * 1024;
+
+/// Everything that can go wrong, by kind.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The service refused with a protocol error (PROTOCOL.md §10).
+    #[error("{status} {code}: {message}")]
+    Protocol {
+        status: u16,
+        code: String,
+        message: String,
+        /// From `Retry-After`, on 429.
+        retry_after: Option<Duration>,
+    },
+    /// The service's metadata is missing, inconsistent or not for this
+    /// resource; nothing in it was used.
+    #[error("discovery failed: {0}")]
+    Discovery(String),
+    /// The service does not offer what was asked for.
+    #[error("not supported by this service: {0}")]
+    Unsupported(String),
+    /// A response that is not what the protocol says.
+    #[error("unexpected response: {0}")]
+    InvalidResponse(String),
+    #[error("HTTP: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+impl ClientError {
+    /// The protocol code of a refusal (`invalid_token`, `otp_invalid`, …).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Protocol { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A discovered service: its resource, its issuer and how agents register.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    /// Where the protected resource metadata was read.
+    pub resource_metadata_url: String,
+    pub resource: ProtectedResourceMetadata,
+    pub issuer: String,
+    pub metadata: AuthorizationServerMetadata,
+}
+
+impl Service {
+    pub fn agent_auth(&self) -> &AgentAuth {
+        &self.metadata.agent_auth
+    }
+
+    /// Whether the service offers a method.
+    pub fn supports(&self, kind: MethodKind) -> bool {
+        let a = self.agent_auth();
+        let assertion_types = a
+            .identity_assertion
+            .as_ref()
+            .map(|i| i.assertion_types_supported.as_slice())
+            .unwrap_or_default();
+        match kind {
+            MethodKind::Anonymous => {
+                a.identity_types_supported.iter().any(|t| t == "anonymous") || a.anonymous.is_some()
+            }
+            MethodKind::Email => assertion_types.iter().any(|t| t == VERIFIED_EMAIL),
+            MethodKind::IdJag => assertion_types.iter().any(|t| t == ID_JAG),
+        }
+    }
+
+    /// The first of `preferences` the service offers.
+    pub fn choose(&self, preferences: &[MethodKind]) -> Option<MethodKind> {
+        preferences.iter().copied().find(|k| self.supports(*k))
+    }
+
+    /// Whether `url` is the protected resource or under it.
+    pub fn covers(&self, url: &str) -> bool {
+        under(url, &self.resource.resource)
+    }
+}
+
+/// A way to register, without its inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MethodKind {
+    Anonymous,
+    Email,
+    IdJag,
+}
+
+/// A way to register, with its inputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Method {
+    /// §3.1: an API key at once, with the pre-claim scopes.
+    Anonymous,
+    /// §3.2: nothing until the user completes the claim.
+    Email {
+        address: String,
+        credential_type: CredentialType,
+    },
+    /// §3.3: a credential at once for a provider-signed ID-JAG.
+    IdJag {
+        assertion: String,
+        credential_type: CredentialType,
+    },
+}
+
+impl Method {
+    pub fn kind(&self) -> MethodKind {
+        match self {
+            Method::Anonymous => MethodKind::Anonymous,
+            Method::Email { .. } => MethodKind::Email,
+            Method::IdJag { .. } => MethodKind::IdJag,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialType {
+    ApiKey,
+    AccessToken,
+}
+
+impl CredentialType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialType::ApiKey => "api_key",
+            CredentialType::AccessToken => "access_token",
+        }
+    }
+}
+
+/// The answer of `POST /agent/auth` (every flow's fields, absent ones
+/// `None`). Holds secrets: keep it private.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub registration_id: String,
+    #[serde(default)]
+    pub registration_type: Option<String>,
+    #[serde(default)]
+    pub credential_type: Option<String>,
+    #[serde(default)]
+    pub credential: Option<String>,
+    #[serde(default)]
+    pub credential_expires: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub claim_url: Option<String>,
+    #[serde(default)]
+    pub claim_token: Option<String>,
+    #[serde(default)]
+    pub claim_token_expires: Option<String>,
+    #[serde(default)]
+    pub post_claim_scopes: Vec<String>,
+}
+
+impl Registration {
+    /// The credential to call the API with, if one was issued.
+    pub fn credential(&self, service: &Service) -> Result<Credential, ClientError> {
+        let secret = self.credential.clone().ok_or_else(|| {
+            ClientError::InvalidResponse("no credential yet: complete the claim first".into())
+        })?;
+        Ok(Credential {
+            secret,
+            resource: service.resource.resource.clone(),
+            registration_id: self.registration_id.clone(),
+            worked: false,
+        })
+    }
+
+    /// Where the claim is started: `claim_url` as sent (absolute, or
+    /// relative to the registration endpoint, as services in the wild send
+    /// either), else the metadata's `claim_uri`. It must be on the issuer's
+    /// origin: the claim token is not sent anywhere else.
+    pub fn claim_endpoint(&self, service: &Service) -> Result<Url, ClientError> {
+        let base = Url::parse(&service.agent_auth().register_uri)
+            .map_err(|e| ClientError::Discovery(format!("register_uri: {e}")))?;
+        let url = match (&self.claim_url, &service.agent_auth().claim_uri) {
+            (Some(u), _) => base
+                .join(u)
+                .map_err(|e| ClientError::InvalidResponse(format!("claim_url {u:?}: {e}")))?,
+            (None, Some(u)) => Url::parse(u)
+                .map_err(|e| ClientError::Discovery(format!("claim_uri {u:?}: {e}")))?,
+            (None, None) => {
+                return Err(ClientError::Unsupported(
+                    "the service names no claim endpoint".into(),
+                ));
+            }
+        };
+        same_origin(&url, &service.issuer, "the claim endpoint")?;
+        Ok(url)
+    }
+}
+
+/// A bearer credential and whether it has worked (a 401 for one that used
+/// to work means it was revoked or expired).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    pub secret: String,
+    /// The resource it is for.
+    pub resource: String,
+    pub registration_id: String,
+    #[serde(default)]
+    pub worked: bool,
+}
+
+/// `POST /agent/auth/claim`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimStarted {
+    pub registration_id: String,
+    pub claim_attempt_id: String,
+    pub status: String,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+/// `POST /agent/auth/claim/complete`'s answer (the credential fields for
+/// an email-required registration, or a rotated key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimCompleted {
+    pub registration_id: String,
+    pub status: String,
+    #[serde(default)]
+    pub credential_type: Option<String>,
+    #[serde(default)]
+    pub credential: Option<String>,
+    #[serde(default)]
+    pub credential_expires: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// An HTTP client for agents.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new() -> Result<Client, ClientError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("authmd-client/", env!("CARGO_PKG_VERSION")))
+            .timeout(Duration::from_secs(15))
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Client { http })
+    }
+
+    /// With an HTTP client of the caller's (proxies, TLS roots, timeouts).
+    pub fn with_http(http: reqwest::Client) -> Client {
+        Client { http }
+    }
+
+    /// Discovers the service behind `url`: an API URL (its 401 names the
+    /// metadata), a resource identifier, or the service's issuer.
+    pub async fn discover(&self, url: &str) -> Result<Service, ClientError> {
+        let target =
+            Url::parse(url).map_err(|e| ClientError::Discovery(format!("{url:?}: {e}")))?;
+        let probe = self.http.get(target.clone()).send().await?;
+        if probe.status() == reqwest::StatusCode::UNAUTHORIZED
+            && let Some(prm) = probe
+                .headers()
+                .get_all(reqwest::header::WWW_AUTHENTICATE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(challenge::resource_metadata)
+        {
+            return self.discover_from_metadata(&prm, target.as_str()).await;
+        }
+        // No challenge: RFC 9728 §3.1 well-known locations for the URL as a
+        // resource identifier, then the URL as an issuer.
+        let path = target.path().trim_end_matches('/');
+        let origin = target.origin().ascii_serialization();
+        let mut candidates = vec![format!(
+            "{origin}/.well-known/oauth-protected-resource{path}"
+        )];
+        if !path.is_empty() {
+            candidates.push(format!("{origin}/.well-known/oauth-protected-resource"));
+        }
+        for prm in candidates {
+            match self.discover_from_metadata(&prm, target.as_str()).await {
+                Ok(s) => return Ok(s),
+                Err(ClientError::Http(e)) => return Err(ClientError::Http(e)),
+                Err(_) => continue,
+            }
+        }
+        let issuer = target.as_str().trim_end_matches('/').to_owned();
+        let metadata = self.authorization_server(&issuer).await?;
+        let resource_url = metadata.resource.clone().ok_or_else(|| {
+            ClientError::Discovery(format!("{url} has no protected resource metadata"))
+        })?;
+        let prm_url = well_known(&resource_url, "oauth-protected-resource")?;
+        self.discover_from_metadata(&prm_url, &resource_url).await
+    }
+
+    /// Reads the protected resource metadata at `prm_url` for a request to
+    /// `requested`, then its authorization server's metadata.
+    pub async fn discover_from_metadata(
+        &self,
+        prm_url: &str,
+        requested: &str,
+    ) -> Result<Service, ClientError> {
+        let prm_url_parsed =
+            Url::parse(prm_url).map_err(|e| ClientError::Discovery(format!("{prm_url:?}: {e}")))?;
+        check_scheme(&prm_url_parsed)?;
+        let resource: ProtectedResourceMetadata = self.document(prm_url).await?;
+        // RFC 9728 §3.3: the metadata must be for what was asked. Strictly,
+        // `resource` is the URL requested; an API has many URLs under one
+        // identifier, so a URL under the identifier (same origin, path
+        // prefix at a segment boundary) is accepted too.
+        if !under(requested, &resource.resource) {
+            return Err(ClientError::Discovery(format!(
+                "the metadata at {prm_url} is for {:?}, not for {requested}",
+                resource.resource
+            )));
+        }
+        let issuer = resource
+            .authorization_servers
+            .first()
+            .cloned()
+            .ok_or_else(|| ClientError::Discovery("no authorization_servers".into()))?;
+        let metadata = self.authorization_server(&issuer).await?;
+        Ok(Service {
+            resource_metadata_url: prm_url.to_owned(),
+            resource,
+            issuer,
+            metadata,
+        })
+    }
+
+    /// RFC 8414 metadata of `issuer`, with its `issuer` checked byte for
+    /// byte (§3.3) and its `agent_auth` block required.
+    pub async fn authorization_server(
+        &self,
+        issuer: &str,
+    ) -> Result<AuthorizationServerMetadata, ClientError> {
+        let url = well_known(issuer, "oauth-authorization-server")?;
+        let metadata: AuthorizationServerMetadata = self.document(&url).await?;
+        if metadata.issuer != issuer {
+            return Err(ClientError::Discovery(format!(
+                "the metadata at {url} names issuer {:?}, not {issuer:?}",
+                metadata.issuer
+            )));
+        }
+        for (name, u) in [
+            ("register_uri", Some(&metadata.agent_auth.register_uri)),
+            ("claim_uri", metadata.agent_auth.claim_uri.as_ref()),
+            (
+                "revocation_uri",
+                metadata.agent_auth.revocation_uri.as_ref(),
+            ),
+        ] {
+            if let Some(u) = u {
+                let parsed = Url::parse(u)
+                    .map_err(|e| ClientError::Discovery(format!("{name} {u:?}: {e}")))?;
+                same_origin(&parsed, issuer, name)?;
+            }
+        }
+        Ok(metadata)
+    }
+
+    async fn document<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, ClientError> {
+        let r = self
+            .http
+            .get(url)
+            .header("accept", "application/json")
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            return Err(ClientError::Discovery(format!(
+                "{url} answered {}",
+                r.status()
+            )));
+        }
+        let bytes = read_capped(r).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Discovery(format!("{url} is not the expected JSON: {e}")))
+    }
+
+    /// Registers with `method`, which the service must offer.
+    pub async fn register(
+        &self,
+        service: &Service,
+        method: &Method,
+    ) -> Result<Registration, ClientError> {
+        if !service.supports(method.kind()) {
+            return Err(ClientError::Unsupported(format!(
+                "{:?} registration is not offered by {}",
+                method.kind(),
+                service.issuer
+            )));
+        }
+        let body = match method {
+            Method::Anonymous => serde_json::json!({
+                "type": "anonymous",
+                "requested_credential_type": "api_key",
+            }),
+            Method::Email {
+                address,
+                credential_type,
+            } => serde_json::json!({
+                "type": "identity_assertion",
+                "assertion_type": VERIFIED_EMAIL,
+                "assertion": address,
+                "requested_credential_type": credential_type.as_str(),
+            }),
+            Method::IdJag {
+                assertion,
+                credential_type,
+            } => serde_json::json!({
+                "type": "identity_assertion",
+                "assertion_type": ID_JAG,
+                "assertion": assertion,
+                "requested_credential_type": credential_type.as_str(),
+            }),
+        };
+        self.post_json(&service.agent_auth().register_uri, &body)
+            .await
+    }
+
+    /// Starts the claim of an anonymous registration (or re-sends the
+    /// email of an email-required one): the user gets an email.
+    pub async fn start_claim(
+        &self,
+        service: &Service,
+        registration: &Registration,
+        email: &str,
+    ) -> Result<ClaimStarted, ClientError> {
+        let token = claim_token(registration)?;
+        let url = registration.claim_endpoint(service)?;
+        self.post_json(
+            url.as_str(),
+            &serde_json::json!({"claim_token": token, "email": email}),
+        )
+        .await
+    }
+
+    /// Completes the claim with the code the user read from the claim page.
+    pub async fn complete_claim(
+        &self,
+        service: &Service,
+        registration: &Registration,
+        otp: &str,
+    ) -> Result<ClaimCompleted, ClientError> {
+        let token = claim_token(registration)?;
+        let mut url = registration.claim_endpoint(service)?;
+        let path = format!("{}/complete", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        self.post_json(
+            url.as_str(),
+            &serde_json::json!({"claim_token": token, "otp": otp.trim()}),
+        )
+        .await
+    }
+
+    /// The whole claim: starts it for `email`, asks `code` for the code the
+    /// user reads from the claim page, completes it. A wrong code is asked
+    /// again (up to `attempts` times in all).
+    pub async fn claim<F, Fut>(
+        &self,
+        service: &Service,
+        registration: &mut Registration,
+        email: &str,
+        attempts: usize,
+        mut code: F,
+    ) -> Result<ClaimCompleted, ClientError>
+    where
+        F: FnMut(&ClaimStarted) -> Fut,
+        Fut: std::future::Future<Output = Option<String>>,
+    {
+        let started = self.start_claim(service, registration, email).await?;
+        let mut last = None;
+        for _ in 0..attempts.max(1) {
+            let Some(otp) = code(&started).await else {
+                break;
+            };
+            match self.complete_claim(service, registration, &otp).await {
+                Ok(done) => {
+                    absorb(registration, &done);
+                    return Ok(done);
+                }
+                Err(e) if e.code() == Some("otp_invalid") => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::InvalidResponse("no code was given".into())))
+    }
+
+    /// Sends a request with the credential. A 2xx marks it as working. A
+    /// 401 for a credential that used to work means it was revoked or
+    /// expired: the answer is returned as is and `credential.worked` stays
+    /// true, see [`Client::call_or_renew`] to recover.
+    pub async fn call(
+        &self,
+        credential: &mut Credential,
+        method: reqwest::Method,
+        url: &str,
+        build: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        let request = build(
+            self.http
+                .request(method, url)
+                .bearer_auth(&credential.secret),
+        );
+        let response = request.send().await?;
+        if response.status().is_success() {
+            credential.worked = true;
+        }
+        Ok(response)
+    }
+
+    /// Like [`Client::call`]; on a 401 for a credential that used to work,
+    /// drops it, rediscovers the service from the challenge, obtains a new
+    /// credential from `renew` and sends the request once more. `build`
+    /// adds what the request carries (headers, body) each time.
+    pub async fn call_or_renew<B, R, Fut>(
+        &self,
+        credential: &mut Credential,
+        method: reqwest::Method,
+        url: &str,
+        build: B,
+        renew: R,
+    ) -> Result<(reqwest::Response, Option<Service>), ClientError>
+    where
+        B: Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+        R: FnOnce(Service) -> Fut,
+        Fut: std::future::Future<Output = Result<Credential, ClientError>>,
+    {
+        let first = self.call(credential, method.clone(), url, &build).await?;
+        if first.status() != reqwest::StatusCode::UNAUTHORIZED || !credential.worked {
+            return Ok((first, None));
+        }
+        let prm = first
+            .headers()
+            .get_all(reqwest::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(challenge::resource_metadata);
+        let service = match prm {
+            Some(prm) => self.discover_from_metadata(&prm, url).await?,
+            None => self.discover(url).await?,
+        };
+        *credential = renew(service.clone()).await?;
+        let second = self.call(credential, method, url, &build).await?;
+        Ok((second, Some(service)))
+    }
+
+    async fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        body: &Value,
+    ) -> Result<T, ClientError> {
+        let r = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+            .await?;
+        let status = r.status();
+        let retry_after = r
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let bytes = read_capped(r).await?;
+        if !status.is_success() {
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            return Err(ClientError::Protocol {
+                status: status.as_u16(),
+                code: v["error"].as_str().unwrap_or("unknown").to_owned(),
+                message: v["message"]
+                    .as_str()
+                    .or(v["error_description"].as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+                retry_after,
+            });
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::InvalidResponse(format!("{url}: {e}")))
+    }
+}
+
+/// Takes a completion's credential (an email-required registration's new
+/// one, or a rotated key) into the registration.
+fn absorb(registration: &mut Registration, done: &ClaimCompleted) {
+    if let Some(c) = &done.credential {
+        registration.credential = Some(c.clone());
+        registration.credential_type = done.credential_type.clone();
+        registration.credential_expires = done.credential_expires.clone();
+    }
+    if !done.scopes.is_empty() {
+        registration.scopes = done.scopes.clone();
+    } else if !registration.post_claim_scopes.is_empty() {
+        registration.scopes = registration.post_claim_scopes.clone();
+    }
+}
+
+fn claim_token(registration: &Registration) -> Result<&str, ClientError> {
+    registration
+        .claim_token
+        .as_deref()
+        .ok_or_else(|| ClientError::Unsupported("this registration has no claim token".into()))
+}
+
+async fn read_capped(mut r: reqwest::Response) -> Result<Vec<u8>, ClientError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = r.chunk().await? {
+        if out.len() + chunk.len() > MAX_RESPONSE {
+            return Err(ClientError::InvalidResponse(format!(
+                "the response is larger than {MAX_RESPONSE} bytes"
+            )));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// RFC 8414 §3 / RFC 9728 §3.1: the well-known segment goes between the
+/// host and the path.
+pub fn well_known(identifier: &str, name: &str) -> Result<String, ClientError> {
+    let u = Url::parse(identifier)
+        .map_err(|e| ClientError::Discovery(format!("{identifier:?}: {e}")))?;
+    check_scheme(&u)?;
+    let path = u.path().trim_end_matches('/');
+    Ok(format!(
+        "{}/.well-known/{name}{path}",
+        u.origin().ascii_serialization()
+    ))
+}
+
+/// https, or http for loopback hosts only.
+fn check_scheme(u: &Url) -> Result<(), ClientError> {
+    let loopback = match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    match u.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(ClientError::Discovery(format!(
+            "{u} is not https (plain http is accepted for loopback only)"
+        ))),
+    }
+}
+
+fn same_origin(u: &Url, issuer: &str, what: &str) -> Result<(), ClientError> {
+    let issuer = Url::parse(issuer).map_err(|e| ClientError::Discovery(format!("issuer: {e}")))?;
+    if u.origin() != issuer.origin() {
+        return Err(ClientError::Discovery(format!(
+            "{what} {u} is not on the issuer's origin {}",
+            issuer.origin().ascii_serialization()
+        )));
+    }
+    Ok(())
+}
+
+/// `url` is `resource`, or under it: same origin, and the resource's path
+/// is a prefix of the URL's at a segment boundary.
+fn under(url: &str, resource: &str) -> bool {
+    let (Ok(u), Ok(r)) = (Url::parse(url), Url::parse(resource)) else {
+        return false;
+    };
+    if u.origin() != r.origin() {
+        return false;
+    }
+    if url == resource {
+        return true;
+    }
+    let base = r.path().trim_end_matches('/');
+    let path = u.path();
+    path == base || path.starts_with(&format!("{base}/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn well_known_urls_insert_the_segment_before_the_path() {
+        assert_eq!(
+            well_known("http://127.0.0.1:8080", "oauth-authorization-server")
+                .ok()
+                .as_deref(),
+            Some("http://127.0.0.1:8080/.well-known/oauth-authorization-server")
+        );
+        assert_eq!(
+            well_known("https://a.example/api/", "oauth-protected-resource")
+                .ok()
+                .as_deref(),
+            Some("https://a.example/.well-known/oauth-protected-resource/api")
+        );
+        assert!(
+            well_known("http://a.example/", "x").is_err(),
+            "plain http off loopback"
+        );
+    }
+
+    #[test]
+    fn urls_under_a_resource() {
+        let r = "http://127.0.0.1:8080/api/";
+        assert!(under("http://127.0.0.1:8080/api/whoami", r));
+        assert!(under("http://127.0.0.1:8080/api", r));
+        assert!(!under("http://127.0.0.1:8080/apix", r));
+        assert!(!under("http://127.0.0.1:8081/api/whoami", r));
+        assert!(!under("https://127.0.0.1:8080/api/whoami", r));
+        assert!(under(
+            "http://127.0.0.1:8080/anything",
+            "http://127.0.0.1:8080/"
+        ));
+    }
+}

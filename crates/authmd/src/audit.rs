@@ -1,0 +1,220 @@
+//! The closed vocabulary of audit events (PROTOCOL.md §8).
+//!
+//! Events are written by the store in the same transaction as the state
+//! change they record. Each also goes to the structured log (target
+//! `authmd::audit`) when it is recorded.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::time::Timestamp;
+
+/// Every event authmd records. The wire names are part of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    RegistrationCreated,
+    RegistrationRejected,
+    RegistrationExpired,
+    RegistrationRevoked,
+    CredentialIssued,
+    CredentialRevoked,
+    ClaimRequested,
+    ClaimConfirmed,
+    ClaimDenied,
+    ClaimLocked,
+    OtpGenerated,
+    OtpFailed,
+    /// An operator revoked something (CLI or admin API); `action` names it.
+    OperatorAction,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 13] = [
+        EventKind::RegistrationCreated,
+        EventKind::RegistrationRejected,
+        EventKind::RegistrationExpired,
+        EventKind::RegistrationRevoked,
+        EventKind::CredentialIssued,
+        EventKind::CredentialRevoked,
+        EventKind::ClaimRequested,
+        EventKind::ClaimConfirmed,
+        EventKind::ClaimDenied,
+        EventKind::ClaimLocked,
+        EventKind::OtpGenerated,
+        EventKind::OtpFailed,
+        EventKind::OperatorAction,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventKind::RegistrationCreated => "registration.created",
+            EventKind::RegistrationRejected => "registration.rejected",
+            EventKind::RegistrationExpired => "registration.expired",
+            EventKind::RegistrationRevoked => "registration.revoked",
+            EventKind::CredentialIssued => "credential.issued",
+            EventKind::CredentialRevoked => "credential.revoked",
+            EventKind::ClaimRequested => "claim.requested",
+            EventKind::ClaimConfirmed => "claim.confirmed",
+            EventKind::ClaimDenied => "claim.denied",
+            EventKind::ClaimLocked => "claim.locked",
+            EventKind::OtpGenerated => "otp.generated",
+            EventKind::OtpFailed => "otp.failed",
+            EventKind::OperatorAction => "operator.action",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Who sent the request that caused an event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestMeta {
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+impl RequestMeta {
+    /// Longest user agent kept; the rest is cut.
+    pub const MAX_USER_AGENT: usize = 256;
+
+    pub fn new(ip: Option<IpAddr>, user_agent: Option<&str>) -> Self {
+        RequestMeta {
+            ip,
+            user_agent: user_agent.map(clean_user_agent),
+        }
+    }
+}
+
+/// Printable ASCII only, at most [`RequestMeta::MAX_USER_AGENT`] bytes: a
+/// user agent is attacker-chosen text headed for logs and terminals.
+fn clean_user_agent(ua: &str) -> String {
+    ua.chars()
+        .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
+        .take(RequestMeta::MAX_USER_AGENT)
+        .collect()
+}
+
+/// An event about to be recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    pub kind: EventKind,
+    pub at: Timestamp,
+    pub registration_id: Option<String>,
+    pub user_id: Option<String>,
+    pub meta: RequestMeta,
+    /// Event-specific fields (`registration_type`, `code`, `iss`, …).
+    pub data: Map<String, Value>,
+}
+
+impl AuditEvent {
+    pub fn new(kind: EventKind, at: Timestamp, meta: &RequestMeta) -> Self {
+        AuditEvent {
+            kind,
+            at,
+            registration_id: None,
+            user_id: None,
+            meta: meta.clone(),
+            data: Map::new(),
+        }
+    }
+
+    pub fn registration(mut self, id: &str) -> Self {
+        self.registration_id = Some(id.to_owned());
+        self.data
+            .insert("registration_id".into(), Value::String(id.to_owned()));
+        self
+    }
+
+    pub fn user(mut self, id: &str) -> Self {
+        self.user_id = Some(id.to_owned());
+        self
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.data.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// The provider the event concerns (its `iss` field), for filtering.
+    pub fn provider(&self) -> Option<&str> {
+        self.data.get("iss").and_then(Value::as_str)
+    }
+
+    /// The `data` column as JSON text.
+    pub fn data_json(&self) -> String {
+        Value::Object(self.data.clone()).to_string()
+    }
+
+    /// Writes the event to the structured log.
+    pub fn log(&self) {
+        tracing::info!(
+            target: "authmd::audit",
+            event = self.kind.as_str(),
+            registration_id = self.registration_id.as_deref(),
+            user_id = self.user_id.as_deref(),
+            ip = self.meta.ip.map(|i| i.to_string()),
+            data = %self.data_json(),
+            "audit"
+        );
+    }
+}
+
+/// A recorded event, as listed and exported.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRecord {
+    /// Monotonic per store; the cursor for listing.
+    pub id: i64,
+    pub at: Timestamp,
+    pub event: String,
+    pub registration_id: Option<String>,
+    pub user_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub data: Value,
+}
+
+/// Which events to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Event names; empty = all.
+    pub events: Vec<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub registration_id: Option<String>,
+    pub user_id: Option<String>,
+    /// The provider's issuer (`iss`) the event concerns.
+    pub provider: Option<String>,
+    /// The client IP, as recorded.
+    pub ip: Option<String>,
+    /// Only events with an id greater than this (the cursor).
+    pub after_id: Option<i64>,
+    pub limit: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+        }
+    }
+
+    #[test]
+    fn user_agents_are_cleaned_and_capped() {
+        let m = RequestMeta::new(None, Some("evil\u{1b}[31m\nagent"));
+        assert_eq!(m.user_agent.as_deref(), Some("evil?[31m?agent"));
+        let long = "a".repeat(10_000);
+        let m = RequestMeta::new(None, Some(&long));
+        assert_eq!(
+            m.user_agent.map(|u| u.len()),
+            Some(RequestMeta::MAX_USER_AGENT)
+        );
+    }
+}

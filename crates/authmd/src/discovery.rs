@@ -1,0 +1,295 @@
+//! Discovery documents (PROTOCOL.md §2): the URLs everything else uses, the
+//! RFC 9728 protected resource metadata and the RFC 8414 authorization
+//! server metadata with its `agent_auth` block.
+//!
+//! The configuration is fixed for the life of the process, so the documents
+//! are rendered once at startup and served as bytes.
+
+use serde::Serialize;
+
+use crate::config::Config;
+
+/// Every URL authmd publishes or serves, derived once from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Urls {
+    /// The RFC 8414 issuer, byte for byte as configured.
+    pub issuer: String,
+    /// The resource identifier, byte for byte as configured.
+    pub resource: String,
+    /// Path prefix of the protected resource on this server, ending in `/`.
+    pub resource_path: String,
+    /// The protected resource metadata URL named in 401 challenges: the
+    /// RFC 9728 §3.1 path-inserted form for the resource identifier.
+    pub prm: String,
+    /// Local paths that serve the protected resource metadata.
+    pub prm_paths: Vec<String>,
+    pub as_metadata: String,
+    pub auth_md: String,
+    pub register: String,
+    pub claim: String,
+    pub revoke: String,
+    pub whoami: String,
+}
+
+impl Urls {
+    pub fn new(config: &Config) -> Urls {
+        let issuer = config.issuer().to_owned();
+        let resource = config.resource_identifier().to_owned();
+        let parsed = url::Url::parse(&resource).ok();
+        let path = parsed.as_ref().map_or("/", |u| u.path()).to_owned();
+        let origin = parsed
+            .as_ref()
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|| issuer.clone());
+        // RFC 9728 §3.1: insert the well-known segment between host and path.
+        let trimmed = path.trim_end_matches('/');
+        let prm = format!("{origin}/.well-known/oauth-protected-resource{trimmed}");
+        let mut prm_paths = vec![
+            "/.well-known/oauth-protected-resource".to_owned(),
+            format!("/.well-known/oauth-protected-resource{trimmed}"),
+        ];
+        if path.ends_with('/') {
+            prm_paths.push(format!("/.well-known/oauth-protected-resource{path}"));
+        }
+        prm_paths.dedup();
+        let resource_path = if path.ends_with('/') {
+            path.clone()
+        } else {
+            format!("{path}/")
+        };
+        let whoami = if resource.ends_with('/') {
+            format!("{resource}whoami")
+        } else {
+            format!("{resource}/whoami")
+        };
+        Urls {
+            as_metadata: format!("{issuer}/.well-known/oauth-authorization-server"),
+            auth_md: format!("{issuer}/auth.md"),
+            register: format!("{issuer}/agent/auth"),
+            claim: format!("{issuer}/agent/auth/claim"),
+            revoke: format!("{issuer}/agent/auth/revoke"),
+            issuer,
+            resource,
+            resource_path,
+            prm,
+            prm_paths,
+            whoami,
+        }
+    }
+}
+
+/// RFC 9728 protected resource metadata.
+#[derive(Debug, Serialize)]
+pub struct ProtectedResourceMetadata<'a> {
+    pub resource: &'a str,
+    pub resource_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_logo_uri: Option<&'a str>,
+    pub authorization_servers: [&'a str; 1],
+    pub scopes_supported: Vec<&'a str>,
+    pub bearer_methods_supported: [&'a str; 1],
+    pub resource_documentation: &'a str,
+}
+
+/// The `agent_auth` block: how an agent registers here. Lists only what is
+/// enabled and built.
+#[derive(Debug, Serialize)]
+pub struct AgentAuth<'a> {
+    pub skill: &'a str,
+    pub register_uri: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim_uri: Option<&'a str>,
+    /// Where providers send logout tokens (§5), while any is trusted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation_uri: Option<&'a str>,
+    pub identity_types_supported: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anonymous: Option<CredentialTypes<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity_assertion: Option<IdentityAssertion<'a>>,
+    /// The logout events accepted at `revocation_uri`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_supported: Option<[&'a str; 2]>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IdentityAssertion<'a> {
+    pub assertion_types_supported: Vec<&'a str>,
+    pub credential_types_supported: Vec<&'a str>,
+}
+
+/// Which flows are on: enabled in the configuration and built. ID-JAG
+/// registration also needs a trusted provider (without one every assertion
+/// is refused, so it is not offered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flows {
+    pub anonymous: bool,
+    pub verified_email: bool,
+    pub id_jag: bool,
+}
+
+impl Flows {
+    pub fn of(config: &Config) -> Flows {
+        Flows {
+            anonymous: config.registration.anonymous,
+            verified_email: config.registration.verified_email,
+            id_jag: config.registration.identity_assertion && !config.providers.is_empty(),
+        }
+    }
+
+    /// Whether a claim ceremony can happen (anonymous or email required).
+    pub fn claim(self) -> bool {
+        self.anonymous || self.verified_email
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct CredentialTypes<'a> {
+    pub credential_types_supported: Vec<&'a str>,
+}
+
+/// RFC 8414 authorization server metadata with the `agent_auth` extension.
+///
+/// authmd has no authorization endpoint and no token endpoint: agents
+/// register at `agent_auth.register_uri`. RFC 8414 §2 makes
+/// `response_types_supported` REQUIRED and lets an absent
+/// `grant_types_supported` mean `["authorization_code", "implicit"]`; both
+/// would mislead, so both are published as empty arrays. §3.2's "omit
+/// zero-element claims" conflicts with the first; a present, empty,
+/// truthful member wins over a missing required one.
+#[derive(Debug, Serialize)]
+pub struct AuthorizationServerMetadata<'a> {
+    pub issuer: &'a str,
+    pub scopes_supported: Vec<&'a str>,
+    pub response_types_supported: [&'a str; 0],
+    pub grant_types_supported: [&'a str; 0],
+    pub service_documentation: &'a str,
+    /// Kept from the reference implementation for compatibility.
+    pub resource: &'a str,
+    pub authorization_servers: [&'a str; 1],
+    pub bearer_methods_supported: [&'a str; 1],
+    pub agent_auth: AgentAuth<'a>,
+}
+
+/// The rendered documents, served as bytes.
+#[derive(Debug, Clone)]
+pub struct Documents {
+    pub protected_resource: bytes::Bytes,
+    pub authorization_server: bytes::Bytes,
+    pub auth_md: bytes::Bytes,
+}
+
+impl Documents {
+    pub fn render(config: &Config, urls: &Urls) -> Documents {
+        let scopes: Vec<&str> = config.resource.scopes.keys().map(String::as_str).collect();
+        let prm = ProtectedResourceMetadata {
+            resource: &urls.resource,
+            resource_name: &config.resource.name,
+            resource_logo_uri: config.resource.logo_uri.as_deref(),
+            authorization_servers: [&urls.issuer],
+            scopes_supported: scopes.clone(),
+            bearer_methods_supported: ["header"],
+            resource_documentation: &urls.auth_md,
+        };
+        let flows = Flows::of(config);
+        let mut identity_types = Vec::new();
+        let anonymous = flows.anonymous.then(|| {
+            identity_types.push("anonymous");
+            CredentialTypes {
+                credential_types_supported: vec!["api_key"],
+            }
+        });
+        let identity_assertion = (flows.id_jag || flows.verified_email).then(|| {
+            identity_types.push("identity_assertion");
+            let mut types = Vec::new();
+            if flows.id_jag {
+                types.push(crate::register::ID_JAG_ASSERTION_TYPE);
+            }
+            if flows.verified_email {
+                types.push(crate::register::VERIFIED_EMAIL_ASSERTION_TYPE);
+            }
+            IdentityAssertion {
+                assertion_types_supported: types,
+                credential_types_supported: vec!["access_token", "api_key"],
+            }
+        });
+        let asm = AuthorizationServerMetadata {
+            issuer: &urls.issuer,
+            scopes_supported: scopes,
+            response_types_supported: [],
+            grant_types_supported: [],
+            service_documentation: &urls.auth_md,
+            resource: &urls.resource,
+            authorization_servers: [&urls.issuer],
+            bearer_methods_supported: ["header"],
+            agent_auth: AgentAuth {
+                skill: &urls.auth_md,
+                register_uri: &urls.register,
+                claim_uri: flows.claim().then_some(urls.claim.as_str()),
+                revocation_uri: flows.id_jag.then_some(urls.revoke.as_str()),
+                identity_types_supported: identity_types,
+                anonymous,
+                identity_assertion,
+                events_supported: flows.id_jag.then_some(crate::revoke::EVENTS_SUPPORTED),
+            },
+        };
+        Documents {
+            protected_resource: to_json(&prm),
+            authorization_server: to_json(&asm),
+            auth_md: crate::auth_md::render(config, urls).into(),
+        }
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> bytes::Bytes {
+    // Serializing these plain structs cannot fail.
+    serde_json::to_vec_pretty(v).unwrap_or_default().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prm_url_is_path_inserted() {
+        let u = Urls::new(&Config::default());
+        assert_eq!(
+            u.prm,
+            "http://127.0.0.1:8080/.well-known/oauth-protected-resource/api"
+        );
+        assert_eq!(u.resource_path, "/api/");
+        assert_eq!(u.whoami, "http://127.0.0.1:8080/api/whoami");
+        assert!(
+            u.prm_paths
+                .contains(&"/.well-known/oauth-protected-resource/api".to_owned())
+        );
+        assert!(
+            u.prm_paths
+                .contains(&"/.well-known/oauth-protected-resource/api/".to_owned())
+        );
+        assert!(
+            u.prm_paths
+                .contains(&"/.well-known/oauth-protected-resource".to_owned())
+        );
+    }
+
+    #[test]
+    fn resource_without_trailing_slash() {
+        let mut c = Config {
+            resource: crate::config::ResourceConfig {
+                identifier: Some("http://127.0.0.1:8080/v1".into()),
+                ..Default::default()
+            },
+            ..Config::default()
+        };
+        c.resource.rules = None;
+        c.validate().unwrap_or_else(|e| panic!("{e}"));
+        let u = Urls::new(&c);
+        assert_eq!(u.resource_path, "/v1/");
+        assert_eq!(u.whoami, "http://127.0.0.1:8080/v1/whoami");
+        assert_eq!(
+            u.prm,
+            "http://127.0.0.1:8080/.well-known/oauth-protected-resource/v1"
+        );
+    }
+}

@@ -1,0 +1,208 @@
+//! The one mapping from errors to HTTP answers.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::error::{Error, ProtocolError, retry_after_secs};
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    message: String,
+}
+
+/// The status of each protocol error (PROTOCOL.md §10).
+pub fn status(e: &ProtocolError) -> StatusCode {
+    match e {
+        ProtocolError::InvalidRequest(_)
+        | ProtocolError::AnonymousNotEnabled
+        | ProtocolError::VerifiedEmailNotEnabled
+        | ProtocolError::IdentityAssertionNotEnabled
+        | ProtocolError::UnsupportedCredentialType(_)
+        | ProtocolError::InvalidIssuer
+        | ProtocolError::InvalidSignature(_)
+        | ProtocolError::Expired
+        | ProtocolError::InvalidAudience(_)
+        | ProtocolError::InvalidClientId
+        | ProtocolError::MissingVerifiedEmail
+        | ProtocolError::InsufficientUserAuthentication(_)
+        | ProtocolError::ReplayDetected
+        | ProtocolError::InvalidLogoutToken(_) => StatusCode::BAD_REQUEST,
+        ProtocolError::UserNotProvisioned => StatusCode::FORBIDDEN,
+        ProtocolError::OtpNotGenerated => StatusCode::BAD_REQUEST,
+        ProtocolError::InvalidClaimToken | ProtocolError::OtpInvalid => StatusCode::UNAUTHORIZED,
+        ProtocolError::ClaimedOrInFlight
+        | ProtocolError::ClaimCompleted
+        | ProtocolError::PreviouslyClaimed => StatusCode::CONFLICT,
+        ProtocolError::ClaimExpired
+        | ProtocolError::ClaimSuperseded
+        | ProtocolError::OtpExpired => StatusCode::GONE,
+        ProtocolError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+        ProtocolError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        ProtocolError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        ProtocolError::InvalidToken => StatusCode::UNAUTHORIZED,
+        ProtocolError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+        ProtocolError::NotFound => StatusCode::NOT_FOUND,
+        ProtocolError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+    }
+}
+
+impl IntoResponse for ProtocolError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            status(&self),
+            axum::Json(Body {
+                error: self.code(),
+                message: self.to_string(),
+            }),
+        )
+            .into_response();
+        if let ProtocolError::RateLimited { retry_after } = &self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(retry_after)),
+            );
+        }
+        response
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        match self {
+            Error::Protocol(p) => p.into_response(),
+            Error::Internal(e) => {
+                // The cause chain goes to the log, never to the client.
+                let mut chain = e.to_string();
+                let mut source = e.source();
+                while let Some(s) = source {
+                    chain.push_str(": ");
+                    chain.push_str(&s.to_string());
+                    source = s.source();
+                }
+                tracing::error!(error = %chain, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    axum::Json(serde_json::json!({ "error": "server_error" })),
+                )
+                    .into_response()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Every protocol error has the status and code of PROTOCOL.md §10.
+    #[test]
+    fn every_error_has_its_table_status_and_code() {
+        let cases = [
+            (ProtocolError::invalid_request("x"), 400, "invalid_request"),
+            (
+                ProtocolError::PayloadTooLarge(65536),
+                413,
+                "invalid_request",
+            ),
+            (
+                ProtocolError::AnonymousNotEnabled,
+                400,
+                "anonymous_not_enabled",
+            ),
+            (
+                ProtocolError::VerifiedEmailNotEnabled,
+                400,
+                "verified_email_not_enabled",
+            ),
+            (
+                ProtocolError::IdentityAssertionNotEnabled,
+                400,
+                "identity_assertion_not_enabled",
+            ),
+            (
+                ProtocolError::UnsupportedCredentialType("x".into()),
+                400,
+                "unsupported_credential_type",
+            ),
+            (
+                ProtocolError::RateLimited {
+                    retry_after: Duration::from_secs(3),
+                },
+                429,
+                "rate_limited",
+            ),
+            (ProtocolError::InvalidIssuer, 400, "invalid_issuer"),
+            (
+                ProtocolError::InvalidSignature("x".into()),
+                400,
+                "invalid_signature",
+            ),
+            (ProtocolError::Expired, 400, "expired"),
+            (
+                ProtocolError::InvalidAudience("x".into()),
+                400,
+                "invalid_audience",
+            ),
+            (ProtocolError::InvalidClientId, 400, "invalid_client_id"),
+            (
+                ProtocolError::MissingVerifiedEmail,
+                400,
+                "missing_verified_email",
+            ),
+            (
+                ProtocolError::InsufficientUserAuthentication("x".into()),
+                400,
+                "insufficient_user_authentication",
+            ),
+            (ProtocolError::ReplayDetected, 400, "replay_detected"),
+            (
+                ProtocolError::InvalidLogoutToken("x".into()),
+                400,
+                "invalid_logout_token",
+            ),
+            (
+                ProtocolError::UserNotProvisioned,
+                403,
+                "user_not_provisioned",
+            ),
+            (ProtocolError::InvalidClaimToken, 401, "invalid_claim_token"),
+            (
+                ProtocolError::ClaimedOrInFlight,
+                409,
+                "claimed_or_in_flight",
+            ),
+            (ProtocolError::ClaimExpired, 410, "claim_expired"),
+            (ProtocolError::ClaimSuperseded, 410, "claim_superseded"),
+            (ProtocolError::ClaimCompleted, 409, "claim_completed"),
+            (ProtocolError::OtpNotGenerated, 400, "otp_not_generated"),
+            (ProtocolError::OtpExpired, 410, "otp_expired"),
+            (ProtocolError::OtpInvalid, 401, "otp_invalid"),
+            (
+                ProtocolError::TooManyAttempts("x".into()),
+                429,
+                "too_many_attempts",
+            ),
+            (ProtocolError::PreviouslyClaimed, 409, "previously_claimed"),
+            (ProtocolError::InvalidToken, 401, "invalid_token"),
+            (
+                ProtocolError::InsufficientScope { needed: vec![] },
+                403,
+                "insufficient_scope",
+            ),
+        ];
+        for (e, st, code) in cases {
+            assert_eq!(status(&e).as_u16(), st, "{e:?}");
+            assert_eq!(e.code(), code);
+        }
+    }
+
+    #[test]
+    fn internal_errors_reveal_nothing() {
+        let e = Error::internal(std::io::Error::other("disk /var/secret full"));
+        let r = e.into_response();
+        assert_eq!(r.status(), 500);
+    }
+}

@@ -1,0 +1,312 @@
+//! authmd: the service side of the auth.md protocol.
+//!
+//! [`AuthMd`] is the handle everything goes through: the HTTP routes in
+//! [`http`], the [`middleware`] that protects an API, the CLI and the tests.
+//! It holds the configuration, the store, the mailer and the per-replica
+//! credential cache; there is no global state.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = authmd::config::load(None, &std::env::vars().collect())?;
+//! let app = authmd::AuthMd::open(config).await?;
+//! let router = authmd::http::router(app.clone());
+//! # Ok(()) }
+//! ```
+
+pub mod admin;
+pub mod audit;
+mod auth_md;
+pub mod claim;
+pub mod claim_page;
+pub mod config;
+pub mod credential;
+pub mod discovery;
+pub mod error;
+pub mod http;
+pub mod id_jag;
+pub mod jwks;
+pub mod mail;
+pub mod middleware;
+pub mod outbound;
+pub mod rate_limit;
+pub mod register;
+pub mod revoke;
+pub mod store;
+pub mod time;
+pub mod token;
+pub mod users;
+pub mod validation;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+pub use config::Config;
+pub use error::{Error, ProtocolError};
+pub use middleware::{Agent, RequireCredentialLayer};
+pub use time::Timestamp;
+
+use discovery::{Documents, Urls};
+use jwks::{HttpKeySource, KeySource};
+use mail::{Mailer, OutboxMailer};
+use outbound::Outbound;
+use store::{Store, StoreError};
+use validation::{Validation, Validator};
+
+/// How long the invalidation log is kept: a replica that cannot read it for
+/// longer than this starts over with an empty cache anyway (see
+/// [`Validator::poll_invalidations`]).
+const INVALIDATION_RETENTION: Duration = Duration::from_secs(3600);
+/// Registrations expired per sweep transaction.
+const SWEEP_BATCH: u32 = 500;
+
+/// The authmd handle. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AuthMd {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    urls: Urls,
+    documents: Documents,
+    challenges: middleware::Challenges,
+    store: Arc<dyn Store>,
+    mailer: Arc<dyn Mailer>,
+    validator: Validator,
+    verifier: id_jag::Verifier,
+    mail_queue: mail::MailQueue,
+    otp_key: claim::OtpKey,
+    /// The poller and the sweeper, aborted when the handle is dropped.
+    background: std::sync::OnceLock<Vec<tokio::task::AbortHandle>>,
+}
+
+/// Why [`AuthMd::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot build the outbound HTTP client: {0}")]
+    Outbound(#[from] outbound::FetchError),
+    #[error("cannot set up mail: {0}")]
+    Mail(#[from] mail::MailError),
+}
+
+impl AuthMd {
+    /// Opens the configured database, applies migrations and builds the
+    /// configured mailer.
+    pub async fn open(mut config: Config) -> Result<AuthMd, OpenError> {
+        config.validate()?;
+        let store = store::open(
+            config.database.url.expose(),
+            config.database.max_connections,
+        )
+        .await?;
+        store.migrate().await?;
+        let mailer: Arc<dyn Mailer> = match &config.mail.smtp_url {
+            Some(url) => Arc::new(mail::SmtpMailer::new(
+                url.expose(),
+                config.mail.smtp_username.clone().map(|u| {
+                    let password = config
+                        .mail
+                        .smtp_password
+                        .as_ref()
+                        .map(|p| p.expose().to_owned());
+                    (u, password.unwrap_or_default())
+                }),
+                &config.mail.from,
+            )?),
+            None => Arc::new(OutboxMailer::new(&config.mail.outbox, &config.mail.from)),
+        };
+        AuthMd::new(config, store, mailer).await
+    }
+
+    /// Builds the handle from parts (tests, embedders). The store must be
+    /// migrated. Starts the background tasks (the invalidation poller and the
+    /// expiry sweep) on the current Tokio runtime; they stop when the last
+    /// clone of the handle is dropped.
+    pub async fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        mailer: Arc<dyn Mailer>,
+    ) -> Result<AuthMd, OpenError> {
+        AuthMd::with_key_sources(config, store, mailer, HashMap::new()).await
+    }
+
+    /// Like [`AuthMd::new`], with the key sources of some providers given
+    /// (by issuer) instead of fetched from their `jwks_uri`.
+    pub async fn with_key_sources(
+        mut config: Config,
+        store: Arc<dyn Store>,
+        mailer: Arc<dyn Mailer>,
+        mut key_sources: HashMap<String, Arc<dyn KeySource>>,
+    ) -> Result<AuthMd, OpenError> {
+        config.validate()?;
+        let outbound = Outbound::new(config.jwks.timeout.get())?;
+        let verifier = id_jag::Verifier::new(&config, |p| {
+            key_sources.remove(&p.issuer).unwrap_or_else(|| {
+                Arc::new(HttpKeySource::new(
+                    &p.issuer,
+                    p.jwks_uri(),
+                    config.jwks.clone(),
+                    outbound.clone(),
+                ))
+            })
+        });
+        let urls = Urls::new(&config);
+        let documents = Documents::render(&config, &urls);
+        let urls_prm = urls.prm.clone();
+        let validator = Validator::new(
+            Arc::clone(&store),
+            config.server.credential_cache_capacity,
+            config.server.credential_cache_ttl.get(),
+            config.server.revocation_poll.get(),
+        );
+        // Position the invalidation log before the first request is served.
+        validator.poll_invalidations().await?;
+        let otp_key = match &config.server.secret_key {
+            Some(k) => claim::OtpKey::new(&config::decode_key(k.expose()).unwrap_or_default()),
+            None => claim::OtpKey::new(&store.secret_key().await?),
+        };
+        let mail_queue = mail::MailQueue::start(Arc::clone(&mailer), config.mail.retry_for.get());
+        let app = AuthMd {
+            inner: Arc::new(Inner {
+                config,
+                urls,
+                documents,
+                challenges: middleware::Challenges::new(&urls_prm),
+                store,
+                mailer,
+                validator,
+                verifier,
+                mail_queue,
+                otp_key,
+                background: std::sync::OnceLock::new(),
+            }),
+        };
+        let _ = app.inner.background.set(app.start_background());
+        Ok(app)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn urls(&self) -> &Urls {
+        &self.inner.urls
+    }
+
+    pub fn documents(&self) -> &Documents {
+        &self.inner.documents
+    }
+
+    pub(crate) fn challenges(&self) -> &middleware::Challenges {
+        &self.inner.challenges
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn mailer(&self) -> &Arc<dyn Mailer> {
+        &self.inner.mailer
+    }
+
+    /// The ID-JAG verifier and the trusted providers.
+    pub fn verifier(&self) -> &id_jag::Verifier {
+        &self.inner.verifier
+    }
+
+    /// Where outgoing mail is queued.
+    pub fn mail_queue(&self) -> &mail::MailQueue {
+        &self.inner.mail_queue
+    }
+
+    pub(crate) fn otp_key(&self) -> &claim::OtpKey {
+        &self.inner.otp_key
+    }
+
+    pub fn validator(&self) -> &Validator {
+        &self.inner.validator
+    }
+
+    /// Validates a presented bearer credential (the token after `Bearer `).
+    pub async fn validate(
+        &self,
+        bearer: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Validation, Error> {
+        Ok(self.inner.validator.validate(bearer, now).await?)
+    }
+
+    /// Expires what is due and purges stale bookkeeping; what the periodic
+    /// sweep runs. Returns the number of registrations expired.
+    pub async fn sweep(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let mut expired = 0;
+        loop {
+            let report = self.store().expire_registrations(now, SWEEP_BATCH).await?;
+            expired += report.expired_registrations.len();
+            if report.expired_registrations.len() < SWEEP_BATCH as usize {
+                break;
+            }
+        }
+        self.store()
+            .purge(now, now.minus(INVALIDATION_RETENTION))
+            .await?;
+        if expired > 0 {
+            // Drop local cache entries at once rather than at the next poll.
+            self.inner.validator.poll_invalidations().await?;
+        }
+        Ok(expired)
+    }
+
+    /// Starts the background tasks: the invalidation poller and the expiry
+    /// sweep. They hold only a weak reference and stop with the handle.
+    fn start_background(&self) -> Vec<tokio::task::AbortHandle> {
+        let poll = self.config().server.revocation_poll.get();
+        let sweep = self.config().server.sweep_interval.get();
+        let poller = every(Arc::downgrade(&self.inner), poll, |app| async move {
+            if let Err(e) = app.inner.validator.poll_invalidations().await {
+                tracing::warn!(error = %e, "cannot read the invalidation log");
+            }
+        });
+        let sweeper = every(Arc::downgrade(&self.inner), sweep, |app| async move {
+            match app.sweep(Timestamp::now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(expired = n, "expired unclaimed registrations"),
+                Err(e) => tracing::warn!(error = %e, "sweep failed"),
+            }
+        });
+        vec![poller, sweeper]
+    }
+}
+
+/// Runs `f` every `period` while the handle behind `weak` lives.
+fn every<F, Fut>(weak: Weak<Inner>, period: Duration, f: F) -> tokio::task::AbortHandle
+where
+    F: Fn(AuthMd) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(inner) = weak.upgrade() else { break };
+            f(AuthMd { inner }).await;
+        }
+    })
+    .abort_handle()
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for t in self.background.get().into_iter().flatten() {
+            t.abort();
+        }
+    }
+}

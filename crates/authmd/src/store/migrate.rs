@@ -1,0 +1,69 @@
+//! Embedded migrations, one list per backend. A migration is applied once,
+//! in order, and recorded in `authmd_migrations`; an applied migration is
+//! never edited (add a new one instead).
+
+pub(crate) struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub(crate) const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "agent_verified",
+        sql: include_str!("../../migrations/sqlite/0002_agent_verified.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "claims",
+        sql: include_str!("../../migrations/sqlite/0003_claims.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "governance",
+        sql: include_str!("../../migrations/sqlite/0004_governance.sql"),
+    },
+];
+
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "agent_verified",
+        sql: include_str!("../../migrations/postgres/0002_agent_verified.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "claims",
+        sql: include_str!("../../migrations/postgres/0003_claims.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "governance",
+        sql: include_str!("../../migrations/postgres/0004_governance.sql"),
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_backends_have_the_same_migrations_in_order() {
+        let names = |m: &[Migration]| m.iter().map(|m| (m.version, m.name)).collect::<Vec<_>>();
+        assert_eq!(names(SQLITE), names(POSTGRES));
+        for (i, m) in SQLITE.iter().enumerate() {
+            assert_eq!(m.version, i64::try_from(i).unwrap_or(-1) + 1);
+        }
+    }
+}

@@ -1,0 +1,813 @@
+//! Persistence: one trait listing every operation, one implementation per
+//! backend.
+//!
+//! Each method is a unit of work in one transaction: the state change and
+//! the audit events that record it commit together or not at all. Rate
+//! limits that guard an operation are checked and counted inside that same
+//! transaction. The contract tests in `tests/api/store_contract.rs` run
+//! against both backends.
+
+pub mod listing;
+mod migrate;
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::audit::{AuditEvent, AuditRecord, EventFilter, EventKind, RequestMeta};
+use crate::credential::{CredentialRecord, CredentialSource, CredentialType, UserSummary};
+use crate::rate_limit::{RateLimit, RateLimited};
+use crate::register::{RegistrationStatus, RegistrationType};
+use crate::time::Timestamp;
+use crate::token::SecretHash;
+use crate::users::ProvidedIdentity;
+
+pub use listing::{
+    CredentialSummary, DelegationFilter, DelegationRecord, RegistrationFilter, RegistrationSummary,
+    UserFilter, UserRecord,
+};
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// A storage failure. Never becomes a 4xx: the client sees a 500.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("the database connection is closed")]
+    Closed,
+    #[error("unexpected value in the database: {0}")]
+    Corrupt(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("invalid database URL: {0}")]
+    Url(String),
+}
+
+/// What an anonymous registration (§3.1) writes.
+#[derive(Debug, Clone)]
+pub struct NewAnonymousRegistration {
+    pub registration_id: String,
+    pub claim_token: SecretHash,
+    pub credential_id: String,
+    pub credential: SecretHash,
+    pub scopes: Vec<String>,
+    pub created_at: Timestamp,
+    /// The claim deadline; the key dies with it unless claimed.
+    pub expires_at: Timestamp,
+    /// `registration.created` and `credential.issued`.
+    pub events: Vec<AuditEvent>,
+}
+
+/// What an agent-verified registration (§3.3, §6) writes.
+#[derive(Debug, Clone)]
+pub struct NewAgentRegistration {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    /// The replay-table key (`users::jti_key`) and how long it is kept.
+    pub jti_key: [u8; 16],
+    pub jti_until: Timestamp,
+    /// The assertion's `iat` (the provider's clock).
+    pub issued_at: Timestamp,
+    pub identity: ProvidedIdentity,
+    /// The provider allows matching an existing user by verified email or phone.
+    pub link_by_verified: bool,
+    /// Unknown users are provisioned; otherwise refused.
+    pub jit_provisioning: bool,
+    /// Used when the delegation has no live registration yet.
+    pub new_registration_id: String,
+    /// Used when a user is provisioned.
+    pub new_user_id: String,
+    pub credential_id: String,
+    pub credential: SecretHash,
+    pub credential_type: CredentialType,
+    pub scopes: Vec<String>,
+    pub expires_at: Option<Timestamp>,
+    pub now: Timestamp,
+    pub meta: RequestMeta,
+    /// Extra audit fields (`agent_platform`, `agent_context_id`).
+    pub audit: serde_json::Map<String, serde_json::Value>,
+}
+
+/// How an agent-verified registration ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentRegistered {
+    Issued {
+        registration_id: String,
+        user_id: String,
+        user_provisioned: bool,
+    },
+    /// The `jti` was used before (nothing written).
+    Replay,
+    /// No user matched and provisioning is off (nothing written).
+    NotProvisioned,
+    /// The assertion was issued before the provider (or an operator)
+    /// revoked this delegation (nothing written).
+    IssuedBeforeRevocation,
+    Limited(RateLimited),
+}
+
+/// A claim attempt to create: its id (`cla_…`, the link token's selector),
+/// the link token's hash and the link's expiry.
+#[derive(Debug, Clone)]
+pub struct NewAttempt {
+    pub id: String,
+    pub link: SecretHash,
+    pub link_expires_at: Timestamp,
+}
+
+/// What an email-required registration (§3.2) writes: the registration
+/// (`pending_claim`), its first claim attempt, and `registration.created`
+/// and `claim.requested`.
+#[derive(Debug, Clone)]
+pub struct NewEmailRegistration {
+    pub registration_id: String,
+    pub claim_token: SecretHash,
+    pub email: String,
+    pub requested: CredentialType,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub attempt: NewAttempt,
+    pub events: Vec<AuditEvent>,
+}
+
+/// `POST /agent/auth/claim` (§4.1).
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub registration_id: String,
+    pub claim_token: SecretHash,
+    pub email: String,
+    /// Used if a new attempt is started.
+    pub attempt: NewAttempt,
+    pub now: Timestamp,
+    pub meta: RequestMeta,
+}
+
+/// How a claim request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimStarted {
+    /// A new attempt; its email must be sent.
+    Started {
+        attempt_id: String,
+        expires_at: Timestamp,
+    },
+    /// The same attempt is still in flight: nothing sent.
+    InFlight {
+        attempt_id: String,
+        expires_at: Timestamp,
+    },
+    UnknownToken,
+    Claimed,
+    Expired,
+    /// An email-required registration asked for another address.
+    OtherEmail,
+    Locked,
+    Limited(RateLimited),
+}
+
+/// A claim attempt as the claim page sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptView {
+    pub attempt_id: String,
+    pub registration_id: String,
+    pub registration_type: RegistrationType,
+    pub email: String,
+    pub link: SecretHash,
+    pub state: AttemptState,
+    pub link_expires_at: Timestamp,
+}
+
+/// Where an attempt stands, most decisive first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptState {
+    Open,
+    Superseded,
+    Denied,
+    /// The registration is claimed (by this attempt or another).
+    Claimed,
+    /// The registration or the link expired.
+    Expired,
+    /// Too many wrong codes: the claim is locked until the registration expires.
+    Locked,
+}
+
+/// What a code request or a denial on the page did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptAction {
+    /// A code was minted (valid until), or the attempt denied.
+    Done {
+        registration_id: String,
+        until: Timestamp,
+    },
+    Unknown,
+    Refused(AttemptState),
+}
+
+/// A credential that may be issued at claim, ready in both types (the
+/// store knows which one the registration asked for): the same id, an API
+/// key secret and an access token secret with its expiry.
+#[derive(Debug, Clone)]
+pub struct NewCredential {
+    pub id: String,
+    pub api_key: SecretHash,
+    pub access_token: SecretHash,
+    pub access_token_expires_at: Timestamp,
+}
+
+/// `POST /agent/auth/claim/complete` (§4.4).
+#[derive(Debug, Clone)]
+pub struct CompleteClaim {
+    pub registration_id: String,
+    pub claim_token: SecretHash,
+    /// Keyed hash of the presented code (claim.rs).
+    pub otp: SecretHash,
+    pub now: Timestamp,
+    pub meta: RequestMeta,
+    pub scopes: Vec<String>,
+    pub jit_provisioning: bool,
+    pub new_user_id: String,
+    /// Issued for an email-required registration (in its requested type),
+    /// or for an anonymous one when keys rotate at claim.
+    pub credential: NewCredential,
+    pub rotate_key: bool,
+}
+
+/// Wrong guesses allowed per code, then the code is dead (§4.4).
+pub const WRONG_PER_CODE: i64 = 5;
+/// Wrong guesses allowed per registration, then its claim is locked.
+pub const WRONG_PER_REGISTRATION: i64 = 20;
+
+/// How a completion ended, in the order of the §4.4 table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completed {
+    Claimed {
+        registration_type: RegistrationType,
+        user_id: String,
+        /// Which type of `CompleteClaim::credential` was issued, if any.
+        issued: Option<CredentialType>,
+    },
+    UnknownToken,
+    PreviouslyClaimed,
+    Expired,
+    NotGenerated,
+    OtpExpired,
+    TooManyAttempts,
+    /// Wrong code (counted).
+    Invalid,
+    NotProvisioned,
+}
+
+/// One entry of the invalidation log: a credential whose validity or
+/// scopes changed, so every replica must drop what it cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalidation {
+    pub seq: i64,
+    pub credential: SecretHash,
+}
+
+/// A verified logout token to apply (§5): the credentials of the
+/// delegation `(iss, sub)` issued up to `issued_through` are revoked.
+#[derive(Debug, Clone)]
+pub struct SubjectRevocation {
+    pub iss: String,
+    /// `None` for a token naming only a session (`sid`): nothing here is
+    /// keyed by session, so only its `jti` is recorded.
+    pub sub: Option<String>,
+    /// The replay-table key of the token and how long it is kept.
+    pub jti_key: [u8; 16],
+    pub jti_until: Timestamp,
+    /// The token's `iat` plus the clock skew: credentials issued later
+    /// (after the provider consented again) are kept.
+    pub issued_through: Timestamp,
+    /// The token's `iat` (the provider's clock): assertions issued before
+    /// it no longer register for this subject.
+    pub assertions_before: Timestamp,
+    pub now: Timestamp,
+    pub meta: RequestMeta,
+}
+
+/// How a logout token was applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectRevoked {
+    Done(RevokeReport),
+    /// The token's `jti` was used before (nothing written).
+    Replay,
+}
+
+/// What an operator revokes (§5, §11: "any ──operator revoke──▶ revoked").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeTarget {
+    Registration(String),
+    /// Every registration bound to this user.
+    User(String),
+    /// Every registration issued through this provider (`iss`).
+    Provider(String),
+    /// Every live registration: incident response.
+    All,
+}
+
+impl RevokeTarget {
+    /// The operator action's name in the audit trail.
+    pub const fn action(&self) -> &'static str {
+        match self {
+            RevokeTarget::Registration(_) => "revoke_registration",
+            RevokeTarget::User(_) => "revoke_user",
+            RevokeTarget::Provider(_) => "revoke_provider",
+            RevokeTarget::All => "revoke_all",
+        }
+    }
+}
+
+/// An operator's revocation: who, why, and what.
+#[derive(Debug, Clone)]
+pub struct OperatorRevocation {
+    pub target: RevokeTarget,
+    /// Who did it (an operator name; never a secret).
+    pub operator: String,
+    pub reason: Option<String>,
+    pub now: Timestamp,
+    pub meta: RequestMeta,
+}
+
+impl OperatorRevocation {
+    /// Assertions issued before this (the start of the revocation's second,
+    /// since `iat` counts whole seconds) no longer register for a revoked
+    /// delegation; one minted later in the same second still does.
+    pub(crate) fn assertions_before(&self) -> i64 {
+        self.now.as_millis().div_euclid(1000) * 1000
+    }
+
+    /// The `operator.action` event that records it.
+    pub(crate) fn event(&self, report: &RevokeReport) -> AuditEvent {
+        let mut e = AuditEvent::new(EventKind::OperatorAction, self.now, &self.meta)
+            .with("action", self.target.action())
+            .with("operator", self.operator.as_str())
+            .with("reason", self.reason.clone())
+            .with("registrations_revoked", report.registrations)
+            .with("credentials_revoked", report.credentials);
+        match &self.target {
+            RevokeTarget::Registration(id) => e = e.registration(id),
+            RevokeTarget::User(id) => e = e.user(id),
+            RevokeTarget::Provider(iss) => e = e.with("iss", iss.as_str()),
+            RevokeTarget::All => {}
+        }
+        e
+    }
+}
+
+/// What a revocation ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RevokeReport {
+    pub registrations: u64,
+    pub credentials: u64,
+}
+
+/// A position in the audit trail, for following it live
+/// ([`Store::tail_events`]). Written `id` on SQLite, where commit order is
+/// id order, and `tx.id` on PostgreSQL (see migration 0004).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TailCursor {
+    pub tx: i64,
+    pub id: i64,
+}
+
+impl std::fmt::Display for TailCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.tx == 0 {
+            write!(f, "{}", self.id)
+        } else {
+            write!(f, "{}.{}", self.tx, self.id)
+        }
+    }
+}
+
+impl std::str::FromStr for TailCursor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let number = |p: &str| {
+            p.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0 && !p.starts_with('+'))
+                .ok_or_else(|| format!("{s:?} is not an audit cursor"))
+        };
+        match s.split_once('.') {
+            Some((tx, id)) => Ok(TailCursor {
+                tx: number(tx)?,
+                id: number(id)?,
+            }),
+            None => Ok(TailCursor {
+                tx: 0,
+                id: number(s)?,
+            }),
+        }
+    }
+}
+
+/// Row counts, for operators and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub registrations: u64,
+    pub credentials: u64,
+    pub audit_events: u64,
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub expired_registrations: Vec<String>,
+    pub revoked_credentials: usize,
+}
+
+/// Every persistence operation authmd performs.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Applies the backend's pending migrations.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Cheap liveness check (readiness probe).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// §3.1: checks `limits` in order (the first refusal wins and nothing is
+    /// written), then creates the registration (status `unclaimed`), its API
+    /// key and claim token, and records `reg.events`.
+    async fn create_anonymous_registration(
+        &self,
+        reg: NewAnonymousRegistration,
+        limits: Vec<RateLimit>,
+    ) -> Result<Result<(), RateLimited>, StoreError>;
+
+    /// §3.3 steps 12 and the issuance after it, atomically: refuses a used
+    /// `jti` (shared by every replica), matches or provisions the user
+    /// (§6), checks `limits`, then records the `jti`, upserts the
+    /// delegation `(iss, sub)` (its registration id is stable while the
+    /// registration lives), issues the credential and records
+    /// `registration.created` and `credential.issued`. A refusal writes
+    /// nothing.
+    async fn register_agent(
+        &self,
+        reg: NewAgentRegistration,
+        limits: Vec<RateLimit>,
+    ) -> Result<AgentRegistered, StoreError>;
+
+    /// Whether a `jti` key is remembered (a read; `register_agent` is the
+    /// atomic check).
+    async fn jti_used(&self, key: [u8; 16]) -> Result<bool, StoreError>;
+
+    /// §3.2: checks `limits`, creates the registration and its first
+    /// attempt.
+    async fn create_email_registration(
+        &self,
+        reg: NewEmailRegistration,
+        limits: Vec<RateLimit>,
+    ) -> Result<Result<(), RateLimited>, StoreError>;
+
+    /// §4.1: starts a claim attempt (superseding the previous one), echoes
+    /// one in flight, or refuses. Records `claim.requested` for a new one.
+    async fn start_claim(
+        &self,
+        req: ClaimRequest,
+        limits: Vec<RateLimit>,
+    ) -> Result<ClaimStarted, StoreError>;
+
+    /// The attempt a claim link names (its hash is checked by the caller).
+    async fn attempt(
+        &self,
+        attempt_id: &str,
+        now: Timestamp,
+    ) -> Result<Option<AttemptView>, StoreError>;
+
+    /// §4.3: mints a code for an open attempt whose link hash matches,
+    /// replacing any previous code; records `otp.generated`.
+    async fn mint_otp(
+        &self,
+        attempt_id: &str,
+        link: SecretHash,
+        otp: SecretHash,
+        otp_expires_at: Timestamp,
+        now: Timestamp,
+        meta: RequestMeta,
+    ) -> Result<AttemptAction, StoreError>;
+
+    /// §4.2 "this wasn't me": cancels an open attempt; records `claim.denied`.
+    async fn deny_attempt(
+        &self,
+        attempt_id: &str,
+        link: SecretHash,
+        now: Timestamp,
+        meta: RequestMeta,
+    ) -> Result<AttemptAction, StoreError>;
+
+    /// §4.4: one atomic transition. A wrong code is counted (and may lock
+    /// the claim) and committed; a right one claims the registration.
+    async fn complete_claim(&self, req: CompleteClaim) -> Result<Completed, StoreError>;
+
+    /// The key of the one-time codes' keyed hashes, created on first use
+    /// (shared by replicas).
+    async fn secret_key(&self) -> Result<Vec<u8>, StoreError>;
+
+    /// Records an event that accompanies no state change (a refusal).
+    async fn record_event(&self, event: AuditEvent) -> Result<(), StoreError>;
+
+    /// The credential with this id, joined with its registration and user.
+    /// The caller compares the stored hash with the presented secret's.
+    async fn find_credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError>;
+
+    /// Invalidation log entries after `seq`, oldest first. Entries become
+    /// visible in `seq` order (writers serialize on the log), so a reader
+    /// that remembers the last `seq` it saw never misses one.
+    async fn invalidations_after(
+        &self,
+        seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Invalidation>, StoreError>;
+
+    /// The newest invalidation `seq` (0 when the log is empty).
+    async fn latest_invalidation(&self) -> Result<i64, StoreError>;
+
+    /// Expires up to `limit` registrations still unclaimed or pending at
+    /// `now`: marks them `expired`, revokes their credentials, logs the
+    /// invalidations and records `registration.expired`. Safe to run on
+    /// several replicas at once: each registration is expired once.
+    async fn expire_registrations(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<SweepReport, StoreError>;
+
+    /// Deletes bookkeeping that can no longer matter at `now`: rate-limit
+    /// state older than its window, invalidation entries older than
+    /// `keep_invalidations_since`.
+    async fn purge(
+        &self,
+        now: Timestamp,
+        keep_invalidations_since: Timestamp,
+    ) -> Result<u64, StoreError>;
+
+    /// How many registrations, credentials and events exist.
+    async fn stats(&self) -> Result<Stats, StoreError>;
+
+    /// Audit events matching `filter`, oldest first.
+    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Applies a verified logout token (§5) atomically: refuses a used
+    /// `jti`, records it, revokes the subject's credentials issued up to
+    /// `issued_through`, and when none is left marks the registration and
+    /// the delegation revoked and records `registration.revoked`. Later
+    /// assertions issued before `assertions_before` are refused.
+    async fn revoke_subject(&self, r: SubjectRevocation) -> Result<SubjectRevoked, StoreError>;
+
+    /// Revokes every live registration of the target and all their
+    /// credentials; records `registration.revoked` for each and one
+    /// `operator.action`.
+    async fn revoke(&self, r: OperatorRevocation) -> Result<RevokeReport, StoreError>;
+
+    /// Registrations matching `filter`, by id (creation order).
+    async fn list_registrations(
+        &self,
+        filter: &RegistrationFilter,
+        now: Timestamp,
+    ) -> Result<Vec<RegistrationSummary>, StoreError>;
+
+    /// The credentials of one registration (never their hashes).
+    async fn registration_credentials(
+        &self,
+        registration_id: &str,
+    ) -> Result<Vec<CredentialSummary>, StoreError>;
+
+    async fn list_users(&self, filter: &UserFilter) -> Result<Vec<UserRecord>, StoreError>;
+
+    async fn list_delegations(
+        &self,
+        filter: &DelegationFilter,
+    ) -> Result<Vec<DelegationRecord>, StoreError>;
+
+    /// The end of the audit trail now: a tail started here shows what is
+    /// recorded from now on.
+    async fn tail_position(&self) -> Result<TailCursor, StoreError>;
+
+    /// Events after `after` that match `filter` (its cursor and time fields
+    /// aside from `since`/`until` apply too), in an order in which no event
+    /// committed later can sort before one returned; and the cursor to ask
+    /// from next (past everything examined, even what did not match).
+    async fn tail_events(
+        &self,
+        after: TailCursor,
+        filter: &EventFilter,
+    ) -> Result<(Vec<(TailCursor, AuditRecord)>, TailCursor), StoreError>;
+}
+
+/// Opens the store named by a `database.url`.
+pub async fn open(url: &str, max_connections: usize) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url, max_connections)?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(
+            PostgresStore::connect(url, max_connections).await?,
+        ))
+    } else {
+        Err(StoreError::Url("expected sqlite: or postgres://".into()))
+    }
+}
+
+/// Scopes are stored space-separated, as in OAuth.
+pub(crate) fn join_scopes(scopes: &[String]) -> String {
+    scopes.join(" ")
+}
+
+pub(crate) fn split_scopes(s: &str) -> Vec<String> {
+    s.split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+pub(crate) fn parse_enum<T>(
+    what: &str,
+    s: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<T, StoreError> {
+    parse(s).ok_or_else(|| StoreError::Corrupt(format!("{what} {s:?}")))
+}
+
+impl NewAgentRegistration {
+    /// Whether the assertion predates the delegation's last revocation
+    /// (`delegations.revoked_before`). Both times are the provider's clock
+    /// for a logout; an assertion issued in the same second is accepted.
+    pub(crate) fn issued_before_revocation(&self, revoked_before: Option<i64>) -> bool {
+        revoked_before.is_some_and(|t| self.issued_at.as_millis() < t)
+    }
+
+    /// The two events of a successful registration.
+    pub(crate) fn events(
+        &self,
+        registration_id: &str,
+        user_id: &str,
+        provisioned: bool,
+    ) -> [AuditEvent; 2] {
+        let with_subject = |e: AuditEvent| {
+            let mut e = e
+                .registration(registration_id)
+                .user(user_id)
+                .with("iss", self.iss.as_str())
+                .with("sub", self.sub.as_str());
+            for (k, v) in &self.audit {
+                e = e.with(k, v.clone());
+            }
+            e
+        };
+        [
+            with_subject(
+                AuditEvent::new(EventKind::RegistrationCreated, self.now, &self.meta)
+                    .with("registration_type", "agent-provider")
+                    .with("user_provisioned", provisioned),
+            ),
+            with_subject(
+                AuditEvent::new(EventKind::CredentialIssued, self.now, &self.meta)
+                    .with("credential_id", self.credential_id.as_str())
+                    .with("credential_type", self.credential_type.as_str())
+                    .with("source", "provider")
+                    .with("scopes", self.scopes.clone()),
+            ),
+        ]
+    }
+}
+
+pub(crate) const STATS_QUERY: &str = "SELECT (SELECT COUNT(*) FROM registrations), \
+     (SELECT COUNT(*) FROM credentials), (SELECT COUNT(*) FROM audit_events)";
+
+/// Above this many changed credentials in one transaction, the
+/// invalidation log gets one entry telling every replica to drop its whole
+/// cache instead of one entry per credential.
+pub(crate) const FLUSH_OVER: usize = 1000;
+
+/// The entries to append to the invalidation log for `hashes`.
+pub(crate) fn invalidation_entries(hashes: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    if hashes.len() > FLUSH_OVER {
+        vec![crate::validation::FLUSH_ALL.as_bytes().to_vec()]
+    } else {
+        hashes
+    }
+}
+
+/// The columns of the credential lookup (validation's hot path): the
+/// credential by primary key, joined with its registration and user. Each
+/// backend writes its own `WHERE` (SQLite needs `+?1`, see
+/// `sqlite::tests::hot_joins_are_never_reprepared`).
+macro_rules! credential_columns {
+    () => {
+        "c.id, c.type, c.source, c.scopes, c.issued_at, c.expires_at, c.revoked_at,
+         c.iss, c.sub, r.id, r.type, r.status, r.expires_at, u.id, u.email, u.name,
+         c.token_hash"
+    };
+}
+pub(crate) use credential_columns;
+
+/// A row of the credential lookup, before its text columns are checked.
+pub(crate) struct RawCredential {
+    pub credential_id: String,
+    pub credential_type: String,
+    pub source: String,
+    pub scopes: String,
+    pub issued_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub iss: Option<String>,
+    pub sub: Option<String>,
+    pub registration_id: String,
+    pub registration_type: String,
+    pub registration_status: String,
+    pub registration_expires_at: Option<i64>,
+    pub user_id: Option<String>,
+    pub user_email: Option<String>,
+    pub user_name: Option<String>,
+    pub token_hash: Vec<u8>,
+}
+
+impl RawCredential {
+    pub(crate) fn into_record(self) -> Result<CredentialRecord, StoreError> {
+        Ok(CredentialRecord {
+            credential_type: parse_enum(
+                "credential type",
+                &self.credential_type,
+                CredentialType::parse,
+            )?,
+            source: parse_enum("credential source", &self.source, CredentialSource::parse)?,
+            scopes: split_scopes(&self.scopes),
+            issued_at: Timestamp::from_millis(self.issued_at),
+            expires_at: self.expires_at.map(Timestamp::from_millis),
+            revoked_at: self.revoked_at.map(Timestamp::from_millis),
+            registration_type: parse_enum(
+                "registration type",
+                &self.registration_type,
+                RegistrationType::parse,
+            )?,
+            registration_status: parse_enum(
+                "registration status",
+                &self.registration_status,
+                RegistrationStatus::parse,
+            )?,
+            registration_expires_at: self.registration_expires_at.map(Timestamp::from_millis),
+            user: self.user_id.map(|id| UserSummary {
+                id,
+                email: self.user_email,
+                name: self.user_name,
+            }),
+            secret_hash: SecretHash::from_slice(&self.token_hash)
+                .ok_or_else(|| StoreError::Corrupt("credential hash length".into()))?,
+            credential_id: self.credential_id,
+            registration_id: self.registration_id,
+            iss: self.iss,
+            sub: self.sub,
+        })
+    }
+}
+
+impl SubjectRevocation {
+    /// `registration.revoked` (or `credential.revoked` when newer
+    /// credentials remain) for a logout token.
+    pub(crate) fn event(
+        &self,
+        kind: EventKind,
+        registration_id: &str,
+        user_id: &str,
+        sub: &str,
+        credentials: u64,
+    ) -> AuditEvent {
+        AuditEvent::new(kind, self.now, &self.meta)
+            .registration(registration_id)
+            .user(user_id)
+            .with("iss", self.iss.as_str())
+            .with("sub", sub)
+            .with("by", "provider")
+            .with("credentials_revoked", credentials)
+    }
+}
+
+impl OperatorRevocation {
+    /// `registration.revoked` for one registration an operator revoked.
+    pub(crate) fn registration_event(
+        &self,
+        registration_id: &str,
+        user_id: Option<&str>,
+        iss: Option<String>,
+        sub: Option<String>,
+        credentials: usize,
+    ) -> AuditEvent {
+        let mut e = AuditEvent::new(EventKind::RegistrationRevoked, self.now, &self.meta)
+            .registration(registration_id)
+            .with("iss", iss)
+            .with("sub", sub)
+            .with("by", "operator")
+            .with("operator", self.operator.as_str())
+            .with("action", self.target.action())
+            .with("credentials_revoked", credentials);
+        if let Some(u) = user_id {
+            e = e.user(u);
+        }
+        e
+    }
+}

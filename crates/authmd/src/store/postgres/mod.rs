@@ -1,0 +1,861 @@
+//! PostgreSQL backend, for deployments with several replicas.
+//!
+//! Every operation is one transaction on a pooled connection. Correctness
+//! across replicas comes from the database: unique keys, row locks
+//! (`FOR UPDATE SKIP LOCKED` in the sweep), and a transaction-level advisory
+//! lock that serializes appends to the invalidation log so that its `seq`
+//! order is its commit order.
+
+mod claims;
+mod governance;
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
+use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+
+use super::migrate::POSTGRES;
+use super::{
+    AgentRegistered, Invalidation, NewAgentRegistration, NewAnonymousRegistration, RawCredential,
+    STATS_QUERY, Stats, Store, StoreError, SweepReport, credential_columns, join_scopes,
+};
+use super::{
+    AttemptAction, AttemptView, ClaimRequest, ClaimStarted, CompleteClaim, Completed,
+    NewEmailRegistration,
+};
+use super::{
+    CredentialSummary, DelegationFilter, DelegationRecord, OperatorRevocation, RegistrationFilter,
+    RegistrationSummary, RevokeReport, SubjectRevocation, SubjectRevoked, TailCursor, UserFilter,
+    UserRecord, listing,
+};
+use crate::audit::{AuditEvent, AuditRecord, EventFilter, EventKind, RequestMeta};
+use crate::credential::CredentialRecord;
+use crate::rate_limit::{RateLimit, RateLimited};
+use crate::time::Timestamp;
+use crate::token::SecretHash;
+
+const CREDENTIAL_QUERY: &str = concat!(
+    "SELECT ",
+    credential_columns!(),
+    " FROM credentials c JOIN registrations r ON r.id = c.registration_id
+      LEFT JOIN users u ON u.id = c.user_id WHERE c.id = $1"
+);
+
+/// Advisory lock keys (arbitrary, fixed).
+const MIGRATION_LOCK: i64 = 0x6175_7468_6d64_0001;
+const INVALIDATION_LOCK: i64 = 0x6175_7468_6d64_0002;
+
+/// The PostgreSQL store.
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").finish_non_exhaustive()
+    }
+}
+
+fn pg(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(d) => StoreError::Database(format!("{} ({})", d.message(), d.code().code())),
+        None => StoreError::Database(e.to_string()),
+    }
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => pg(e),
+        other => StoreError::Database(other.to_string()),
+    }
+}
+
+impl PostgresStore {
+    /// Connects a pool to a `postgres://` URL (the first connection is made
+    /// here, so a wrong URL fails at startup).
+    pub async fn connect(url: &str, max_connections: usize) -> Result<PostgresStore, StoreError> {
+        let config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Url(format!("PostgreSQL URL: {e}")))?;
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(StoreError::Url(
+                "sslmode=require is not supported yet; connect over a private network or a local TLS proxy"
+                    .into(),
+            ));
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_connections)
+            .build()
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        let store = PostgresStore { pool };
+        store.ping().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(pool_error)
+    }
+}
+
+async fn exec(
+    tx: &Transaction<'_>,
+    sql: &str,
+    args: &[&(dyn ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let stmt = tx.prepare_cached(sql).await.map_err(pg)?;
+    tx.execute(&stmt, args).await.map_err(pg)
+}
+
+async fn insert_event(tx: &Transaction<'_>, e: &AuditEvent) -> Result<(), StoreError> {
+    exec(
+        tx,
+        "INSERT INTO audit_events (at, event, registration_id, user_id, ip, user_agent, data, provider)
+         VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8)",
+        &[
+            &e.at.as_millis(),
+            &e.kind.as_str(),
+            &e.registration_id,
+            &e.user_id,
+            &e.meta.ip.map(|i| i.to_string()),
+            &e.meta.user_agent,
+            &e.data_json(),
+            &e.provider(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Checks every limit in order (locking each counter row); writes the new
+/// state only if all admit.
+async fn admit(
+    tx: &Transaction<'_>,
+    limits: &[RateLimit],
+    now: Timestamp,
+) -> Result<Result<(), RateLimited>, StoreError> {
+    let mut updates = Vec::with_capacity(limits.len());
+    for limit in limits {
+        // Make sure the row exists so that FOR UPDATE has something to lock:
+        // two replicas counting the same key then serialize here.
+        exec(
+            tx,
+            "INSERT INTO rate_limits (key, tat) VALUES ($1, 0) ON CONFLICT (key) DO NOTHING",
+            &[&limit.key],
+        )
+        .await?;
+        let stmt = tx
+            .prepare_cached("SELECT tat FROM rate_limits WHERE key = $1 FOR UPDATE")
+            .await
+            .map_err(pg)?;
+        let tat: i64 = tx.query_one(&stmt, &[&limit.key]).await.map_err(pg)?.get(0);
+        match limit.decide(Some(tat), now) {
+            Ok(new_tat) => updates.push((&limit.key, new_tat)),
+            Err(refused) => return Ok(Err(refused)),
+        }
+    }
+    for (key, tat) in updates {
+        exec(
+            tx,
+            "UPDATE rate_limits SET tat = $2 WHERE key = $1",
+            &[key, &tat],
+        )
+        .await?;
+    }
+    Ok(Ok(()))
+}
+
+/// Appends to the invalidation log. Takes the log's advisory lock first;
+/// call it last in a transaction, after every row lock it needs.
+async fn log_invalidations(
+    tx: &Transaction<'_>,
+    hashes: Vec<Vec<u8>>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    if hashes.is_empty() {
+        return Ok(());
+    }
+    let hashes = super::invalidation_entries(hashes);
+    let stmt = tx
+        .prepare_cached("SELECT pg_advisory_xact_lock($1)")
+        .await
+        .map_err(pg)?;
+    tx.execute(&stmt, &[&INVALIDATION_LOCK]).await.map_err(pg)?;
+    exec(
+        tx,
+        "INSERT INTO invalidations (token_hash, at) SELECT h, $2 FROM UNNEST($1::bytea[]) AS t(h)",
+        &[&hashes, &now.as_millis()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Serializes transactions that share `what` (a subject, an email) across
+/// replicas until commit. Taken first in a transaction, before any row lock,
+/// and never more than one of each kind, so the locks cannot deadlock.
+async fn lock(tx: &Transaction<'_>, what: &str) -> Result<(), StoreError> {
+    let stmt = tx
+        .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .await
+        .map_err(pg)?;
+    tx.execute(&stmt, &[&what]).await.map_err(pg)?;
+    Ok(())
+}
+
+async fn first_id(
+    tx: &Transaction<'_>,
+    sql: &str,
+    value: &str,
+) -> Result<Option<String>, StoreError> {
+    let stmt = tx.prepare_cached(sql).await.map_err(pg)?;
+    Ok(tx
+        .query_opt(&stmt, &[&value])
+        .await
+        .map_err(pg)?
+        .map(|r| r.get(0)))
+}
+
+/// §3.3/§6 in one transaction. The `jti` is inserted first: a concurrent
+/// transaction with the same key waits on it and then finds the conflict,
+/// so exactly one of them registers. Any refusal drops the transaction.
+async fn register_agent_tx(
+    tx: &Transaction<'_>,
+    reg: &NewAgentRegistration,
+    limits: &[RateLimit],
+) -> Result<AgentRegistered, StoreError> {
+    let now = reg.now.as_millis();
+    let inserted = exec(
+        tx,
+        "INSERT INTO jti_seen (key, expires_at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        &[&&reg.jti_key[..], &reg.jti_until.as_millis()],
+    )
+    .await?;
+    if inserted == 0 {
+        return Ok(AgentRegistered::Replay);
+    }
+    lock(tx, &format!("subject {} {}", reg.iss, reg.sub)).await?;
+    let verified_email = reg.identity.verified_email();
+    if let Some(email) = &verified_email {
+        lock(tx, &format!("email {email}")).await?;
+    }
+    // FOR SHARE: an operator revoking this registration (FOR UPDATE) and
+    // this issuance into it take turns; whoever is second sees the other.
+    let stmt = tx
+        .prepare_cached(
+            "SELECT d.user_id, d.registration_id, r.status, d.revoked_before FROM delegations d
+             JOIN registrations r ON r.id = d.registration_id
+             WHERE d.iss = $1 AND d.sub = $2 FOR SHARE OF r",
+        )
+        .await
+        .map_err(pg)?;
+    let delegation: Option<(String, String, String)> = match tx
+        .query_opt(&stmt, &[&reg.iss, &reg.sub])
+        .await
+        .map_err(pg)?
+    {
+        Some(r) if reg.issued_before_revocation(r.get(3)) => {
+            return Ok(AgentRegistered::IssuedBeforeRevocation);
+        }
+        Some(r) => Some((r.get(0), r.get(1), r.get(2))),
+        None => None,
+    };
+    let mut existing_user = delegation.as_ref().map(|d| d.0.clone());
+    if existing_user.is_none() && reg.link_by_verified {
+        if let Some(email) = &verified_email {
+            existing_user = first_id(
+                tx,
+                "SELECT id FROM users WHERE email_normalized = $1 AND email_verified
+                 ORDER BY created_at LIMIT 1",
+                email,
+            )
+            .await?;
+        }
+        if existing_user.is_none()
+            && let Some(phone) = reg.identity.verified_phone()
+        {
+            existing_user = first_id(
+                tx,
+                "SELECT id FROM users WHERE phone_normalized = $1 AND phone_verified
+                 ORDER BY created_at LIMIT 1",
+                &phone,
+            )
+            .await?;
+        }
+    }
+    if existing_user.is_none() && !reg.jit_provisioning {
+        return Ok(AgentRegistered::NotProvisioned);
+    }
+    if let Err(refused) = admit(tx, limits, reg.now).await? {
+        return Ok(AgentRegistered::Limited(refused));
+    }
+    let provisioned = existing_user.is_none();
+    let user_id = match existing_user {
+        Some(u) => u,
+        None => {
+            let id = &reg.identity;
+            exec(
+                tx,
+                "INSERT INTO users (id, email, email_normalized, email_verified, phone_number,
+                                    phone_normalized, phone_verified, name, created_by_agent, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, TRUE, $9)",
+                &[
+                    &reg.new_user_id,
+                    &id.email,
+                    &id.email.as_deref().and_then(crate::users::normalize_email),
+                    &id.email_verified,
+                    &id.phone_number,
+                    &id.phone_number.as_deref().and_then(crate::users::normalize_phone),
+                    &id.phone_number_verified,
+                    &id.name,
+                    &now,
+                ],
+            )
+            .await?;
+            reg.new_user_id.clone()
+        }
+    };
+    let registration_id = match &delegation {
+        Some((_, registration, status)) if status == "active" => registration.clone(),
+        _ => {
+            exec(
+                tx,
+                "INSERT INTO registrations (id, type, status, created_at, updated_at, user_id,
+                                            created_by_agent, iss, sub)
+                 VALUES ($1, 'agent-provider', 'active', $2, $2, $3, TRUE, $4, $5)",
+                &[&reg.new_registration_id, &now, &user_id, &reg.iss, &reg.sub],
+            )
+            .await?;
+            exec(
+                tx,
+                "INSERT INTO delegations (iss, sub, user_id, registration_id, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $5)
+                 ON CONFLICT (iss, sub) DO UPDATE SET
+                     registration_id = excluded.registration_id, updated_at = excluded.updated_at,
+                     revoked_at = NULL",
+                &[&reg.iss, &reg.sub, &user_id, &reg.new_registration_id, &now],
+            )
+            .await?;
+            reg.new_registration_id.clone()
+        }
+    };
+    exec(
+        tx,
+        "INSERT INTO credentials (id, token_hash, registration_id, user_id, type, source, scopes,
+                                  issued_at, expires_at, iss, sub, aud)
+         VALUES ($1, $2, $3, $4, $5, 'provider', $6, $7, $8, $9, $10, $11)",
+        &[
+            &reg.credential_id,
+            &reg.credential.as_bytes(),
+            &registration_id,
+            &user_id,
+            &reg.credential_type.as_str(),
+            &join_scopes(&reg.scopes),
+            &now,
+            &reg.expires_at.map(Timestamp::as_millis),
+            &reg.iss,
+            &reg.sub,
+            &reg.aud,
+        ],
+    )
+    .await?;
+    for e in reg.events(&registration_id, &user_id, provisioned) {
+        insert_event(tx, &e).await?;
+    }
+    Ok(AgentRegistered::Issued {
+        registration_id,
+        user_id,
+        user_provisioned: provisioned,
+    })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(pg)?;
+        let result = async {
+            client
+                .batch_execute(
+                    "CREATE TABLE IF NOT EXISTS authmd_migrations (
+                         version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+                )
+                .await
+                .map_err(pg)?;
+            let current: i64 = client
+                .query_one("SELECT COALESCE(MAX(version), 0) FROM authmd_migrations", &[])
+                .await
+                .map_err(pg)?
+                .get(0);
+            let known = POSTGRES.last().map_or(0, |m| m.version);
+            if current > known {
+                return Err(StoreError::Migration(format!(
+                    "the database is at schema version {current}, newer than this authmd ({known}); upgrade authmd"
+                )));
+            }
+            for m in POSTGRES.iter().filter(|m| m.version > current) {
+                let tx = client.transaction().await.map_err(pg)?;
+                tx.batch_execute(m.sql)
+                    .await
+                    .map_err(|e| StoreError::Migration(format!("{} {}: {}", m.version, m.name, pg(e))))?;
+                tx.execute(
+                    "INSERT INTO authmd_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                    &[&m.version, &m.name, &Timestamp::now().as_millis()],
+                )
+                .await
+                .map_err(pg)?;
+                tx.commit().await.map_err(pg)?;
+                tracing::info!(version = m.version, name = m.name, "applied migration");
+            }
+            Ok(())
+        }
+        .await;
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(pg)?;
+        result
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .simple_query("SELECT 1")
+            .await
+            .map(|_| ())
+            .map_err(pg)
+    }
+
+    async fn create_anonymous_registration(
+        &self,
+        reg: NewAnonymousRegistration,
+        limits: Vec<RateLimit>,
+    ) -> Result<Result<(), RateLimited>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        if let Err(refused) = admit(&tx, &limits, reg.created_at).await? {
+            // Nothing was written; dropping the transaction rolls it back.
+            return Ok(Err(refused));
+        }
+        exec(
+            &tx,
+            "INSERT INTO registrations
+                 (id, type, status, created_at, updated_at, expires_at, created_by_agent, claim_token_hash)
+             VALUES ($1, 'anonymous', 'unclaimed', $2, $2, $3, TRUE, $4)",
+            &[
+                &reg.registration_id,
+                &reg.created_at.as_millis(),
+                &reg.expires_at.as_millis(),
+                &reg.claim_token.as_bytes(),
+            ],
+        )
+        .await?;
+        exec(
+            &tx,
+            "INSERT INTO credentials (id, token_hash, registration_id, type, source, scopes, issued_at)
+             VALUES ($1, $2, $3, 'api_key', 'anonymous', $4, $5)",
+            &[
+                &reg.credential_id,
+                &reg.credential.as_bytes(),
+                &reg.registration_id,
+                &join_scopes(&reg.scopes),
+                &reg.created_at.as_millis(),
+            ],
+        )
+        .await?;
+        for e in &reg.events {
+            insert_event(&tx, e).await?;
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(Ok(()))
+    }
+
+    async fn register_agent(
+        &self,
+        reg: NewAgentRegistration,
+        limits: Vec<RateLimit>,
+    ) -> Result<AgentRegistered, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let outcome = register_agent_tx(&tx, &reg, &limits).await?;
+        if matches!(outcome, AgentRegistered::Issued { .. }) {
+            tx.commit().await.map_err(pg)?;
+        }
+        Ok(outcome)
+    }
+
+    async fn jti_used(&self, key: [u8; 16]) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM jti_seen WHERE key = $1)")
+            .await
+            .map_err(pg)?;
+        Ok(client
+            .query_one(&stmt, &[&&key[..]])
+            .await
+            .map_err(pg)?
+            .get(0))
+    }
+
+    async fn create_email_registration(
+        &self,
+        reg: NewEmailRegistration,
+        limits: Vec<RateLimit>,
+    ) -> Result<Result<(), RateLimited>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let outcome = claims::create_email_registration(&tx, &reg, &limits).await?;
+        if outcome.is_ok() {
+            tx.commit().await.map_err(pg)?;
+        }
+        Ok(outcome)
+    }
+
+    async fn start_claim(
+        &self,
+        req: ClaimRequest,
+        limits: Vec<RateLimit>,
+    ) -> Result<ClaimStarted, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let outcome = claims::start_claim(&tx, &req, &limits).await?;
+        if matches!(outcome, ClaimStarted::Started { .. }) {
+            tx.commit().await.map_err(pg)?;
+        }
+        Ok(outcome)
+    }
+
+    async fn attempt(
+        &self,
+        attempt_id: &str,
+        now: Timestamp,
+    ) -> Result<Option<AttemptView>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        claims::attempt(&tx, attempt_id, now, false).await
+    }
+
+    async fn mint_otp(
+        &self,
+        attempt_id: &str,
+        link: SecretHash,
+        otp: SecretHash,
+        otp_expires_at: Timestamp,
+        now: Timestamp,
+        meta: RequestMeta,
+    ) -> Result<AttemptAction, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let outcome =
+            claims::mint_otp(&tx, attempt_id, &link, &otp, otp_expires_at, now, &meta).await?;
+        if matches!(outcome, AttemptAction::Done { .. }) {
+            tx.commit().await.map_err(pg)?;
+        }
+        Ok(outcome)
+    }
+
+    async fn deny_attempt(
+        &self,
+        attempt_id: &str,
+        link: SecretHash,
+        now: Timestamp,
+        meta: RequestMeta,
+    ) -> Result<AttemptAction, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let outcome = claims::deny_attempt(&tx, attempt_id, &link, now, &meta).await?;
+        if matches!(outcome, AttemptAction::Done { .. }) {
+            tx.commit().await.map_err(pg)?;
+        }
+        Ok(outcome)
+    }
+
+    async fn complete_claim(&self, req: CompleteClaim) -> Result<Completed, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let (outcome, commit) = claims::complete_claim(&tx, &req).await?;
+        if commit {
+            tx.commit().await.map_err(pg)?;
+        }
+        Ok(outcome)
+    }
+
+    async fn secret_key(&self) -> Result<Vec<u8>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let key = claims::secret_key(&tx).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(key)
+    }
+
+    async fn record_event(&self, event: AuditEvent) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        insert_event(&tx, &event).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn find_credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(CREDENTIAL_QUERY).await.map_err(pg)?;
+        let Some(r) = client.query_opt(&stmt, &[&id]).await.map_err(pg)? else {
+            return Ok(None);
+        };
+        let raw = RawCredential {
+            credential_id: r.try_get(0).map_err(pg)?,
+            credential_type: r.try_get(1).map_err(pg)?,
+            source: r.try_get(2).map_err(pg)?,
+            scopes: r.try_get(3).map_err(pg)?,
+            issued_at: r.try_get(4).map_err(pg)?,
+            expires_at: r.try_get(5).map_err(pg)?,
+            revoked_at: r.try_get(6).map_err(pg)?,
+            iss: r.try_get(7).map_err(pg)?,
+            sub: r.try_get(8).map_err(pg)?,
+            registration_id: r.try_get(9).map_err(pg)?,
+            registration_type: r.try_get(10).map_err(pg)?,
+            registration_status: r.try_get(11).map_err(pg)?,
+            registration_expires_at: r.try_get(12).map_err(pg)?,
+            user_id: r.try_get(13).map_err(pg)?,
+            user_email: r.try_get(14).map_err(pg)?,
+            user_name: r.try_get(15).map_err(pg)?,
+            token_hash: r.try_get(16).map_err(pg)?,
+        };
+        raw.into_record().map(Some)
+    }
+
+    async fn invalidations_after(
+        &self,
+        seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Invalidation>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT seq, token_hash FROM invalidations WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .await
+            .map_err(pg)?;
+        let rows = client
+            .query(&stmt, &[&seq, &i64::from(limit)])
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                let hash: Vec<u8> = r.get(1);
+                Ok(Invalidation {
+                    seq: r.get(0),
+                    credential: SecretHash::from_slice(&hash)
+                        .ok_or_else(|| StoreError::Corrupt("invalidation hash length".into()))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn latest_invalidation(&self) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT COALESCE(MAX(seq), 0) FROM invalidations", &[])
+            .await
+            .map_err(pg)?;
+        Ok(row.get(0))
+    }
+
+    async fn expire_registrations(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<SweepReport, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        // SKIP LOCKED: replicas sweeping at once take disjoint rows.
+        let stmt = tx
+            .prepare_cached(
+                "SELECT id FROM registrations
+                 WHERE status IN ('unclaimed', 'pending_claim') AND expires_at <= $1
+                 ORDER BY expires_at LIMIT $2
+                 FOR UPDATE SKIP LOCKED",
+            )
+            .await
+            .map_err(pg)?;
+        let ids: Vec<String> = tx
+            .query(&stmt, &[&now.as_millis(), &i64::from(limit)])
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut report = SweepReport::default();
+        let mut hashes_all = Vec::new();
+        let mut events = Vec::new();
+        for id in ids {
+            exec(
+                &tx,
+                "UPDATE registrations SET status = 'expired', updated_at = $1 WHERE id = $2",
+                &[&now.as_millis(), &id],
+            )
+            .await?;
+            let stmt = tx
+                .prepare_cached(
+                    "UPDATE credentials SET revoked_at = $1
+                     WHERE registration_id = $2 AND revoked_at IS NULL
+                     RETURNING token_hash",
+                )
+                .await
+                .map_err(pg)?;
+            let hashes: Vec<Vec<u8>> = tx
+                .query(&stmt, &[&now.as_millis(), &id])
+                .await
+                .map_err(pg)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            events.push(
+                AuditEvent::new(EventKind::RegistrationExpired, now, &RequestMeta::default())
+                    .registration(&id)
+                    .with("credentials_revoked", hashes.len()),
+            );
+            report.revoked_credentials += hashes.len();
+            report.expired_registrations.push(id);
+            hashes_all.extend(hashes);
+        }
+        for e in &events {
+            insert_event(&tx, e).await?;
+        }
+        log_invalidations(&tx, hashes_all, now).await?;
+        tx.commit().await.map_err(pg)?;
+        for e in &events {
+            e.log();
+        }
+        Ok(report)
+    }
+
+    async fn purge(
+        &self,
+        now: Timestamp,
+        keep_invalidations_since: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let a = client
+            .execute(
+                "DELETE FROM rate_limits WHERE tat < $1",
+                &[&now.as_millis()],
+            )
+            .await
+            .map_err(pg)?;
+        let b = client
+            .execute(
+                "DELETE FROM invalidations WHERE at < $1",
+                &[&keep_invalidations_since.as_millis()],
+            )
+            .await
+            .map_err(pg)?;
+        let j = client
+            .execute(
+                "DELETE FROM jti_seen WHERE expires_at < $1",
+                &[&now.as_millis()],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(a + b + j)
+    }
+
+    async fn stats(&self) -> Result<Stats, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_one(STATS_QUERY, &[])
+            .await
+            .map_err(pg)?;
+        let count = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+        Ok(Stats {
+            registrations: count(0),
+            credentials: count(1),
+            audit_events: count(2),
+        })
+    }
+
+    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        governance::events(&self.client().await?, filter).await
+    }
+
+    async fn revoke_subject(&self, r: SubjectRevocation) -> Result<SubjectRevoked, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let outcome = governance::revoke_subject(&tx, &r).await?;
+        if matches!(outcome, SubjectRevoked::Done(_)) {
+            tx.commit().await.map_err(pg)?;
+        }
+        Ok(outcome)
+    }
+
+    async fn revoke(&self, r: OperatorRevocation) -> Result<RevokeReport, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let report = governance::revoke(&tx, &r).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(report)
+    }
+
+    async fn list_registrations(
+        &self,
+        filter: &RegistrationFilter,
+        now: Timestamp,
+    ) -> Result<Vec<RegistrationSummary>, StoreError> {
+        let q = listing::registrations(filter, now);
+        governance::rows(&self.client().await?, &q.postgres(), &q, |r| {
+            listing::registration_summary(r)
+        })
+        .await
+    }
+
+    async fn registration_credentials(
+        &self,
+        registration_id: &str,
+    ) -> Result<Vec<CredentialSummary>, StoreError> {
+        let q = listing::credentials_of(registration_id);
+        governance::rows(&self.client().await?, &q.postgres(), &q, |r| {
+            listing::credential_summary(r)
+        })
+        .await
+    }
+
+    async fn list_users(&self, filter: &UserFilter) -> Result<Vec<UserRecord>, StoreError> {
+        let q = listing::users(filter);
+        governance::rows(&self.client().await?, &q.postgres(), &q, |r| {
+            listing::user_record(r)
+        })
+        .await
+    }
+
+    async fn list_delegations(
+        &self,
+        filter: &DelegationFilter,
+    ) -> Result<Vec<DelegationRecord>, StoreError> {
+        let q = listing::delegations(filter);
+        governance::rows(&self.client().await?, &q.postgres(), &q, |r| {
+            listing::delegation_record(r)
+        })
+        .await
+    }
+
+    async fn tail_position(&self) -> Result<TailCursor, StoreError> {
+        governance::tail_position(&self.client().await?).await
+    }
+
+    async fn tail_events(
+        &self,
+        after: TailCursor,
+        filter: &EventFilter,
+    ) -> Result<(Vec<(TailCursor, AuditRecord)>, TailCursor), StoreError> {
+        governance::tail_events(&self.client().await?, after, filter).await
+    }
+}

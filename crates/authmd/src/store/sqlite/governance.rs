@@ -1,0 +1,239 @@
+//! Revocation (provider and operator), the operator listings and the audit
+//! tail, on SQLite. Writes run in the writer's transaction; listings on a
+//! reader snapshot.
+
+use rusqlite::types::{ToSql, ToSqlOutput};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::super::listing::{self, Arg, MAX_PAGE, Query, ReadRow};
+use super::super::{
+    OperatorRevocation, RevokeReport, SubjectRevocation, SubjectRevoked, TailCursor,
+};
+use super::{StoreError, db, insert_event, log_invalidations, retire};
+use crate::audit::{AuditRecord, EventFilter, EventKind};
+
+impl ToSql for Arg {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        match self {
+            Arg::Text(s) => s.to_sql(),
+            Arg::Int(i) => i.to_sql(),
+        }
+    }
+}
+
+impl ReadRow for rusqlite::Row<'_> {
+    fn text(&self, i: usize) -> Result<String, StoreError> {
+        self.get(i).map_err(db)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        self.get(i).map_err(db)
+    }
+    fn int(&self, i: usize) -> Result<i64, StoreError> {
+        self.get(i).map_err(db)
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        self.get(i).map_err(db)
+    }
+    fn boolean(&self, i: usize) -> Result<bool, StoreError> {
+        self.get(i).map_err(db)
+    }
+}
+
+/// Runs a listing query and maps its rows.
+pub(super) fn rows<T>(
+    c: &Connection,
+    q: &Query,
+    map: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut s = c.prepare(&q.sqlite()).map_err(db)?;
+    let mut rows = s
+        .query(rusqlite::params_from_iter(q.args.iter()))
+        .map_err(db)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db)? {
+        out.push(map(row)?);
+    }
+    Ok(out)
+}
+
+/// §5 in the writer's transaction. Every refusal is decided before the
+/// first write.
+pub(super) fn revoke_subject(
+    c: &Connection,
+    r: &SubjectRevocation,
+) -> Result<SubjectRevoked, StoreError> {
+    let now = r.now.as_millis();
+    let used: bool = c
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM jti_seen WHERE key = ?1)")
+        .and_then(|mut s| s.query_row([&r.jti_key[..]], |row| row.get(0)))
+        .map_err(db)?;
+    if used {
+        return Ok(SubjectRevoked::Replay);
+    }
+    c.prepare_cached("INSERT INTO jti_seen (key, expires_at) VALUES (?1, ?2)")
+        .and_then(|mut s| s.execute(params![&r.jti_key[..], r.jti_until.as_millis()]))
+        .map_err(db)?;
+    let mut report = RevokeReport::default();
+    let Some(sub) = &r.sub else {
+        return Ok(SubjectRevoked::Done(report));
+    };
+    let delegation: Option<(String, String, String)> = c
+        .prepare_cached(
+            "SELECT d.registration_id, d.user_id, r.status FROM delegations d
+             JOIN registrations r ON r.id = d.registration_id
+             WHERE d.iss = ?1 AND d.sub = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row([&r.iss, sub], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()
+        })
+        .map_err(db)?;
+    let Some((registration_id, user_id, status)) = delegation else {
+        return Ok(SubjectRevoked::Done(report));
+    };
+    c.prepare_cached(
+        "UPDATE delegations SET revoked_before = MAX(COALESCE(revoked_before, 0), ?3),
+                                updated_at = ?4
+         WHERE iss = ?1 AND sub = ?2",
+    )
+    .and_then(|mut s| s.execute(params![r.iss, sub, r.assertions_before.as_millis(), now]))
+    .map_err(db)?;
+    if status != "active" {
+        return Ok(SubjectRevoked::Done(report));
+    }
+    let hashes: Vec<Vec<u8>> = {
+        let mut s = c
+            .prepare_cached(
+                "UPDATE credentials SET revoked_at = ?1
+                 WHERE registration_id = ?2 AND revoked_at IS NULL AND issued_at <= ?3
+                 RETURNING token_hash",
+            )
+            .map_err(db)?;
+        let rows = s
+            .query_map(
+                params![now, registration_id, r.issued_through.as_millis()],
+                |row| row.get(0),
+            )
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)?
+    };
+    let left: bool = c
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM credentials WHERE registration_id = ?1
+                 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2))",
+        )
+        .and_then(|mut s| s.query_row(params![registration_id, now], |row| row.get(0)))
+        .map_err(db)?;
+    report.credentials = hashes.len() as u64;
+    let kind = if left {
+        EventKind::CredentialRevoked
+    } else {
+        c.prepare_cached(
+            "UPDATE registrations SET status = 'revoked', updated_at = ?1 WHERE id = ?2",
+        )
+        .and_then(|mut s| s.execute(params![now, registration_id]))
+        .map_err(db)?;
+        c.prepare_cached("UPDATE delegations SET revoked_at = ?3 WHERE iss = ?1 AND sub = ?2")
+            .and_then(|mut s| s.execute(params![r.iss, sub, now]))
+            .map_err(db)?;
+        report.registrations = 1;
+        EventKind::RegistrationRevoked
+    };
+    if !left || !hashes.is_empty() {
+        let event = r.event(kind, &registration_id, &user_id, sub, report.credentials);
+        insert_event(c, &event)?;
+        event.log();
+    }
+    log_invalidations(c, hashes, r.now)?;
+    Ok(SubjectRevoked::Done(report))
+}
+
+type Target = (String, Option<String>, Option<String>, Option<String>);
+
+/// An operator's revocation in the writer's transaction.
+pub(super) fn revoke(c: &Connection, r: &OperatorRevocation) -> Result<RevokeReport, StoreError> {
+    let regs: Vec<Target> = rows(c, &listing::revoke_targets(&r.target), |row| {
+        Ok((
+            row.text(0)?,
+            row.opt_text(1)?,
+            row.opt_text(2)?,
+            row.opt_text(3)?,
+        ))
+    })?;
+    let mut report = RevokeReport::default();
+    let mut all = Vec::new();
+    for (id, user, iss, sub) in regs {
+        let hashes = retire(c, &id, "revoked", r.now)?;
+        if let (Some(iss), Some(sub)) = (&iss, &sub) {
+            // Assertions minted before this second no longer register.
+            c.prepare_cached(
+                "UPDATE delegations SET revoked_at = ?4, updated_at = ?4,
+                     revoked_before = MAX(COALESCE(revoked_before, 0), ?5)
+                 WHERE iss = ?1 AND sub = ?2 AND registration_id = ?3",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    iss,
+                    sub,
+                    id,
+                    r.now.as_millis(),
+                    r.assertions_before()
+                ])
+            })
+            .map_err(db)?;
+        }
+        let event = r.registration_event(&id, user.as_deref(), iss, sub, hashes.len());
+        insert_event(c, &event)?;
+        event.log();
+        report.registrations += 1;
+        report.credentials += hashes.len() as u64;
+        all.extend(hashes);
+    }
+    let event = r.event(&report);
+    insert_event(c, &event)?;
+    event.log();
+    log_invalidations(c, all, r.now)?;
+    Ok(report)
+}
+
+pub(super) fn events(c: &Connection, f: &EventFilter) -> Result<Vec<AuditRecord>, StoreError> {
+    rows(c, &listing::events(f, "data"), |r| listing::event_record(r))
+}
+
+pub(super) fn tail_position(c: &Connection) -> Result<TailCursor, StoreError> {
+    let id: i64 = c
+        .query_row("SELECT COALESCE(MAX(id), 0) FROM audit_events", [], |r| {
+            r.get(0)
+        })
+        .map_err(db)?;
+    Ok(TailCursor { tx: 0, id })
+}
+
+/// One writer commits events in id order, so everything up to the largest
+/// id visible now is final: the tail reads up to it and moves past it.
+pub(super) fn tail_events(
+    c: &Connection,
+    after: TailCursor,
+    f: &EventFilter,
+) -> Result<(Vec<(TailCursor, AuditRecord)>, TailCursor), StoreError> {
+    let end = tail_position(c)?;
+    let mut q = Query::new(&format!(
+        "SELECT {} FROM audit_events WHERE id > # AND id <= #",
+        listing::EVENT_COLUMNS
+    ));
+    q.args.extend([Arg::Int(after.id), Arg::Int(end.id)]);
+    listing::event_conditions(&mut q, f);
+    q.push(" ORDER BY id LIMIT #", [Arg::Int(i64::from(MAX_PAGE))]);
+    let found = rows(c, &q, |r| listing::event_record(r))?;
+    let next = match found.last() {
+        Some(last) if found.len() == MAX_PAGE as usize => TailCursor { tx: 0, id: last.id },
+        _ => end.max(after),
+    };
+    let found = found
+        .into_iter()
+        .map(|e| (TailCursor { tx: 0, id: e.id }, e))
+        .collect();
+    Ok((found, next))
+}

@@ -1,0 +1,1033 @@
+//! SQLite backend: one writer thread with group commit, a pool of readers.
+//!
+//! SQLite allows one writer at a time, and a durable commit costs an fsync.
+//! So every write is a job sent to a single writer thread, which drains the
+//! queue into one transaction (`BEGIN IMMEDIATE` … `COMMIT`), runs each job
+//! inside its own savepoint (a failing job rolls back alone), commits once,
+//! and only then answers every job. Under load, one fsync makes hundreds of
+//! registrations durable; an answer never precedes its commit. Reads run on
+//! separate WAL connections and never wait for the writer.
+
+mod claims;
+mod governance;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::migrate::{Migration, SQLITE};
+use super::{
+    AgentRegistered, Invalidation, NewAgentRegistration, NewAnonymousRegistration, RawCredential,
+    STATS_QUERY, Stats, Store, StoreError, SweepReport, credential_columns, join_scopes,
+};
+use super::{
+    AttemptAction, AttemptView, ClaimRequest, ClaimStarted, CompleteClaim, Completed,
+    NewEmailRegistration,
+};
+use super::{
+    CredentialSummary, DelegationFilter, DelegationRecord, OperatorRevocation, RegistrationFilter,
+    RegistrationSummary, RevokeReport, SubjectRevocation, SubjectRevoked, TailCursor, UserFilter,
+    UserRecord, listing,
+};
+use crate::audit::{AuditEvent, AuditRecord, EventFilter, EventKind, RequestMeta};
+use crate::credential::CredentialRecord;
+use crate::rate_limit::{RateLimit, RateLimited};
+use crate::time::Timestamp;
+use crate::token::SecretHash;
+
+/// Most jobs committed in one transaction.
+const MAX_BATCH: usize = 512;
+/// Jobs waiting for the writer before senders wait too (backpressure).
+const QUEUE: usize = 8192;
+/// Below this many jobs (but more than one: a lone write is committed at
+/// once), the writer waits [`COMMIT_DELAY`] for more before committing.
+const SMALL_BATCH: usize = 16;
+const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_micros(500);
+
+/// The SQLite store. Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    writer: mpsc::Sender<Box<dyn Job>>,
+    readers: Option<Arc<Readers>>,
+    location: String,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("location", &self.location)
+            .finish()
+    }
+}
+
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    max_idle: usize,
+    permits: Semaphore,
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database named by a `sqlite:` URL:
+    /// `sqlite://relative/path.db`, `sqlite:///absolute/path.db` or
+    /// `sqlite::memory:`.
+    pub fn open(url: &str, readers: usize) -> Result<SqliteStore, StoreError> {
+        let rest = url
+            .strip_prefix("sqlite:")
+            .ok_or_else(|| StoreError::Url("expected sqlite:".into()))?;
+        if rest.contains('?') {
+            return Err(StoreError::Url(
+                "sqlite URLs take no query parameters".into(),
+            ));
+        }
+        if rest == ":memory:" || rest == "//:memory:" {
+            let conn = Connection::open_in_memory().map_err(db)?;
+            configure_writer(&conn, true)?;
+            return Ok(SqliteStore {
+                writer: spawn_writer(conn)?,
+                readers: None,
+                location: ":memory:".into(),
+            });
+        }
+        let path = PathBuf::from(rest.strip_prefix("//").unwrap_or(rest));
+        if path.as_os_str().is_empty() {
+            return Err(StoreError::Url("sqlite URL names no file".into()));
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Database(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let conn = Connection::open(&path).map_err(db)?;
+        configure_writer(&conn, false)?;
+        let readers = Arc::new(Readers {
+            path: path.clone(),
+            idle: Mutex::new(Vec::new()),
+            max_idle: readers.max(1) * 2,
+            permits: Semaphore::new(readers.max(1)),
+        });
+        Ok(SqliteStore {
+            writer: spawn_writer(conn)?,
+            readers: Some(readers),
+            location: path.display().to_string(),
+        })
+    }
+
+    /// Runs `f` in the writer's current transaction; answers after the
+    /// transaction commits. `f` may run more than once (see [`Job`]).
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(Box::new(WriteJob {
+                f,
+                result: None,
+                tx,
+            }))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs a short point query on a reader connection, on the calling
+    /// thread. An indexed lookup in a warm WAL database takes microseconds,
+    /// less than handing it to another thread and back would; queries that
+    /// can take long (listings, counts) use [`Self::read`] instead.
+    async fn read_now<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let Some(readers) = &self.readers else {
+            return self.write(f).await;
+        };
+        let conn = match readers.idle.lock().ok().and_then(|mut v| v.pop()) {
+            Some(c) => c,
+            None => open_reader(&readers.path)?,
+        };
+        let result = f(&conn);
+        if let Ok(mut idle) = readers.idle.lock()
+            && idle.len() < readers.max_idle
+        {
+            idle.push(conn);
+        }
+        result
+    }
+
+    /// Runs `f` on a reader connection (a consistent WAL snapshot) on the
+    /// blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let Some(readers) = &self.readers else {
+            // An in-memory database has one connection: the writer's.
+            return self.write(f).await;
+        };
+        let _permit = readers
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let readers = Arc::clone(readers);
+        tokio::task::spawn_blocking(move || {
+            let conn = match readers.idle.lock().ok().and_then(|mut v| v.pop()) {
+                Some(c) => c,
+                None => open_reader(&readers.path)?,
+            };
+            let result = f(&conn);
+            if let Ok(mut idle) = readers.idle.lock()
+                && idle.len() < readers.max_idle
+            {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("reader task failed: {e}")))?
+    }
+}
+
+fn configure_writer(conn: &Connection, memory: bool) -> Result<(), StoreError> {
+    if !memory {
+        // WAL: readers never block the writer. FULL: a commit is on disk
+        // before it is acknowledged (group commit keeps this affordable).
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(db)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Database(format!(
+                "cannot enable WAL journal (got {mode})"
+            )));
+        }
+    }
+    // An 8 MiB page cache for the writer: every index grows at its
+    // right-hand end (time-ordered ids), so the pages a write touches are few
+    // and stay cached; memory stays flat however large the database grows.
+    // Temporary structures in memory. Checkpoint every 4000 pages (16 MiB of
+    // WAL): fewer, larger checkpoints copy a hot page once instead of often.
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = 5000;
+         PRAGMA cache_size = -8192;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA wal_autocheckpoint = 4000;",
+    )
+    .map_err(db)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+fn open_reader(path: &PathBuf) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db)?;
+    conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
+        .map_err(db)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+// --- the writer -----------------------------------------------------------
+
+/// A write waiting for the writer thread. It may run more than once: if
+/// another job in its batch fails, the batch is rolled back and the others
+/// run again in a fresh transaction (so a job must only write what its
+/// captured data says, which every job here does). Its result is delivered
+/// only after a commit.
+trait Job: Send {
+    /// Runs the job; `false` if it failed (its error is kept for delivery).
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Sends the kept result, or `commit`'s error if the commit failed.
+    fn deliver(self: Box<Self>, commit: Result<(), StoreError>);
+}
+
+struct WriteJob<F, T> {
+    f: F,
+    result: Option<Result<T, StoreError>>,
+    tx: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<F, T> Job for WriteJob<F, T>
+where
+    T: Send + 'static,
+    F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let result = catch_unwind(AssertUnwindSafe(|| (self.f)(conn)))
+            .unwrap_or_else(|_| Err(StoreError::Database("a write panicked".into())));
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn deliver(self: Box<Self>, commit: Result<(), StoreError>) {
+        let result = self
+            .result
+            .unwrap_or_else(|| Err(StoreError::Database("write not run".into())));
+        let _ = self.tx.send(commit.and(result));
+    }
+}
+
+fn spawn_writer(conn: Connection) -> Result<mpsc::Sender<Box<dyn Job>>, StoreError> {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    std::thread::Builder::new()
+        .name("authmd-sqlite-writer".into())
+        .spawn(move || writer_loop(&conn, rx))
+        .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
+    Ok(tx)
+}
+
+fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        drain(&mut rx, &mut batch);
+        if batch.len() > 1 && batch.len() < SMALL_BATCH {
+            // Writes are arriving, but slower than we commit (the request
+            // path has real work to do, like verifying a signature): wait a
+            // moment so that one commit, one fsync, carries more of them.
+            std::thread::sleep(COMMIT_DELAY);
+            drain(&mut rx, &mut batch);
+        }
+        commit_batch(conn, &mut batch);
+    }
+}
+
+fn drain(rx: &mut mpsc::Receiver<Box<dyn Job>>, batch: &mut Vec<Box<dyn Job>>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Runs a batch in one transaction and delivers every result. A failed job
+/// is answered with its error after a rollback, and the rest run again;
+/// failures are rare (a rate-limit refusal or a replay is a successful job
+/// with a refusal as its result), so the common case has no savepoints.
+fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
+    while !batch.is_empty() {
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let e = db(e);
+            for job in batch.drain(..) {
+                job.deliver(Err(e.clone()));
+            }
+            return;
+        }
+        let failed = batch.iter_mut().position(|job| !job.run(conn));
+        if let Some(i) = failed {
+            let _ = conn.execute_batch("ROLLBACK");
+            batch.remove(i).deliver(Ok(()));
+            continue;
+        }
+        let commit = conn.execute_batch("COMMIT").map_err(db);
+        if let Err(e) = &commit {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            tracing::error!(error = %e, jobs = batch.len(), "sqlite commit failed");
+        }
+        for job in batch.drain(..) {
+            job.deliver(commit.clone());
+        }
+    }
+}
+
+// --- shared statements ------------------------------------------------------
+
+fn insert_event(c: &Connection, e: &AuditEvent) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO audit_events (at, event, registration_id, user_id, ip, user_agent, data, provider)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            e.at.as_millis(),
+            e.kind.as_str(),
+            e.registration_id,
+            e.user_id,
+            e.meta.ip.map(|i| i.to_string()),
+            e.meta.user_agent,
+            e.data_json(),
+            e.provider(),
+        ])
+    })
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Checks every limit in order; writes the new state only if all admit.
+fn admit(
+    c: &Connection,
+    limits: &[RateLimit],
+    now: Timestamp,
+) -> Result<Result<(), RateLimited>, StoreError> {
+    let mut updates = Vec::with_capacity(limits.len());
+    for limit in limits {
+        let tat: Option<i64> = c
+            .prepare_cached("SELECT tat FROM rate_limits WHERE key = ?1")
+            .and_then(|mut s| s.query_row([&limit.key], |r| r.get(0)).optional())
+            .map_err(db)?;
+        match limit.decide(tat, now) {
+            Ok(new_tat) => updates.push((limit.key.as_str(), new_tat)),
+            Err(refused) => return Ok(Err(refused)),
+        }
+    }
+    for (key, tat) in updates {
+        c.prepare_cached(
+            "INSERT INTO rate_limits (key, tat) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET tat = excluded.tat",
+        )
+        .and_then(|mut s| s.execute(params![key, tat]))
+        .map_err(db)?;
+    }
+    Ok(Ok(()))
+}
+
+/// Appends the changed credentials to the invalidation log (one entry that
+/// flushes every cache when there are many, see `super::invalidation_entries`).
+fn log_invalidations(
+    c: &Connection,
+    hashes: Vec<Vec<u8>>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    for hash in super::invalidation_entries(hashes) {
+        c.prepare_cached("INSERT INTO invalidations (token_hash, at) VALUES (?1, ?2)")
+            .and_then(|mut s| s.execute(params![hash, now.as_millis()]))
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Ends a registration: `status` (`expired` or `revoked`) and every
+/// credential not yet revoked revoked at `now`. Returns their hashes.
+fn retire(
+    c: &Connection,
+    id: &str,
+    status: &str,
+    now: Timestamp,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    c.prepare_cached("UPDATE registrations SET status = ?1, updated_at = ?2 WHERE id = ?3")
+        .and_then(|mut s| s.execute(params![status, now.as_millis(), id]))
+        .map_err(db)?;
+    let mut s = c
+        .prepare_cached(
+            "UPDATE credentials SET revoked_at = ?1
+             WHERE registration_id = ?2 AND revoked_at IS NULL
+             RETURNING token_hash",
+        )
+        .map_err(db)?;
+    let rows = s
+        .query_map(params![now.as_millis(), id], |r| r.get(0))
+        .map_err(db)?;
+    rows.collect::<Result<_, _>>().map_err(db)
+}
+
+fn credential_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawCredential> {
+    Ok(RawCredential {
+        credential_id: r.get(0)?,
+        credential_type: r.get(1)?,
+        source: r.get(2)?,
+        scopes: r.get(3)?,
+        issued_at: r.get(4)?,
+        expires_at: r.get(5)?,
+        revoked_at: r.get(6)?,
+        iss: r.get(7)?,
+        sub: r.get(8)?,
+        registration_id: r.get(9)?,
+        registration_type: r.get(10)?,
+        registration_status: r.get(11)?,
+        registration_expires_at: r.get(12)?,
+        user_id: r.get(13)?,
+        user_email: r.get(14)?,
+        user_name: r.get(15)?,
+        token_hash: r.get(16)?,
+    })
+}
+
+/// The credential lookup of the validation hot path (see
+/// [`CREDENTIAL_COLUMNS`]). `+?1`: see `hot_joins_are_never_reprepared`.
+const CREDENTIAL_QUERY: &str = concat!(
+    "SELECT ",
+    credential_columns!(),
+    " FROM credentials c JOIN registrations r ON r.id = c.registration_id
+      LEFT JOIN users u ON u.id = c.user_id WHERE c.id = +?1"
+);
+
+const DELEGATION_QUERY: &str = "SELECT d.user_id, d.registration_id, r.status, d.revoked_before
+     FROM delegations d
+     JOIN registrations r ON r.id = d.registration_id
+     WHERE d.iss = +?1 AND d.sub = +?2";
+
+/// §3.3/§6 in the writer's transaction. Every refusal is decided before the
+/// first write (the writer commits what a successful job wrote).
+fn register_agent_tx(
+    c: &Connection,
+    reg: &NewAgentRegistration,
+    limits: &[RateLimit],
+) -> Result<AgentRegistered, StoreError> {
+    let now = reg.now.as_millis();
+    let used: bool = c
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM jti_seen WHERE key = ?1)")
+        .and_then(|mut s| s.query_row([&reg.jti_key[..]], |r| r.get(0)))
+        .map_err(db)?;
+    if used {
+        return Ok(AgentRegistered::Replay);
+    }
+    // (1) The delegation, if any: its user, and its registration if live.
+    let delegation: Option<(String, String, String, Option<i64>)> = c
+        .prepare_cached(DELEGATION_QUERY)
+        .and_then(|mut s| {
+            s.query_row([&reg.iss, &reg.sub], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()
+        })
+        .map_err(db)?;
+    if delegation
+        .as_ref()
+        .is_some_and(|d| reg.issued_before_revocation(d.3))
+    {
+        return Ok(AgentRegistered::IssuedBeforeRevocation);
+    }
+    let find_user = |sql: &str, value: Option<String>| -> Result<Option<String>, StoreError> {
+        match value {
+            Some(v) if reg.link_by_verified => c
+                .prepare_cached(sql)
+                .and_then(|mut s| s.query_row([v], |r| r.get(0)).optional())
+                .map_err(db),
+            _ => Ok(None),
+        }
+    };
+    let existing_user = match &delegation {
+        Some((user, ..)) => Some(user.clone()),
+        // (2) a user with that verified email, (3) that verified phone.
+        None => match find_user(
+            "SELECT id FROM users WHERE email_normalized = ?1 AND email_verified = 1
+             ORDER BY created_at LIMIT 1",
+            reg.identity.verified_email(),
+        )? {
+            Some(u) => Some(u),
+            None => find_user(
+                "SELECT id FROM users WHERE phone_normalized = ?1 AND phone_verified = 1
+                 ORDER BY created_at LIMIT 1",
+                reg.identity.verified_phone(),
+            )?,
+        },
+    };
+    // (4) provision, or refuse.
+    if existing_user.is_none() && !reg.jit_provisioning {
+        return Ok(AgentRegistered::NotProvisioned);
+    }
+    if let Err(refused) = admit(c, limits, reg.now)? {
+        return Ok(AgentRegistered::Limited(refused));
+    }
+
+    c.prepare_cached("INSERT INTO jti_seen (key, expires_at) VALUES (?1, ?2)")
+        .and_then(|mut s| s.execute(params![&reg.jti_key[..], reg.jti_until.as_millis()]))
+        .map_err(db)?;
+    let provisioned = existing_user.is_none();
+    let user_id = match existing_user {
+        Some(u) => u,
+        None => {
+            let id = &reg.identity;
+            c.prepare_cached(
+                "INSERT INTO users (id, email, email_normalized, email_verified, phone_number,
+                                    phone_normalized, phone_verified, name, created_by_agent, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    reg.new_user_id,
+                    id.email,
+                    id.email.as_deref().and_then(crate::users::normalize_email),
+                    id.email_verified,
+                    id.phone_number,
+                    id.phone_number.as_deref().and_then(crate::users::normalize_phone),
+                    id.phone_number_verified,
+                    id.name,
+                    now,
+                ])
+            })
+            .map_err(db)?;
+            reg.new_user_id.clone()
+        }
+    };
+    let registration_id = match &delegation {
+        Some((_, registration, status, _)) if status == "active" => registration.clone(),
+        _ => {
+            c.prepare_cached(
+                "INSERT INTO registrations (id, type, status, created_at, updated_at, user_id,
+                                            created_by_agent, iss, sub)
+                 VALUES (?1, 'agent-provider', 'active', ?2, ?2, ?3, 1, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    reg.new_registration_id,
+                    now,
+                    user_id,
+                    reg.iss,
+                    reg.sub
+                ])
+            })
+            .map_err(db)?;
+            c.prepare_cached(
+                "INSERT INTO delegations (iss, sub, user_id, registration_id, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                 ON CONFLICT (iss, sub) DO UPDATE SET
+                     registration_id = excluded.registration_id, updated_at = excluded.updated_at,
+                     revoked_at = NULL",
+            )
+            .and_then(|mut s| s.execute(params![reg.iss, reg.sub, user_id, reg.new_registration_id, now]))
+            .map_err(db)?;
+            reg.new_registration_id.clone()
+        }
+    };
+    c.prepare_cached(
+        "INSERT INTO credentials (id, token_hash, registration_id, user_id, type, source, scopes,
+                                  issued_at, expires_at, iss, sub, aud)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'provider', ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            reg.credential_id,
+            reg.credential.as_bytes(),
+            registration_id,
+            user_id,
+            reg.credential_type.as_str(),
+            join_scopes(&reg.scopes),
+            now,
+            reg.expires_at.map(Timestamp::as_millis),
+            reg.iss,
+            reg.sub,
+            reg.aud,
+        ])
+    })
+    .map_err(db)?;
+    for e in reg.events(&registration_id, &user_id, provisioned) {
+        insert_event(c, &e)?;
+    }
+    Ok(AgentRegistered::Issued {
+        registration_id,
+        user_id,
+        user_provisioned: provisioned,
+    })
+}
+
+fn run_migrations(c: &Connection, migrations: &[Migration]) -> Result<(), StoreError> {
+    c.execute_batch(
+        "CREATE TABLE IF NOT EXISTS authmd_migrations (
+             version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+    )
+    .map_err(db)?;
+    let current: i64 = c
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM authmd_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    let known = migrations.last().map_or(0, |m| m.version);
+    if current > known {
+        return Err(StoreError::Migration(format!(
+            "the database is at schema version {current}, newer than this authmd ({known}); upgrade authmd"
+        )));
+    }
+    for m in migrations.iter().filter(|m| m.version > current) {
+        c.execute_batch(m.sql)
+            .map_err(|e| StoreError::Migration(format!("{} {}: {e}", m.version, m.name)))?;
+        c.execute(
+            "INSERT INTO authmd_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            params![m.version, m.name, Timestamp::now().as_millis()],
+        )
+        .map_err(db)?;
+        tracing::info!(version = m.version, name = m.name, "applied migration");
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.write(|c| run_migrations(c, SQLITE)).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read_now(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db))
+            .await
+    }
+
+    async fn create_anonymous_registration(
+        &self,
+        reg: NewAnonymousRegistration,
+        limits: Vec<RateLimit>,
+    ) -> Result<Result<(), RateLimited>, StoreError> {
+        self.write(move |c| {
+            if let Err(refused) = admit(c, &limits, reg.created_at)? {
+                return Ok(Err(refused));
+            }
+            c.prepare_cached(
+                "INSERT INTO registrations
+                     (id, type, status, created_at, updated_at, expires_at, created_by_agent, claim_token_hash)
+                 VALUES (?1, 'anonymous', 'unclaimed', ?2, ?2, ?3, 1, ?4)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    reg.registration_id,
+                    reg.created_at.as_millis(),
+                    reg.expires_at.as_millis(),
+                    reg.claim_token.as_bytes(),
+                ])
+            })
+            .map_err(db)?;
+            c.prepare_cached(
+                "INSERT INTO credentials (id, token_hash, registration_id, type, source, scopes, issued_at)
+                 VALUES (?1, ?2, ?3, 'api_key', 'anonymous', ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    reg.credential_id,
+                    reg.credential.as_bytes(),
+                    reg.registration_id,
+                    join_scopes(&reg.scopes),
+                    reg.created_at.as_millis(),
+                ])
+            })
+            .map_err(db)?;
+            for e in &reg.events {
+                insert_event(c, e)?;
+            }
+            Ok(Ok(()))
+        })
+        .await
+    }
+
+    async fn register_agent(
+        &self,
+        reg: NewAgentRegistration,
+        limits: Vec<RateLimit>,
+    ) -> Result<AgentRegistered, StoreError> {
+        self.write(move |c| register_agent_tx(c, &reg, &limits))
+            .await
+    }
+
+    async fn jti_used(&self, key: [u8; 16]) -> Result<bool, StoreError> {
+        self.read_now(move |c| {
+            c.prepare_cached("SELECT EXISTS (SELECT 1 FROM jti_seen WHERE key = ?1)")
+                .and_then(|mut s| s.query_row([&key[..]], |r| r.get(0)))
+                .map_err(db)
+        })
+        .await
+    }
+
+    async fn record_event(&self, event: AuditEvent) -> Result<(), StoreError> {
+        self.write(move |c| insert_event(c, &event)).await
+    }
+
+    async fn create_email_registration(
+        &self,
+        reg: NewEmailRegistration,
+        limits: Vec<RateLimit>,
+    ) -> Result<Result<(), RateLimited>, StoreError> {
+        self.write(move |c| claims::create_email_registration(c, &reg, &limits))
+            .await
+    }
+
+    async fn start_claim(
+        &self,
+        req: ClaimRequest,
+        limits: Vec<RateLimit>,
+    ) -> Result<ClaimStarted, StoreError> {
+        self.write(move |c| claims::start_claim(c, &req, &limits))
+            .await
+    }
+
+    async fn attempt(
+        &self,
+        attempt_id: &str,
+        now: Timestamp,
+    ) -> Result<Option<AttemptView>, StoreError> {
+        let id = attempt_id.to_owned();
+        self.read_now(move |c| claims::attempt(c, &id, now)).await
+    }
+
+    async fn mint_otp(
+        &self,
+        attempt_id: &str,
+        link: SecretHash,
+        otp: SecretHash,
+        otp_expires_at: Timestamp,
+        now: Timestamp,
+        meta: RequestMeta,
+    ) -> Result<AttemptAction, StoreError> {
+        let id = attempt_id.to_owned();
+        self.write(move |c| claims::mint_otp(c, &id, &link, &otp, otp_expires_at, now, &meta))
+            .await
+    }
+
+    async fn deny_attempt(
+        &self,
+        attempt_id: &str,
+        link: SecretHash,
+        now: Timestamp,
+        meta: RequestMeta,
+    ) -> Result<AttemptAction, StoreError> {
+        let id = attempt_id.to_owned();
+        self.write(move |c| claims::deny_attempt(c, &id, &link, now, &meta))
+            .await
+    }
+
+    async fn complete_claim(&self, req: CompleteClaim) -> Result<Completed, StoreError> {
+        self.write(move |c| claims::complete_claim(c, &req)).await
+    }
+
+    async fn secret_key(&self) -> Result<Vec<u8>, StoreError> {
+        self.write(claims::secret_key).await
+    }
+
+    async fn find_credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read_now(move |c| {
+            let row = c
+                .prepare_cached(CREDENTIAL_QUERY)
+                .and_then(|mut s| s.query_row([&id], credential_from_row).optional())
+                .map_err(db)?;
+            row.map(RawCredential::into_record).transpose()
+        })
+        .await
+    }
+
+    async fn invalidations_after(
+        &self,
+        seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Invalidation>, StoreError> {
+        self.read_now(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT seq, token_hash FROM invalidations WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )
+                .map_err(db)?;
+            let rows = s
+                .query_map(params![seq, limit], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })
+                .map_err(db)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, hash) = row.map_err(db)?;
+                let credential = SecretHash::from_slice(&hash)
+                    .ok_or_else(|| StoreError::Corrupt("invalidation hash length".into()))?;
+                out.push(Invalidation { seq, credential });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn latest_invalidation(&self) -> Result<i64, StoreError> {
+        self.read_now(|c| {
+            c.query_row("SELECT COALESCE(MAX(seq), 0) FROM invalidations", [], |r| {
+                r.get(0)
+            })
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn expire_registrations(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<SweepReport, StoreError> {
+        self.write(move |c| {
+            let ids: Vec<String> = {
+                let mut s = c
+                    .prepare_cached(
+                        "SELECT id FROM registrations
+                         WHERE status IN ('unclaimed', 'pending_claim') AND expires_at <= ?1
+                         ORDER BY expires_at LIMIT ?2",
+                    )
+                    .map_err(db)?;
+                let rows = s
+                    .query_map(params![now.as_millis(), limit], |r| r.get(0))
+                    .map_err(db)?;
+                rows.collect::<Result<_, _>>().map_err(db)?
+            };
+            let mut report = SweepReport::default();
+            let mut all = Vec::new();
+            for id in ids {
+                // The single writer selected these in this transaction.
+                let hashes = retire(c, &id, "expired", now)?;
+                let event =
+                    AuditEvent::new(EventKind::RegistrationExpired, now, &RequestMeta::default())
+                        .registration(&id)
+                        .with("credentials_revoked", hashes.len());
+                insert_event(c, &event)?;
+                event.log();
+                report.revoked_credentials += hashes.len();
+                report.expired_registrations.push(id);
+                all.extend(hashes);
+            }
+            log_invalidations(c, all, now)?;
+            Ok(report)
+        })
+        .await
+    }
+
+    async fn purge(
+        &self,
+        now: Timestamp,
+        keep_invalidations_since: Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.write(move |c| {
+            let a = c
+                .execute("DELETE FROM rate_limits WHERE tat < ?1", [now.as_millis()])
+                .map_err(db)?;
+            let b = c
+                .execute(
+                    "DELETE FROM invalidations WHERE at < ?1",
+                    [keep_invalidations_since.as_millis()],
+                )
+                .map_err(db)?;
+            let j = c
+                .execute(
+                    "DELETE FROM jti_seen WHERE expires_at < ?1",
+                    [now.as_millis()],
+                )
+                .map_err(db)?;
+            Ok(u64::try_from(a + b + j).unwrap_or(u64::MAX))
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<Stats, StoreError> {
+        self.read(|c| {
+            c.query_row(STATS_QUERY, [], |r| {
+                let count = |i: usize| r.get::<_, i64>(i).map(|n| u64::try_from(n).unwrap_or(0));
+                Ok(Stats {
+                    registrations: count(0)?,
+                    credentials: count(1)?,
+                    audit_events: count(2)?,
+                })
+            })
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        let filter = filter.clone();
+        self.read(move |c| governance::events(c, &filter)).await
+    }
+
+    async fn revoke_subject(&self, r: SubjectRevocation) -> Result<SubjectRevoked, StoreError> {
+        self.write(move |c| governance::revoke_subject(c, &r)).await
+    }
+
+    async fn revoke(&self, r: OperatorRevocation) -> Result<RevokeReport, StoreError> {
+        self.write(move |c| governance::revoke(c, &r)).await
+    }
+
+    async fn list_registrations(
+        &self,
+        filter: &RegistrationFilter,
+        now: Timestamp,
+    ) -> Result<Vec<RegistrationSummary>, StoreError> {
+        let q = listing::registrations(filter, now);
+        self.read(move |c| governance::rows(c, &q, |r| listing::registration_summary(r)))
+            .await
+    }
+
+    async fn registration_credentials(
+        &self,
+        registration_id: &str,
+    ) -> Result<Vec<CredentialSummary>, StoreError> {
+        let q = listing::credentials_of(registration_id);
+        self.read(move |c| governance::rows(c, &q, |r| listing::credential_summary(r)))
+            .await
+    }
+
+    async fn list_users(&self, filter: &UserFilter) -> Result<Vec<UserRecord>, StoreError> {
+        let q = listing::users(filter);
+        self.read(move |c| governance::rows(c, &q, |r| listing::user_record(r)))
+            .await
+    }
+
+    async fn list_delegations(
+        &self,
+        filter: &DelegationFilter,
+    ) -> Result<Vec<DelegationRecord>, StoreError> {
+        let q = listing::delegations(filter);
+        self.read(move |c| governance::rows(c, &q, |r| listing::delegation_record(r)))
+            .await
+    }
+
+    async fn tail_position(&self) -> Result<TailCursor, StoreError> {
+        self.read_now(governance::tail_position).await
+    }
+
+    async fn tail_events(
+        &self,
+        after: TailCursor,
+        filter: &EventFilter,
+    ) -> Result<(Vec<(TailCursor, AuditRecord)>, TailCursor), StoreError> {
+        let filter = filter.clone();
+        self.read(move |c| governance::tail_events(c, after, &filter))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite's constant propagation through a join marks a statement for
+    /// re-preparation whenever a bound parameter it propagated changes:
+    /// the SQL compiler would run on every lookup. `+?1` is not propagated.
+    #[test]
+    fn hot_joins_are_never_reprepared() {
+        let c = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+        run_migrations(&c, SQLITE).unwrap_or_else(|e| panic!("{e}"));
+        for (sql, params) in [(CREDENTIAL_QUERY, 1), (DELEGATION_QUERY, 2)] {
+            for i in 0..3 {
+                let mut s = c.prepare_cached(sql).unwrap_or_else(|e| panic!("{e}"));
+                let values: Vec<String> = (0..params).map(|k| format!("v{i}{k}")).collect();
+                let mut rows = s
+                    .query(rusqlite::params_from_iter(values.iter()))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                while let Ok(Some(_)) = rows.next() {}
+                drop(rows);
+                assert_eq!(
+                    s.get_status(rusqlite::StatementStatus::RePrepare),
+                    0,
+                    "{sql}"
+                );
+            }
+            let plan: String = c
+                .query_row(
+                    &format!("EXPLAIN QUERY PLAN {sql}"),
+                    rusqlite::params_from_iter((0..params).map(|_| "x")),
+                    |r| r.get(3),
+                )
+                .unwrap_or_default();
+            assert!(plan.contains("USING PRIMARY KEY"), "{sql}: {plan}");
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! A restart loses nothing.
+
+use std::sync::Arc;
+
+use crate::both_backends;
+use crate::support::{Backend, TestApp, TestDb};
+
+both_backends! {
+    async fn issued_keys_survive_a_restart(backend: Backend) {
+        let db = Arc::new(TestDb::new(backend).await);
+        let (key, id) = {
+            let first = TestApp::on(Arc::clone(&db), "").await;
+            let body = first.register_anonymous().await;
+            (
+                body["credential"].as_str().unwrap_or_default().to_owned(),
+                body["registration_id"].as_str().unwrap_or_default().to_owned(),
+            )
+            // `first` (its store, pool and writer thread) is dropped here.
+        };
+        let second = TestApp::on(db, "").await;
+        let who = second.get("/api/whoami", Some(&key)).await;
+        assert_eq!(who.status, 200, "{}", who.text());
+        assert_eq!(who.json()["registration_id"], id.as_str());
+        assert_eq!(second.events("registration.created").await.len(), 1);
+    }
+}
+
+both_backends! {
+    /// Replay protection is in the store: it survives a restart.
+    async fn a_used_id_jag_is_refused_after_a_restart(backend: Backend) {
+        use crate::provider::{JwksServer, body, claims, key, mint, trusting};
+        let server = JwksServer::start().await;
+        let k = key(authmd_jose::Algorithm::Es256, "k1");
+        server.set_keys(&[&k]);
+        let toml = trusting(&[server.issuer()], "");
+        let db = Arc::new(TestDb::new(backend).await);
+        let assertion = mint(&k, &[], &claims(server.issuer(), "http://127.0.0.1:8080", "u"));
+        {
+            let first = TestApp::on(Arc::clone(&db), &toml).await;
+            assert_eq!(first.post_json("/agent/auth", &body(&assertion, "api_key")).await.status, 200);
+        }
+        let second = TestApp::on(db, &toml).await;
+        let r = second.post_json("/agent/auth", &body(&assertion, "api_key")).await;
+        assert_eq!((r.status.as_u16(), r.code()), (400, "replay_detected".into()));
+    }
+}

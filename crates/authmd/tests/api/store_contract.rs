@@ -1,0 +1,204 @@
+//! The `Store` contract, run against both backends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use authmd::Timestamp;
+use authmd::audit::{AuditEvent, EventFilter, EventKind, RequestMeta};
+use authmd::rate_limit::RateLimit;
+use authmd::register::{RegistrationStatus, RegistrationType};
+use authmd::store::NewAnonymousRegistration;
+use authmd::token::{PlainSecret, SecretKind, new_id};
+
+use crate::both_backends;
+use crate::support::{Backend, TestDb};
+
+fn anonymous(now: Timestamp) -> (NewAnonymousRegistration, PlainSecret) {
+    let id = new_id("reg_");
+    let credential_id = new_id("crd_");
+    let key = PlainSecret::generate(SecretKind::ApiKey, &credential_id);
+    let meta = RequestMeta::new(Some([192, 0, 2, 1].into()), Some("contract"));
+    let reg = NewAnonymousRegistration {
+        registration_id: id.clone(),
+        claim_token: PlainSecret::generate(SecretKind::ClaimToken, &id).hash(),
+        credential_id,
+        credential: key.hash(),
+        scopes: vec!["api.read".into()],
+        created_at: now,
+        expires_at: now.plus(Duration::from_secs(3600)),
+        events: vec![
+            AuditEvent::new(EventKind::RegistrationCreated, now, &meta).registration(&id),
+            AuditEvent::new(EventKind::CredentialIssued, now, &meta).registration(&id),
+        ],
+    };
+    (reg, key)
+}
+
+both_backends! {
+    async fn created_registrations_are_found_by_credential_hash(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let now = Timestamp::from_secs(1_800_000_000);
+        let (reg, key) = anonymous(now);
+        let id = reg.registration_id.clone();
+        let credential_id = reg.credential_id.clone();
+        assert_eq!(store.create_anonymous_registration(reg, vec![]).await, Ok(Ok(())));
+        let found = store.find_credential(&credential_id).await.ok().flatten();
+        let found = found.unwrap_or_else(|| panic!("not found"));
+        assert_eq!(found.registration_id, id);
+        assert_eq!(found.registration_type, RegistrationType::Anonymous);
+        assert_eq!(found.registration_status, RegistrationStatus::Unclaimed);
+        assert_eq!(found.scopes, vec!["api.read".to_owned()]);
+        assert_eq!(found.issued_at, now);
+        assert_eq!(found.registration_expires_at, Some(now.plus(Duration::from_secs(3600))));
+        assert_eq!(found.user, None);
+        assert_eq!(found.secret_hash, key.hash());
+        assert_eq!(found.credential_id, credential_id);
+        assert_eq!(store.find_credential(&new_id("crd_")).await, Ok(None));
+        // Migrating again is a no-op.
+        store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+both_backends! {
+    async fn a_refused_limit_writes_nothing(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let now = Timestamp::from_secs(1_800_000_000);
+        let limits = || vec![RateLimit::per_hour("ip:x", 1), RateLimit::per_hour("all", 10)];
+        assert_eq!(store.create_anonymous_registration(anonymous(now).0, limits()).await, Ok(Ok(())));
+        let refused = store.create_anonymous_registration(anonymous(now).0, limits()).await;
+        assert!(matches!(refused, Ok(Err(r)) if r.retry_after == Duration::from_secs(3600)), "{refused:?}");
+        let stats = store.stats().await.unwrap_or_default();
+        assert_eq!((stats.registrations, stats.credentials, stats.audit_events), (1, 1, 2));
+        // The refused request did not count against the service-wide limit:
+        // nine more fit.
+        for i in 0..9 {
+            let l = vec![RateLimit::per_hour(format!("ip:{i}"), 1), RateLimit::per_hour("all", 10)];
+            assert_eq!(store.create_anonymous_registration(anonymous(now).0, l).await, Ok(Ok(())), "{i}");
+        }
+        let l = vec![RateLimit::per_hour("ip:y", 1), RateLimit::per_hour("all", 10)];
+        assert!(matches!(store.create_anonymous_registration(anonymous(now).0, l).await, Ok(Err(_))));
+    }
+}
+
+both_backends! {
+    /// Group commit (SQLite) and the pool (PostgreSQL) under concurrency:
+    /// every registration is committed exactly once.
+    async fn concurrent_registrations_all_commit(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let now = Timestamp::now();
+        let mut tasks = Vec::new();
+        for _ in 0..200 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                let (reg, key) = anonymous(now);
+                store.create_anonymous_registration(reg, vec![]).await.map(|_| key)
+            }));
+        }
+        let mut keys = Vec::new();
+        for t in tasks {
+            keys.push(t.await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("{e}")));
+        }
+        let stats = store.stats().await.unwrap_or_default();
+        assert_eq!((stats.registrations, stats.credentials, stats.audit_events), (200, 200, 400));
+        for k in keys.iter().take(20) {
+            let id = authmd::token::recognize(k.expose(), &[SecretKind::ApiKey]).map(|p| p.id());
+            let found = store.find_credential(&id.unwrap_or_default()).await.ok().flatten();
+            assert_eq!(found.map(|f| f.secret_hash), Some(k.hash()));
+        }
+    }
+}
+
+both_backends! {
+    async fn events_are_filtered_and_paged(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let t0 = Timestamp::from_secs(1_800_000_000);
+        let meta = RequestMeta::new(Some([192, 0, 2, 9].into()), Some("ua"));
+        for i in 0..10i64 {
+            let at = Timestamp::from_secs(1_800_000_000 + i);
+            let kind = if i % 2 == 0 { EventKind::RegistrationRejected } else { EventKind::RegistrationCreated };
+            let e = AuditEvent::new(kind, at, &meta).registration(&format!("reg_{i}")).with("n", i);
+            store.record_event(e).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let list = |f: EventFilter| {
+            let store = Arc::clone(&store);
+            async move { store.list_events(&f).await.unwrap_or_default() }
+        };
+        let all = list(EventFilter { limit: 100, ..Default::default() }).await;
+        assert_eq!(all.len(), 10);
+        assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+        assert_eq!(all[3].data["n"], 3);
+        assert_eq!(all[3].ip.as_deref(), Some("192.0.2.9"));
+        assert_eq!(all[3].user_agent.as_deref(), Some("ua"));
+
+        let rejected = list(EventFilter { events: vec!["registration.rejected".into()], limit: 100, ..Default::default() }).await;
+        assert_eq!(rejected.len(), 5);
+        let window = list(EventFilter {
+            since: Some(t0.plus(Duration::from_secs(2))),
+            until: Some(t0.plus(Duration::from_secs(5))),
+            limit: 100,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(window.iter().map(|e| e.data["n"].as_i64().unwrap_or(-1)).collect::<Vec<_>>(), [2, 3, 4]);
+        let one = list(EventFilter { registration_id: Some("reg_7".into()), limit: 100, ..Default::default() }).await;
+        assert_eq!(one.len(), 1);
+        let page1 = list(EventFilter { limit: 4, ..Default::default() }).await;
+        let page2 = list(EventFilter { limit: 4, after_id: page1.last().map(|e| e.id), ..Default::default() }).await;
+        assert_eq!(page1.len() + page2.len(), 8);
+        assert_eq!(page2[0].data["n"], 4);
+    }
+}
+
+both_backends! {
+    /// Two sweepers at once expire each registration exactly once.
+    async fn concurrent_sweeps_expire_once(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let a = db.store().await;
+        let b = db.store().await;
+        let now = Timestamp::now();
+        for _ in 0..50 {
+            a.create_anonymous_registration(anonymous(now).0, vec![]).await.ok();
+        }
+        let later = now.plus(Duration::from_secs(7200));
+        let (ra, rb) = tokio::join!(a.expire_registrations(later, 1000), b.expire_registrations(later, 1000));
+        let (ra, rb) = (ra.unwrap_or_default(), rb.unwrap_or_default());
+        assert_eq!(ra.expired_registrations.len() + rb.expired_registrations.len(), 50);
+        assert_eq!(ra.revoked_credentials + rb.revoked_credentials, 50);
+        let expired = a
+            .list_events(&EventFilter { events: vec!["registration.expired".into()], limit: 1000, ..Default::default() })
+            .await
+            .unwrap_or_default();
+        assert_eq!(expired.len(), 50);
+        // Every revoked credential is in the invalidation log, in order.
+        let log = a.invalidations_after(0, 1000).await.unwrap_or_default();
+        assert_eq!(log.len(), 50);
+        assert!(log.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_eq!(a.latest_invalidation().await.ok(), log.last().map(|i| i.seq));
+        let tail = a.invalidations_after(log[39].seq, 1000).await.unwrap_or_default();
+        assert_eq!(tail.len(), 10);
+    }
+}
+
+both_backends! {
+    async fn purge_forgets_only_what_cannot_matter(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let now = Timestamp::now();
+        let limit = || vec![RateLimit::per_hour("k", 1)];
+        store.create_anonymous_registration(anonymous(now).0, limit()).await.ok();
+        store.expire_registrations(now.plus(Duration::from_secs(3600)), 10).await.ok();
+        // Too early: the limit still holds and the log is kept.
+        store.purge(now, now.minus(Duration::from_secs(60))).await.ok();
+        assert!(matches!(store.create_anonymous_registration(anonymous(now).0, limit()).await, Ok(Err(_))));
+        assert_eq!(store.invalidations_after(0, 10).await.unwrap_or_default().len(), 1);
+        // An hour on, the rate-limit state is gone, which is the same as fresh.
+        let later = now.plus(Duration::from_secs(3601));
+        let purged = store.purge(later, later).await.unwrap_or(0);
+        assert_eq!(purged, 2);
+        assert_eq!(store.create_anonymous_registration(anonymous(later).0, limit()).await, Ok(Ok(())));
+    }
+}
