@@ -193,7 +193,9 @@ impl Kept {
                     .iter()
                     .find(|(issuer, e)| issuer.as_str() == w || e.service.covers(w))
                     .map(|(i, _)| i.clone())
-                    .ok_or_else(|| anyhow!("no registration kept for {w}; run `authmd agent register` first"))
+                    .ok_or_else(|| {
+                        anyhow!("no registration kept for {w}; run `authmd agent register` first")
+                    })
             }
             None => match self.services.len() {
                 0 => bail!("no registration kept; run `authmd agent register URL` first"),
@@ -293,7 +295,10 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
     let client = Client::new()?;
     match cmd {
         AgentCommand::Discover { url, json } => {
-            let service = client.discover(&url).await.map_err(|e| anyhow!(describe(&e)))?;
+            let service = client
+                .discover(&url)
+                .await
+                .map_err(|e| anyhow!(describe(&e)))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&service)?);
                 return Ok(());
@@ -304,7 +309,10 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
                 println!("name:          {name}");
             }
             println!("issuer:        {}", service.issuer);
-            println!("scopes:        {}", service.resource.scopes_supported.join(" "));
+            println!(
+                "scopes:        {}",
+                service.resource.scopes_supported.join(" ")
+            );
             let methods: Vec<&str> = [
                 (MethodKind::Anonymous, "anonymous"),
                 (MethodKind::Email, "email"),
@@ -330,7 +338,10 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
         AgentCommand::Claim { email, service } => {
             let mut kept = Kept::load()?;
             let issuer = kept.find(service.as_deref())?;
-            let entry = kept.services.get_mut(&issuer).ok_or_else(|| anyhow!("gone"))?;
+            let entry = kept
+                .services
+                .get_mut(&issuer)
+                .ok_or_else(|| anyhow!("gone"))?;
             let started = client
                 .start_claim(&entry.service, &entry.registration, &email)
                 .await
@@ -342,13 +353,18 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
                 started.claim_attempt_id,
                 started.expires_at.as_deref().unwrap_or("?")
             );
-            println!("Ask the user to open it, press \"Show my code\", and tell you the code; then run `authmd agent complete`.");
+            println!(
+                "Ask the user to open it, press \"Show my code\", and tell you the code; then run `authmd agent complete`."
+            );
             Ok(())
         }
         AgentCommand::Complete { otp, service } => {
             let mut kept = Kept::load()?;
             let issuer = kept.find(service.as_deref())?;
-            let entry = kept.services.get_mut(&issuer).ok_or_else(|| anyhow!("gone"))?;
+            let entry = kept
+                .services
+                .get_mut(&issuer)
+                .ok_or_else(|| anyhow!("gone"))?;
             let otp = match otp {
                 Some(o) => o,
                 None => prompt_code()?,
@@ -368,11 +384,11 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
             } else {
                 done.scopes.clone()
             };
+            let scopes = entry.registration.scopes.join(" ");
             kept.save()?;
             println!(
-                "claimed: registration {} now holds {}",
-                done.registration_id,
-                entry.registration.scopes.join(" ")
+                "claimed: registration {} now holds {scopes}",
+                done.registration_id
             );
             Ok(())
         }
@@ -537,7 +553,14 @@ async fn register(client: &Client, args: RegisterArgs) -> anyhow::Result<()> {
     );
     match &credential {
         Some(c) => {
-            println!("credential: {}", if args.show_secrets { c.secret.clone() } else { format!("{} (kept; --show-secrets to print)", prefix(&c.secret)) });
+            println!(
+                "credential: {}",
+                if args.show_secrets {
+                    c.secret.clone()
+                } else {
+                    format!("{} (kept; --show-secrets to print)", prefix(&c.secret))
+                }
+            );
             println!("scopes: {}", registration.scopes.join(" "));
         }
         None => println!("no credential yet: the user must claim it (a claim email was sent)"),
@@ -556,7 +579,11 @@ async fn register(client: &Client, args: RegisterArgs) -> anyhow::Result<()> {
 async fn call(client: &Client, args: CallArgs) -> anyhow::Result<()> {
     let mut kept = Kept::load()?;
     let issuer = kept.find(Some(&args.url)).or_else(|_| kept.find(None))?;
-    let entry = kept.services.get(&issuer).cloned().ok_or_else(|| anyhow!("gone"))?;
+    let entry = kept
+        .services
+        .get(&issuer)
+        .cloned()
+        .ok_or_else(|| anyhow!("gone"))?;
     let mut credential = entry.credential.clone().ok_or_else(|| {
         anyhow!("no credential for {issuer} yet: complete the claim first (authmd agent complete)")
     })?;
@@ -590,7 +617,10 @@ async fn call(client: &Client, args: CallArgs) -> anyhow::Result<()> {
             r = r.header(k, v);
         }
         if let Some(b) = &body {
-            if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            if !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            {
                 r = r.header("content-type", "application/json");
             }
             r = r.body(b.clone());
@@ -599,7 +629,10 @@ async fn call(client: &Client, args: CallArgs) -> anyhow::Result<()> {
     };
     let renewal = entry.renewal.clone();
     let renew = |service: Service| async move {
-        eprintln!("authmd agent: the credential stopped working; registering again with {}", service.issuer);
+        eprintln!(
+            "authmd agent: the credential stopped working; registering again with {}",
+            service.issuer
+        );
         let method = match &renewal {
             Renewal::Anonymous => Method::Anonymous,
             Renewal::IdJag {
@@ -625,7 +658,7 @@ async fn call(client: &Client, args: CallArgs) -> anyhow::Result<()> {
         Ok::<_, ClientError>((credential, registration, service))
     };
     let renewed = std::sync::Mutex::new(None);
-    let (response, _) = client
+    let outcome = client
         .call_or_renew(&mut credential, method, &args.url, build, |service| async {
             let (c, r, s) = renew(service).await?;
             if let Ok(mut slot) = renewed.lock() {
@@ -634,10 +667,12 @@ async fn call(client: &Client, args: CallArgs) -> anyhow::Result<()> {
             Ok(c)
         })
         .await;
-    let response = match response {
-        Ok(r) => r,
+    let response = match outcome {
+        Ok((r, _)) => r,
+        Err(ClientError::Http(e)) => bail!("cannot reach the service: {e}"),
         Err(e) => {
-            // The failed credential is dropped either way.
+            // A credential that was refused and could not be renewed is
+            // dropped, so the next step is a fresh registration.
             if let Some(e) = kept.services.get_mut(&issuer) {
                 e.credential = None;
             }

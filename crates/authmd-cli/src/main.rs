@@ -1,9 +1,13 @@
 //! The `authmd` binary: `serve`, `migrate`, `check-config`, and the
 //! operator commands (`audit`, `registrations`, `users`, `delegations`,
-//! `providers`, `revoke-all`).
+//! `providers`, `revoke-all`), and the other two roles of the protocol:
+//! `agent` (an agent's client) and `provider` (a development agent
+//! provider).
 
 mod admin;
+mod agent;
 mod audit;
+mod provider;
 mod serve;
 
 use std::collections::BTreeMap;
@@ -58,19 +62,46 @@ enum Command {
     /// Revoke every live agent registration and credential (incident
     /// response; asks for confirmation unless --yes).
     RevokeAll(admin::RevokeAllArgs),
+    /// Be an agent: discover a service, register, claim, call its API.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
+    /// Be a development agent provider: keys, JWKS, ID-JAGs, revocation.
+    Provider(provider::ProviderArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let env: BTreeMap<String, String> = std::env::vars().collect();
-    let config = match authmd::config::load(cli.config.as_deref(), &env) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("authmd: {e}");
-            return ExitCode::from(2);
+    // The agent and the provider are clients of a server, not servers:
+    // they read no server configuration.
+    let result = match cli.command {
+        Command::Agent(cmd) => runtime(1).and_then(|rt| rt.block_on(agent::run(cmd))),
+        Command::Provider(args) => runtime(1).and_then(|rt| {
+            init_logging("text");
+            rt.block_on(provider::run(args))
+        }),
+        command => {
+            let env: BTreeMap<String, String> = std::env::vars().collect();
+            match authmd::config::load(cli.config.as_deref(), &env) {
+                Ok(config) => server_command(command, config),
+                Err(e) => {
+                    eprintln!("authmd: {e}");
+                    return ExitCode::from(2);
+                }
+            }
         }
     };
-    let result = match cli.command {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("authmd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The commands that act on the server's own database or configuration.
+fn server_command(command: Command, config: authmd::Config) -> anyhow::Result<()> {
+    match command {
         Command::Serve => serve::run(config),
         Command::Migrate => runtime(1).and_then(|rt| {
             rt.block_on(async {
@@ -108,13 +139,7 @@ fn main() -> ExitCode {
         Command::RevokeAll(args) => {
             runtime(1).and_then(|rt| rt.block_on(admin::revoke_all(args, config)))
         }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("authmd: {e:#}");
-            ExitCode::FAILURE
-        }
+        Command::Agent(_) | Command::Provider(_) => unreachable!("handled by main"),
     }
 }
 

@@ -19,6 +19,7 @@ const ENV_NOT_KEYS: &[&str] = &[
     "AUTHMD_LOG",
     "AUTHMD_AGENT_HOME",
     "AUTHMD_PROVIDER_DIR",
+    "AUTHMD_PROVIDER_ISSUER",
 ];
 
 /// How an environment variable's text becomes a TOML value.

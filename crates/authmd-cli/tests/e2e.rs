@@ -1,0 +1,464 @@
+//! The three roles as three real processes on loopback: `authmd serve`
+//! (mail through a real SMTP server, mailcrab), `authmd provider serve`,
+//! and the `authmd agent` CLI. A person's part (reading the email, pressing
+//! "Show my code" on the claim page) is played over HTTP.
+//!
+//! Each flow prints the time from a cold `authmd agent register` to the
+//! first successful API call (`cargo test -p authmd-cli --test e2e --
+//! --nocapture`); the times include starting the agent process.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The binary with a clean environment (no AUTHMD_* from the caller).
+fn authmd(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_authmd"));
+    c.current_dir(dir).kill_on_drop(true);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AUTHMD_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+async fn wait_for(url: &str) {
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = reqwest::get(url).await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{url} did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    base: String,
+    provider: String,
+    mail: mailcrab::TestMailServerHandle,
+    _server: Child,
+    _provider: Child,
+}
+
+/// What an agent command printed.
+struct Ran {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl World {
+    async fn start() -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (smtp, port, provider_port) = (free_port(), free_port(), free_port());
+        let mail = mailcrab::development_mail_server([127, 0, 0, 1], smtp).await;
+        let provider = format!("http://127.0.0.1:{provider_port}");
+        let base = format!("http://127.0.0.1:{port}");
+
+        let keys = authmd(dir.path())
+            .args(["provider", "keys", "generate"])
+            .env("AUTHMD_PROVIDER_DIR", dir.path().join("provider"))
+            .output()
+            .await
+            .expect("keys generate");
+        assert!(keys.status.success(), "{keys:?}");
+        let provider_child = authmd(dir.path())
+            .args(["provider", "serve"])
+            .env("AUTHMD_PROVIDER_DIR", dir.path().join("provider"))
+            .env("AUTHMD_PROVIDER_ISSUER", &provider)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn provider");
+        let server = authmd(dir.path())
+            .arg("serve")
+            .env("AUTHMD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("AUTHMD_PROVIDERS", format!("[{{issuer = \"{provider}\"}}]"))
+            .env("AUTHMD_MAIL_SMTP_URL", format!("smtp://127.0.0.1:{smtp}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn server");
+        wait_for(&format!("{provider}/.well-known/jwks.json")).await;
+        wait_for(&format!("{base}/readyz")).await;
+        World {
+            dir,
+            base,
+            provider,
+            mail,
+            _server: server,
+            _provider: provider_child,
+        }
+    }
+
+    fn agent_home(&self) -> PathBuf {
+        self.dir.path().join("agent")
+    }
+
+    /// `authmd agent ARGS`.
+    async fn agent(&self, args: &[&str]) -> Ran {
+        let out = authmd(self.dir.path())
+            .arg("agent")
+            .args(args)
+            .env("AUTHMD_AGENT_HOME", self.agent_home())
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run agent");
+        Ran {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `authmd agent ARGS`, which must succeed.
+    async fn agent_ok(&self, args: &[&str]) -> String {
+        let r = self.agent(args).await;
+        assert!(
+            r.ok,
+            "authmd agent {args:?} failed:\n{}\n{}",
+            r.stdout, r.stderr
+        );
+        r.stdout
+    }
+
+    /// `authmd agent call <base>/api/whoami`, parsed.
+    async fn whoami(&self) -> Value {
+        let out = self
+            .agent_ok(&["call", "-f", &format!("{}/api/whoami", self.base)])
+            .await;
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
+    /// The provider command that mints a fresh ID-JAG for `sub`.
+    fn minter(&self, sub: &str, email: &str) -> String {
+        format!(
+            "AUTHMD_PROVIDER_DIR='{}' AUTHMD_PROVIDER_ISSUER='{}' '{}' provider mint --sub {sub} --email {email} --aud {} --platform e2e --context run-1",
+            self.dir.path().join("provider").display(),
+            self.provider,
+            env!("CARGO_BIN_EXE_authmd"),
+            self.base
+        )
+    }
+
+    /// `authmd provider ARGS`, which must succeed.
+    async fn provider(&self, args: &[&str]) -> String {
+        let out = authmd(self.dir.path())
+            .arg("provider")
+            .args(args)
+            .env("AUTHMD_PROVIDER_DIR", self.dir.path().join("provider"))
+            .env("AUTHMD_PROVIDER_ISSUER", &self.provider)
+            .output()
+            .await
+            .expect("run provider");
+        assert!(out.status.success(), "provider {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Plays the user: waits for the email to `to`, opens the link, presses
+    /// "Show my code" and reads the code off the page.
+    async fn user_reads_code(&mut self, to: &str) -> String {
+        let message = tokio::time::timeout(Duration::from_secs(15), self.mail.rx.recv())
+            .await
+            .expect("a claim email within 15 s")
+            .expect("message");
+        let message = serde_json::to_value(&message).expect("message as JSON");
+        assert!(message["to"].to_string().contains(to), "{message}");
+        let text = message["text"].as_str().unwrap_or_default();
+        let link = text
+            .split_whitespace()
+            .find(|w| w.starts_with(&format!("{}/agent/auth/claim/view?token=", self.base)))
+            .unwrap_or_else(|| panic!("no link in {text}"));
+        let http = reqwest::Client::new();
+        let page = http
+            .get(link)
+            .send()
+            .await
+            .expect("open link")
+            .text()
+            .await
+            .expect("page");
+        assert!(page.contains("Show my code"), "{page}");
+        // The form as the page has it.
+        let token = between(&page, "name=\"token\" value=\"", "\"").expect("token field");
+        let shown = http
+            .post(format!("{}/agent/auth/claim/view", self.base))
+            .form(&[("token", token.as_str()), ("action", "show")])
+            .send()
+            .await
+            .expect("press show")
+            .text()
+            .await
+            .expect("page");
+        let code = between(&shown, "id=\"otp\"", "</")
+            .and_then(|e| e.split('>').nth(1).map(str::to_owned))
+            .unwrap_or_else(|| panic!("a code on the page: {shown}"));
+        assert_eq!(code.len(), 6, "{code}");
+        assert!(!text.contains(&code), "the email never holds the code");
+        code
+    }
+
+    fn kept(&self) -> Value {
+        let path = self.agent_home().join("credentials.json");
+        serde_json::from_slice(&std::fs::read(path).expect("credentials.json")).expect("JSON")
+    }
+}
+
+fn between(s: &str, start: &str, end: &str) -> Option<String> {
+    let from = s.find(start)? + start.len();
+    let len = s[from..].find(end)?;
+    Some(s[from..from + len].to_owned())
+}
+
+fn report(flow: &str, d: Duration) {
+    eprintln!(
+        "e2e timing: {flow}: cold `authmd agent register` to first successful API call: {} ms",
+        d.as_millis()
+    );
+}
+
+fn scopes(whoami: &Value) -> Vec<&str> {
+    whoami["scopes"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn anonymous_start_then_the_user_claims_through_smtp() {
+    let mut w = World::start().await;
+    let api = format!("{}/api/whoami", w.base);
+
+    let started = Instant::now();
+    let out = w.agent_ok(&["register", &api, "--anonymous"]).await;
+    let me = w.whoami().await;
+    report("anonymous start", started.elapsed());
+    assert!(out.contains("registered with"), "{out}");
+    assert_eq!(me["registration_type"], "anonymous");
+    assert_eq!(scopes(&me), ["api.read"]);
+    assert!(me["user"].is_null());
+
+    // The secret stays out of what the agent prints, and in a private file.
+    let kept = w.kept();
+    let entry = &kept["services"][&w.base];
+    let secret = entry["credential"]["secret"].as_str().expect("kept secret");
+    assert!(!out.contains(secret), "register printed the secret");
+    let status = w.agent_ok(&["status"]).await;
+    assert!(!status.contains(secret), "{status}");
+    assert!(!w.agent_ok(&["status", "--json"]).await.contains(secret));
+    assert!(
+        w.agent_ok(&["status", "--show-secrets"])
+            .await
+            .contains(secret)
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(w.agent_home().join("credentials.json"))
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // The claim: the user gets an email, reads the code off the page, the
+    // agent completes; the same key now carries the post-claim scopes.
+    let out = w.agent_ok(&["claim", "--email", "ines@example.com"]).await;
+    assert!(out.contains("ines@example.com"), "{out}");
+    let code = w.user_reads_code("ines@example.com").await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let refused = w.agent(&["complete", "--otp", wrong]).await;
+    assert!(!refused.ok);
+    assert!(refused.stderr.contains("otp_invalid"), "{}", refused.stderr);
+    let out = w.agent_ok(&["complete", "--otp", &code]).await;
+    assert!(out.contains("claimed"), "{out}");
+    let me = w.whoami().await;
+    assert_eq!(scopes(&me), ["api.read", "api.write"]);
+    assert_eq!(me["user"]["email"], "ines@example.com");
+    assert_eq!(
+        me["registration_id"], entry["registration"]["registration_id"],
+        "the same registration"
+    );
+
+    // Forget drops it; a call then has nothing to send.
+    w.agent_ok(&["forget"]).await;
+    let r = w.agent(&["call", &api]).await;
+    assert!(
+        !r.ok && r.stderr.contains("no registration kept"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[tokio::test]
+async fn email_required_gives_nothing_until_the_user_claims() {
+    let mut w = World::start().await;
+    let api = format!("{}/api/whoami", w.base);
+
+    let started = Instant::now();
+    let out = w
+        .agent_ok(&["register", &api, "--email", "olu@example.com"])
+        .await;
+    assert!(out.contains("no credential yet"), "{out}");
+    let r = w.agent(&["call", &api]).await;
+    assert!(!r.ok, "no credential before the claim");
+    assert!(r.stderr.contains("complete the claim"), "{}", r.stderr);
+
+    let code = w.user_reads_code("olu@example.com").await;
+    w.agent_ok(&["complete", "--otp", &code]).await;
+    let me = w.whoami().await;
+    report(
+        "email required (includes the user's part over HTTP)",
+        started.elapsed(),
+    );
+    assert_eq!(me["user"]["email"], "olu@example.com");
+    assert_eq!(scopes(&me), ["api.read", "api.write"]);
+}
+
+#[tokio::test]
+async fn agent_verified_with_an_id_jag_from_the_provider() {
+    let w = World::start().await;
+    let api = format!("{}/api/whoami", w.base);
+
+    // From a minting command.
+    let started = Instant::now();
+    w.agent_ok(&[
+        "register",
+        &api,
+        "--id-jag-command",
+        &w.minter("u-ada", "ada@example.com"),
+    ])
+    .await;
+    let me = w.whoami().await;
+    report("agent verified (ID-JAG)", started.elapsed());
+    assert_eq!(me["registration_type"], "agent-provider");
+    assert_eq!(me["user"]["email"], "ada@example.com");
+    assert_eq!(scopes(&me), ["api.read", "api.write"]);
+
+    // From a file; an access token this time. The delegation is the same,
+    // so is the registration.
+    let assertion = w
+        .provider(&[
+            "mint",
+            "--sub",
+            "u-ada",
+            "--email",
+            "ada@example.com",
+            "--aud",
+            &w.base,
+        ])
+        .await;
+    let file = w.dir.path().join("id-jag.jwt");
+    std::fs::write(&file, assertion.trim()).expect("write assertion");
+    let path = file.display().to_string();
+    w.agent_ok(&[
+        "register",
+        &api,
+        "--id-jag",
+        &path,
+        "--credential-type",
+        "access_token",
+    ])
+    .await;
+    let again = w.whoami().await;
+    assert_eq!(again["registration_id"], me["registration_id"]);
+    assert_eq!(again["credential_type"], "access_token");
+
+    // The same assertion twice: a replay, refused with the protocol's code.
+    let replay = w.agent(&["register", &api, "--id-jag", &path]).await;
+    assert!(!replay.ok);
+    assert!(
+        replay.stderr.contains("replay_detected"),
+        "{}",
+        replay.stderr
+    );
+}
+
+#[tokio::test]
+async fn provider_revocation_then_the_agent_registers_again() {
+    let w = World::start().await;
+    let api = format!("{}/api/whoami", w.base);
+    w.agent_ok(&[
+        "register",
+        &api,
+        "--id-jag-command",
+        &w.minter("u-bo", "bo@example.com"),
+    ])
+    .await;
+    let before = w.whoami().await;
+    let old_secret = w.kept()["services"][&w.base]["credential"]["secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+
+    // The provider finds revocation_uri in the service's metadata.
+    let out = w
+        .provider(&["revoke", "--sub", "u-bo", "--service", &api])
+        .await;
+    assert!(out.contains("revoked 1"), "{out}");
+    let refused = reqwest::Client::new()
+        .get(&api)
+        .bearer_auth(&old_secret)
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(refused.status(), 401, "the old credential is dead");
+
+    // The agent's next call meets the 401, rediscovers, mints a fresh
+    // ID-JAG and registers again, then gets its answer.
+    let started = Instant::now();
+    let r = w.agent(&["call", "-f", &api]).await;
+    let elapsed = started.elapsed();
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("registering again"), "{}", r.stderr);
+    let after: Value = serde_json::from_str(&r.stdout).expect("whoami");
+    assert_ne!(after["registration_id"], before["registration_id"]);
+    assert_eq!(after["user"]["id"], before["user"]["id"], "the same user");
+    eprintln!(
+        "e2e timing: revoked call to renewed answer (401, rediscovery, mint, register, retry): {} ms",
+        elapsed.as_millis()
+    );
+
+    // An anonymous registration renews itself too; an email-required one
+    // cannot without its user, and says so.
+    let anon = World::start().await;
+    anon.agent_ok(&[
+        "register",
+        &format!("{}/api/whoami", anon.base),
+        "--anonymous",
+    ])
+    .await;
+    let first = anon.whoami().await;
+    let reg = first["registration_id"].as_str().expect("id").to_owned();
+    let revoked = authmd(anon.dir.path())
+        .args(["registrations", "revoke", &reg, "--reason", "e2e"])
+        .output()
+        .await
+        .expect("revoke");
+    assert!(revoked.status.success(), "{revoked:?}");
+    // Another process revoked it: the server learns within its poll
+    // interval (250 ms by default).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let renewed = anon.whoami().await;
+    assert_ne!(renewed["registration_id"], first["registration_id"]);
+}
