@@ -373,17 +373,10 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
                 .complete_claim(&entry.service, &entry.registration, &otp)
                 .await
                 .map_err(|e| anyhow!(describe(&e)))?;
-            if let Some(c) = &done.credential {
-                entry.registration.credential = Some(c.clone());
-                entry.registration.credential_type = done.credential_type.clone();
-                entry.registration.credential_expires = done.credential_expires.clone();
+            entry.registration.absorb(&done);
+            if done.credential.is_some() {
                 entry.credential = Some(entry.registration.credential(&entry.service)?);
             }
-            entry.registration.scopes = if done.scopes.is_empty() {
-                entry.registration.post_claim_scopes.clone()
-            } else {
-                done.scopes.clone()
-            };
             let scopes = entry.registration.scopes.join(" ");
             kept.save()?;
             println!(

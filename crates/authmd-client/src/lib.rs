@@ -1,17 +1,26 @@
 //! The agent side of the auth.md protocol.
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), authmd_client::ClientError> {
-//! use authmd_client::{Client, Method};
-//! let client = Client::new()?;
-//! // From an API URL (its 401 names the metadata), or from the service itself.
-//! let service = client.discover("https://api.example.com/v1/notes").await?;
-//! let registration = client.register(&service, &Method::Anonymous).await?;
-//! let mut credential = registration.credential(&service)?;
-//! let response = client
-//!     .call(&mut credential, reqwest::Method::GET, "https://api.example.com/v1/notes", |r| r)
-//!     .await?;
-//! # Ok(()) }
+//! use authmd_client::{Client, ClientError, Method};
+//!
+//! async fn agent() -> Result<(), ClientError> {
+//!     let client = Client::new()?;
+//!     // 401 -> protected resource metadata -> authorization server metadata.
+//!     let api = "http://127.0.0.1:8080/api/whoami";
+//!     let service = client.discover(api).await?;
+//!     let mut registration = client.register(&service, &Method::Anonymous).await?;
+//!     let mut credential = registration.credential(&service)?;
+//!     let response = client.call(&mut credential, reqwest::Method::GET, api, |r| r).await?;
+//!     println!("{}", response.status());
+//!     // The claim; the callback asks the user for the code (3 tries).
+//!     client
+//!         .claim(&service, &mut registration, "you@example.com", 3, |_started| async {
+//!             ask_the_user_for_the_code().await
+//!         })
+//!         .await?;
+//!     Ok(())
+//! }
+//! # async fn ask_the_user_for_the_code() -> Option<String> { None }
 //! ```
 //!
 //! Discovery follows PROTOCOL.md §2: the `WWW-Authenticate` challenge of a
@@ -199,6 +208,22 @@ pub struct Registration {
 }
 
 impl Registration {
+    /// Takes a completed claim into the registration: the credential it
+    /// carries (an email-required registration's first one, or a rotated
+    /// key) and the scopes it now holds.
+    pub fn absorb(&mut self, done: &ClaimCompleted) {
+        if let Some(c) = &done.credential {
+            self.credential = Some(c.clone());
+            self.credential_type = done.credential_type.clone();
+            self.credential_expires = done.credential_expires.clone();
+        }
+        if !done.scopes.is_empty() {
+            self.scopes = done.scopes.clone();
+        } else if !self.post_claim_scopes.is_empty() {
+            self.scopes = self.post_claim_scopes.clone();
+        }
+    }
+
     /// The credential to call the API with, if one was issued.
     pub fn credential(&self, service: &Service) -> Result<Credential, ClientError> {
         let secret = self.credential.clone().ok_or_else(|| {
@@ -521,7 +546,7 @@ impl Client {
             };
             match self.complete_claim(service, registration, &otp).await {
                 Ok(done) => {
-                    absorb(registration, &done);
+                    registration.absorb(&done);
                     return Ok(done);
                 }
                 Err(e) if e.code() == Some("otp_invalid") => last = Some(e),
@@ -625,21 +650,6 @@ impl Client {
         }
         serde_json::from_slice(&bytes)
             .map_err(|e| ClientError::InvalidResponse(format!("{url}: {e}")))
-    }
-}
-
-/// Takes a completion's credential (an email-required registration's new
-/// one, or a rotated key) into the registration.
-fn absorb(registration: &mut Registration, done: &ClaimCompleted) {
-    if let Some(c) = &done.credential {
-        registration.credential = Some(c.clone());
-        registration.credential_type = done.credential_type.clone();
-        registration.credential_expires = done.credential_expires.clone();
-    }
-    if !done.scopes.is_empty() {
-        registration.scopes = done.scopes.clone();
-    } else if !registration.post_claim_scopes.is_empty() {
-        registration.scopes = registration.post_claim_scopes.clone();
     }
 }
 
