@@ -134,6 +134,10 @@ struct Entry {
     /// The email a claim was started for.
     #[serde(default)]
     claim_email: Option<String>,
+    /// Whether a user claimed it (then it is never silently replaced by a
+    /// new, unclaimed registration).
+    #[serde(default)]
+    claimed: bool,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -172,15 +176,26 @@ impl Kept {
     fn save(&self) -> anyhow::Result<()> {
         let path = Kept::path()?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         private_dir(dir)?;
-        let tmp = dir.join(".credentials.json.tmp");
+        let tmp = dir.join(format!(".credentials.json.{}.tmp", std::process::id()));
         {
             let mut f = private_file(&tmp)?;
             f.write_all(&serde_json::to_vec_pretty(self)?)?;
             f.sync_all()?;
         }
         std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// The service whose resource covers `url`: the only one whose
+    /// credential may be sent there.
+    fn for_url(&self, url: &str) -> anyhow::Result<String> {
+        self.services
+            .iter()
+            .find(|(_, e)| e.service.covers(url))
+            .map(|(i, _)| i.clone())
+            .ok_or_else(|| {
+                anyhow!("no registration kept for {url}; run `authmd agent register` first")
+            })
     }
 
     /// The entry for `which` (an issuer or a URL under a service's
@@ -206,16 +221,41 @@ impl Kept {
     }
 }
 
-#[cfg(unix)]
+/// Creates `dir` (and its missing parents) readable only by the user; an
+/// existing directory is left as it is.
 fn private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot restrict {}", dir.display()))
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
 }
 
-#[cfg(not(unix))]
-fn private_dir(_: &Path) -> anyhow::Result<()> {
-    Ok(())
+/// Holds the credentials file for one command: two `authmd agent`
+/// processes never overwrite each other's registrations.
+struct Lock(#[allow(dead_code)] std::fs::File);
+
+fn lock() -> anyhow::Result<Lock> {
+    let dir = home()?;
+    private_dir(&dir)?;
+    let path = dir.join(".lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    f.lock()
+        .with_context(|| format!("cannot lock {}", path.display()))?;
+    Ok(Lock(f))
+}
+
+/// Text from a service, safe to print: control characters (terminal
+/// escapes) dropped.
+fn clean(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).collect()
 }
 
 #[cfg(unix)]
@@ -285,14 +325,22 @@ fn describe(e: &ClientError) -> String {
             let retry = retry_after
                 .map(|d| format!(" (retry after {} s)", d.as_secs()))
                 .unwrap_or_default();
-            format!("the service refused: {status} {code}: {message}{retry}")
+            format!(
+                "the service refused: {status} {}: {}{retry}",
+                clean(code),
+                clean(message)
+            )
         }
-        other => other.to_string(),
+        other => clean(&other.to_string()),
     }
 }
 
 pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
     let client = Client::new()?;
+    let _lock = match cmd {
+        AgentCommand::Discover { .. } => None,
+        _ => Some(lock()?),
+    };
     match cmd {
         AgentCommand::Discover { url, json } => {
             let service = client
@@ -304,14 +352,14 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             let a = service.agent_auth();
-            println!("resource:      {}", service.resource.resource);
+            println!("resource:      {}", clean(&service.resource.resource));
             if let Some(name) = &service.resource.resource_name {
-                println!("name:          {name}");
+                println!("name:          {}", clean(name));
             }
             println!("issuer:        {}", service.issuer);
             println!(
                 "scopes:        {}",
-                service.resource.scopes_supported.join(" ")
+                clean(&service.resource.scopes_supported.join(" "))
             );
             let methods: Vec<&str> = [
                 (MethodKind::Anonymous, "anonymous"),
@@ -322,15 +370,19 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
             .filter(|(k, _)| service.supports(*k))
             .map(|(_, n)| n)
             .collect();
-            println!("registration:  {} ({})", a.register_uri, methods.join(", "));
+            println!(
+                "registration:  {} ({})",
+                clean(&a.register_uri),
+                methods.join(", ")
+            );
             if let Some(c) = &a.claim_uri {
-                println!("claim:         {c}");
+                println!("claim:         {}", clean(c));
             }
             if let Some(r) = &a.revocation_uri {
-                println!("revocation:    {r}");
+                println!("revocation:    {}", clean(r));
             }
             if let Some(s) = &a.skill {
-                println!("instructions:  {s}");
+                println!("instructions:  {}", clean(s));
             }
             Ok(())
         }
@@ -350,7 +402,7 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
             kept.save()?;
             println!(
                 "a claim email went to {email} (attempt {}, link valid until {}).",
-                started.claim_attempt_id,
+                clean(&started.claim_attempt_id),
                 started.expires_at.as_deref().unwrap_or("?")
             );
             println!(
@@ -374,14 +426,15 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow!(describe(&e)))?;
             entry.registration.absorb(&done);
+            entry.claimed = true;
             if done.credential.is_some() {
                 entry.credential = Some(entry.registration.credential(&entry.service)?);
             }
-            let scopes = entry.registration.scopes.join(" ");
+            let scopes = clean(&entry.registration.scopes.join(" "));
             kept.save()?;
             println!(
                 "claimed: registration {} now holds {scopes}",
-                done.registration_id
+                clean(&done.registration_id)
             );
             Ok(())
         }
@@ -405,10 +458,10 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
                 println!("  resource:      {}", e.service.resource.resource);
                 println!(
                     "  registration:  {} ({})",
-                    r.registration_id,
+                    clean(&r.registration_id),
                     r.registration_type.as_deref().unwrap_or("?")
                 );
-                println!("  scopes:        {}", r.scopes.join(" "));
+                println!("  scopes:        {}", clean(&r.scopes.join(" ")));
                 match (&e.credential, show_secrets) {
                     (Some(c), true) => println!("  credential:    {}", c.secret),
                     (Some(c), false) => println!("  credential:    {} (hidden)", prefix(&c.secret)),
@@ -522,6 +575,9 @@ async fn register(client: &Client, args: RegisterArgs) -> anyhow::Result<()> {
             ),
         }
     };
+    // Read before registering: a credential is never obtained that could
+    // not be kept.
+    let mut kept = Kept::load()?;
     let registration = client
         .register(&service, &method)
         .await
@@ -533,15 +589,23 @@ async fn register(client: &Client, args: RegisterArgs) -> anyhow::Result<()> {
         registration: registration.clone(),
         credential: credential.clone(),
         claim_email: None,
+        claimed: false,
     };
-    let mut kept = Kept::load()?;
     kept.services.insert(service.issuer.clone(), entry);
-    kept.save()?;
+    if let Err(e) = kept.save() {
+        if let Some(c) = &credential {
+            eprintln!(
+                "authmd agent: the credential could not be kept; here it is: {}",
+                c.secret
+            );
+        }
+        return Err(e);
+    }
     println!(
         "registered with {} in {} ms: registration {} ({})",
         service.issuer,
         started.elapsed().as_millis(),
-        registration.registration_id,
+        clean(&registration.registration_id),
         registration.registration_type.as_deref().unwrap_or("?")
     );
     match &credential {
@@ -554,7 +618,7 @@ async fn register(client: &Client, args: RegisterArgs) -> anyhow::Result<()> {
                     format!("{} (kept; --show-secrets to print)", prefix(&c.secret))
                 }
             );
-            println!("scopes: {}", registration.scopes.join(" "));
+            println!("scopes: {}", clean(&registration.scopes.join(" ")));
         }
         None => println!("no credential yet: the user must claim it (a claim email was sent)"),
     }
@@ -571,7 +635,9 @@ async fn register(client: &Client, args: RegisterArgs) -> anyhow::Result<()> {
 
 async fn call(client: &Client, args: CallArgs) -> anyhow::Result<()> {
     let mut kept = Kept::load()?;
-    let issuer = kept.find(Some(&args.url)).or_else(|_| kept.find(None))?;
+    // Only the credential for the service whose resource covers the URL:
+    // a credential is never sent anywhere else.
+    let issuer = kept.for_url(&args.url)?;
     let entry = kept
         .services
         .get(&issuer)
@@ -621,12 +687,18 @@ async fn call(client: &Client, args: CallArgs) -> anyhow::Result<()> {
         r
     };
     let renewal = entry.renewal.clone();
+    let claimed = entry.claimed;
     let renew = |service: Service| async move {
         eprintln!(
             "authmd agent: the credential stopped working; registering again with {}",
             service.issuer
         );
         let method = match &renewal {
+            Renewal::Anonymous if claimed => {
+                return Err(ClientError::Unsupported(
+                    "a user had claimed this registration: register again and have them claim it (authmd agent register --anonymous, then claim)".into(),
+                ));
+            }
             Renewal::Anonymous => Method::Anonymous,
             Renewal::IdJag {
                 credential_type,
@@ -660,29 +732,31 @@ async fn call(client: &Client, args: CallArgs) -> anyhow::Result<()> {
             Ok(c)
         })
         .await;
-    let response = match outcome {
-        Ok((r, _)) => r,
-        Err(ClientError::Http(e)) => bail!("cannot reach the service: {e}"),
-        Err(e) => {
-            // A credential that was refused and could not be renewed is
-            // dropped, so the next step is a fresh registration.
-            if let Some(e) = kept.services.get_mut(&issuer) {
-                e.credential = None;
-            }
-            kept.save()?;
-            bail!(describe(&e));
-        }
-    };
-    // Keep what changed: the credential's state, or a new registration.
+    // Keep what changed whatever happened next: a new registration, or the
+    // credential's state. A credential that was refused and could not be
+    // renewed is dropped, so the next step is a fresh registration.
     let fresh = renewed.into_inner().ok().flatten();
+    let renewed_now = fresh.is_some();
     if let Some(e) = kept.services.get_mut(&issuer) {
         if let Some((registration, service)) = fresh {
             e.registration = registration;
             e.service = service;
+            e.claimed = false;
+            e.claim_email = None;
         }
-        e.credential = Some(credential);
+        let dead = matches!(&outcome, Err(err) if !matches!(err, ClientError::Http(_)));
+        e.credential = if dead && !renewed_now {
+            None
+        } else {
+            Some(credential)
+        };
     }
     kept.save()?;
+    let response = match outcome {
+        Ok((r, _)) => r,
+        Err(ClientError::Http(e)) => bail!("cannot reach the service: {}", clean(&e.to_string())),
+        Err(e) => bail!(describe(&e)),
+    };
     let status = response.status();
     let mut out = std::io::stdout().lock();
     if args.include {

@@ -115,6 +115,10 @@ struct MintArgs {
     /// Authentication methods (repeatable), e.g. --amr mfa.
     #[arg(long)]
     amr: Vec<String>,
+    /// Sets `auth_time` this long before now (e.g. `2h`), to test a
+    /// service's `max_auth_age`; without it there is no `auth_time`.
+    #[arg(long)]
+    auth_age: Option<String>,
     /// Lifetime (services accept at most 10 minutes by default).
     #[arg(long, default_value = "5m")]
     ttl: String,
@@ -128,7 +132,7 @@ struct MintArgs {
 struct StoredKey {
     alg: String,
     kid: String,
-    /// Unix seconds.
+    /// Unix milliseconds (orders keys, also within one second).
     created_at: i64,
     /// PKCS#8 DER, base64url.
     pkcs8: String,
@@ -173,7 +177,7 @@ pub async fn run(args: ProviderArgs) -> anyhow::Result<()> {
                 };
                 println!(
                     "{}  {:6}  {}  {state}",
-                    Timestamp::from_secs(k.created_at).to_rfc3339(),
+                    Timestamp::from_millis(k.created_at).to_rfc3339(),
                     k.key.algorithm().name(),
                     k.key.kid().unwrap_or_default()
                 );
@@ -198,7 +202,13 @@ pub async fn run(args: ProviderArgs) -> anyhow::Result<()> {
         ProviderCommand::Mint(m) => {
             let key = signing_key(&dir)?;
             let ttl = authmd::config::parse_duration(&m.ttl).map_err(|e| anyhow!("--ttl: {e}"))?;
-            let token = mint(&key, &issuer, &m, ttl)?;
+            let auth_age = m
+                .auth_age
+                .as_deref()
+                .map(authmd::config::parse_duration)
+                .transpose()
+                .map_err(|e| anyhow!("--auth-age: {e}"))?;
+            let token = mint(&key, &issuer, &m, ttl, auth_age)?;
             if m.request {
                 let body = json!({
                     "type": "identity_assertion",
@@ -224,6 +234,8 @@ fn issuer(s: &str) -> anyhow::Result<String> {
     let u = url::Url::parse(s).map_err(|e| anyhow!("--issuer {s:?}: {e}"))?;
     if !matches!(u.scheme(), "http" | "https")
         || u.host().is_none()
+        || !u.username().is_empty()
+        || u.password().is_some()
         || u.path() != "/"
         || u.query().is_some()
         || u.fragment().is_some()
@@ -252,16 +264,18 @@ fn now() -> i64 {
     Timestamp::now().as_secs()
 }
 
+fn now_ms() -> i64 {
+    Timestamp::now().as_millis()
+}
+
 fn keys_dir(dir: &Path) -> PathBuf {
     dir.join("keys")
 }
 
 fn save_key(dir: &Path, key: &SigningKey) -> anyhow::Result<PathBuf> {
     let keys = keys_dir(dir);
-    std::fs::create_dir_all(&keys).with_context(|| format!("cannot create {}", keys.display()))?;
-    restrict(dir, 0o700)?;
-    restrict(&keys, 0o700)?;
-    let created_at = now();
+    private_dir(&keys)?;
+    let created_at = now_ms();
     let kid = key.kid().unwrap_or_default().to_owned();
     let stored = StoredKey {
         alg: key.algorithm().name().to_owned(),
@@ -269,23 +283,23 @@ fn save_key(dir: &Path, key: &SigningKey) -> anyhow::Result<PathBuf> {
         created_at,
         pkcs8: b64::encode(key.to_pkcs8()?),
     };
-    let path = keys.join(format!("{created_at:012}-{kid}.json"));
+    let path = keys.join(format!("{created_at:015}-{kid}.json"));
     let tmp = keys.join(format!(".{kid}.tmp"));
     write_private(&tmp, &serde_json::to_vec_pretty(&stored)?)?;
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
 
-#[cfg(unix)]
-fn restrict(path: &Path, mode: u32) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("cannot restrict {}", path.display()))
-}
-
-#[cfg(not(unix))]
-fn restrict(_: &Path, _: u32) -> anyhow::Result<()> {
-    Ok(())
+/// Creates `dir` (and its missing parents) readable only by the user; an
+/// existing directory is left as it is.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
 }
 
 #[cfg(unix)]
@@ -359,7 +373,7 @@ fn signing_key(dir: &Path) -> anyhow::Result<SigningKey> {
 /// The published keys at `at`: the signing key, and each replaced key
 /// until `grace` after its replacement.
 fn published(keys: &[Key], at: i64, grace: Duration) -> Vec<Value> {
-    let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+    let grace = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
     keys.iter()
         .enumerate()
         .filter(|(i, _)| match keys.get(i + 1) {
@@ -384,18 +398,23 @@ fn jti() -> String {
     b64::encode(b)
 }
 
-fn mint(key: &SigningKey, issuer: &str, m: &MintArgs, ttl: Duration) -> anyhow::Result<String> {
+fn mint(
+    key: &SigningKey,
+    issuer: &str,
+    m: &MintArgs,
+    ttl: Duration,
+    auth_age: Option<Duration>,
+) -> anyhow::Result<String> {
     let iat = now();
     let exp = iat.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(600));
     let mut claims = json!({
         "iss": issuer,
         "sub": m.sub,
-        "aud": m.aud.trim_end_matches('/'),
+        "aud": m.aud,
         "client_id": format!("{issuer}/agent-auth.json"),
         "jti": jti(),
         "iat": iat,
         "exp": exp,
-        "auth_time": iat,
         "email": m.email,
         "email_verified": true,
     });
@@ -404,6 +423,11 @@ fn mint(key: &SigningKey, issuer: &str, m: &MintArgs, ttl: Duration) -> anyhow::
     }
     if let Some(c) = &m.context {
         claims["agent_context_id"] = c.clone().into();
+    }
+    if let Some(age) = auth_age {
+        claims["auth_time"] = iat
+            .saturating_sub(i64::try_from(age.as_secs()).unwrap_or(i64::MAX))
+            .into();
     }
     if !m.amr.is_empty() {
         claims["amr"] = m.amr.clone().into();
@@ -442,6 +466,17 @@ async fn revoke(key: &SigningKey, issuer: &str, sub: &str, service: &str) -> any
             svc.issuer
         )
     })?;
+    // The service named is the one revoked at: its metadata may not send
+    // the logout token (and the user's consent) to another issuer.
+    let named = url::Url::parse(service).map_err(|e| anyhow!("--service {service:?}: {e}"))?;
+    let found =
+        url::Url::parse(&svc.issuer).map_err(|e| anyhow!("issuer {:?}: {e}", svc.issuer))?;
+    if named.origin() != found.origin() {
+        bail!(
+            "{service} names issuer {}, on another origin: not revoking there",
+            svc.issuer
+        );
+    }
     let token = logout_token(key, issuer, sub, &svc.issuer)?;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -455,13 +490,27 @@ async fn revoke(key: &SigningKey, issuer: &str, sub: &str, service: &str) -> any
         .await
         .with_context(|| format!("POST {uri}"))?;
     let status = response.status();
-    let body: Value =
-        serde_json::from_slice(&response.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
+    let mut response = response;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if bytes.len() + chunk.len() > 64 * 1024 {
+            bail!("{uri} answered with more than 64 KiB");
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let text = |v: &Value| -> String {
+        v.as_str()
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect()
+    };
     if !status.is_success() {
         bail!(
             "{uri} refused: {status} {}: {}",
-            body["error"].as_str().unwrap_or("?"),
-            body["message"].as_str().unwrap_or_default()
+            text(&body["error"]),
+            text(&body["message"])
         );
     }
     println!(
@@ -503,7 +552,7 @@ async fn serve(
                                 (header::CONTENT_TYPE, "application/jwk-set+json"),
                                 (header::CACHE_CONTROL, "public, max-age=300"),
                             ],
-                            json!({"keys": published(&keys, now(), grace)}).to_string(),
+                            json!({"keys": published(&keys, now_ms(), grace)}).to_string(),
                         )
                             .into_response(),
                         Err(e) => {
@@ -548,9 +597,10 @@ mod tests {
 
     #[test]
     fn a_replaced_key_stays_published_for_the_grace_period_only() {
+        // Milliseconds.
         let keys = vec![key_at(1000), key_at(2000), key_at(5000)];
         let kid = |i: usize| keys[i].key.public_jwk()["kid"].clone();
-        let grace = Duration::from_secs(600);
+        let grace = Duration::from_millis(600);
         let kids = |at| -> Vec<Value> {
             published(&keys, at, grace)
                 .into_iter()

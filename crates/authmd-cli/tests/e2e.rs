@@ -281,6 +281,17 @@ async fn anonymous_start_then_the_user_claims_through_smtp() {
         assert_eq!(mode & 0o777, 0o600);
     }
 
+    // The credential goes only to the service it is for.
+    let elsewhere = w
+        .agent(&["call", &format!("{}/agent-auth.json", w.provider)])
+        .await;
+    assert!(!elsewhere.ok);
+    assert!(
+        elsewhere.stderr.contains("no registration kept for"),
+        "{}",
+        elsewhere.stderr
+    );
+
     // The claim: the user gets an email, reads the code off the page, the
     // agent completes; the same key now carries the post-claim scopes.
     let out = w.agent_ok(&["claim", "--email", "ines@example.com"]).await;
@@ -299,6 +310,20 @@ async fn anonymous_start_then_the_user_claims_through_smtp() {
         me["registration_id"], entry["registration"]["registration_id"],
         "the same registration"
     );
+
+    // Revoked by the operator: a claimed registration is not silently
+    // replaced by a new, unclaimed one.
+    let reg = me["registration_id"].as_str().expect("id").to_owned();
+    let revoked = authmd(w.dir.path())
+        .args(["registrations", "revoke", &reg])
+        .output()
+        .await
+        .expect("revoke");
+    assert!(revoked.status.success(), "{revoked:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let r = w.agent(&["call", &api]).await;
+    assert!(!r.ok);
+    assert!(r.stderr.contains("had claimed"), "{}", r.stderr);
 
     // Forget drops it; a call then has nothing to send.
     w.agent_ok(&["forget"]).await;

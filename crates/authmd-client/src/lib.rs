@@ -232,6 +232,7 @@ impl Registration {
         Ok(Credential {
             secret,
             resource: service.resource.resource.clone(),
+            issuer: service.issuer.clone(),
             registration_id: self.registration_id.clone(),
             worked: false,
         })
@@ -266,8 +267,11 @@ impl Registration {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credential {
     pub secret: String,
-    /// The resource it is for.
+    /// The resource it is for: it is sent to URLs under it only.
     pub resource: String,
+    /// The issuer that issued it: a renewal goes to the same one only.
+    #[serde(default)]
+    pub issuer: String,
     pub registration_id: String,
     #[serde(default)]
     pub worked: bool,
@@ -378,6 +382,10 @@ impl Client {
         // `resource` is the URL requested; an API has many URLs under one
         // identifier, so a URL under the identifier (same origin, path
         // prefix at a segment boundary) is accepted too.
+        let resource_url = Url::parse(&resource.resource).map_err(|e| {
+            ClientError::Discovery(format!("resource {:?}: {e}", resource.resource))
+        })?;
+        check_scheme(&resource_url)?;
         if !under(requested, &resource.resource) {
             return Err(ClientError::Discovery(format!(
                 "the metadata at {prm_url} is for {:?}, not for {requested}",
@@ -459,6 +467,18 @@ impl Client {
                 method.kind(),
                 service.issuer
             )));
+        }
+        if let Method::IdJag { assertion, .. } = method {
+            // A live assertion is a credential for the service it names:
+            // never hand it to another.
+            let aud = assertion_audience(assertion);
+            if aud.as_deref() != Some(service.issuer.as_str()) {
+                return Err(ClientError::Unsupported(format!(
+                    "the ID-JAG is for {}, not for {}: it is not sent",
+                    aud.as_deref().unwrap_or("(no readable aud)"),
+                    service.issuer
+                )));
+            }
         }
         let body = match method {
             Method::Anonymous => serde_json::json!({
@@ -567,6 +587,12 @@ impl Client {
         url: &str,
         build: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClientError> {
+        if !under(url, &credential.resource) {
+            return Err(ClientError::Unsupported(format!(
+                "{url} is not under {}: the credential is not sent there",
+                credential.resource
+            )));
+        }
         let request = build(
             self.http
                 .request(method, url)
@@ -600,16 +626,38 @@ impl Client {
         if first.status() != reqwest::StatusCode::UNAUTHORIZED || !credential.worked {
             return Ok((first, None));
         }
-        let prm = first
+        let challenges: Vec<challenge::Challenge> = first
             .headers()
             .get_all(reqwest::header::WWW_AUTHENTICATE)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .find_map(challenge::resource_metadata);
+            .flat_map(challenge::parse)
+            .filter(|c| c.scheme.eq_ignore_ascii_case("bearer"))
+            .collect();
+        // RFC 6750 §3.1: a credential that stopped working is
+        // `invalid_token` (or, from services that say less, no code).
+        if challenges
+            .iter()
+            .any(|c| c.param("error").is_some_and(|e| e != "invalid_token"))
+        {
+            return Ok((first, None));
+        }
+        let prm = challenges
+            .iter()
+            .find_map(|c| c.param("resource_metadata").map(str::to_owned));
         let service = match prm {
             Some(prm) => self.discover_from_metadata(&prm, url).await?,
             None => self.discover(url).await?,
         };
+        // Whatever the API's metadata says now, a renewal goes to the
+        // issuer the credential came from (an assertion minted for it, or
+        // a new registration, is never handed to another).
+        if !credential.issuer.is_empty() && service.issuer != credential.issuer {
+            return Err(ClientError::Discovery(format!(
+                "{url} now names issuer {:?}, not {:?}: not renewed there",
+                service.issuer, credential.issuer
+            )));
+        }
         *credential = renew(service.clone()).await?;
         let second = self.call(credential, method, url, &build).await?;
         Ok((second, Some(service)))
@@ -671,6 +719,22 @@ async fn read_capped(mut r: reqwest::Response) -> Result<Vec<u8>, ClientError> {
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+/// The `aud` of a compact JWS's payload, read without verifying anything
+/// (the service verifies): a string, or an array of exactly one.
+pub fn assertion_audience(assertion: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = assertion.trim().split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    match &claims["aud"] {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(a) if a.len() == 1 => a[0].as_str().map(str::to_owned),
+        _ => None,
+    }
 }
 
 /// RFC 8414 §3 / RFC 9728 §3.1: the well-known segment goes between the

@@ -100,7 +100,7 @@ impl Fake {
                 "identity_types_supported": ["anonymous", "identity_assertion"],
                 "anonymous": {"credential_types_supported": ["api_key"]},
                 "identity_assertion": {
-                    "assertion_types_supported": ["verified_email"],
+                    "assertion_types_supported": ["verified_email", "urn:ietf:params:oauth:token-type:id-jag"],
                     "credential_types_supported": ["api_key", "access_token"]
                 }
             }
@@ -152,7 +152,7 @@ fn answer(
             [(
                 "www-authenticate",
                 format!(
-                    "Bearer resource_metadata=\"http://{host}/.well-known/oauth-protected-resource/api\""
+                    "Bearer error=\"invalid_token\", resource_metadata=\"http://{host}/.well-known/oauth-protected-resource/api\""
                 ),
             )],
         )
@@ -199,10 +199,10 @@ async fn discovers_from_a_401_challenge_and_from_the_issuer() {
     assert_eq!(from_api.resource.resource, format!("{}/api/", f.base));
     assert!(from_api.supports(MethodKind::Anonymous));
     assert!(from_api.supports(MethodKind::Email));
-    assert!(!from_api.supports(MethodKind::IdJag));
+    assert!(from_api.supports(MethodKind::IdJag));
     assert_eq!(
         from_api.choose(&[MethodKind::IdJag, MethodKind::Email]),
-        Some(MethodKind::Email)
+        Some(MethodKind::IdJag)
     );
     assert!(from_api.covers(&format!("{}/api/x", f.base)));
     assert!(!from_api.covers(&format!("{}/apix", f.base)));
@@ -317,19 +317,49 @@ async fn refusals_carry_the_protocol_code_and_retry_after() {
         }
         other => panic!("{other:?}"),
     }
-    // A method the service does not offer is not even sent.
-    let e = client()
-        .register(
-            &service,
-            &Method::IdJag {
-                assertion: "x.y.z".into(),
-                credential_type: CredentialType::AccessToken,
-            },
+    // An ID-JAG for another service is not sent (it would be a live
+    // credential for that service in this one's hands).
+    let jwt = |aud: Value| {
+        use base64::Engine;
+        let e = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!(
+            "{}.{}.sig",
+            e(json!({"typ": "oauth-id-jag+jwt"})),
+            e(json!({"aud": aud}))
         )
-        .await
-        .expect_err("not offered");
-    assert!(matches!(e, ClientError::Unsupported(_)), "{e:?}");
+    };
+    for aud in [
+        json!("https://bank.example"),
+        json!([f.base, "https://bank.example"]),
+        json!(null),
+    ] {
+        let e = client()
+            .register(
+                &service,
+                &Method::IdJag {
+                    assertion: jwt(aud.clone()),
+                    credential_type: CredentialType::AccessToken,
+                },
+            )
+            .await
+            .expect_err("not sent");
+        assert!(matches!(e, ClientError::Unsupported(_)), "{aud}: {e:?}");
+    }
     assert_eq!(f.bodies("/agent/auth").len(), 1);
+    for aud in [json!(f.base), json!([f.base])] {
+        let e = client()
+            .register(
+                &service,
+                &Method::IdJag {
+                    assertion: jwt(aud),
+                    credential_type: CredentialType::AccessToken,
+                },
+            )
+            .await
+            .expect_err("rate limited, but sent");
+        assert_eq!(e.code(), Some("rate_limited"));
+    }
+    assert_eq!(f.bodies("/agent/auth").len(), 3);
 }
 
 #[tokio::test]
@@ -457,6 +487,43 @@ async fn a_revoked_credential_is_renewed_once_and_a_never_working_one_is_not() {
     assert_eq!(renewals.get(), 1);
     assert_eq!(credential.secret, "new");
     assert_eq!(rediscovered.map(|s| s.issuer), Some(f.base.clone()));
+
+    // The credential goes to URLs under its resource only.
+    let e = client()
+        .call(
+            &mut credential,
+            reqwest::Method::GET,
+            &format!("{}/admin", f.base),
+            |r| r,
+        )
+        .await
+        .expect_err("not sent");
+    assert!(matches!(e, ClientError::Unsupported(_)), "{e:?}");
+
+    // Revoked again, and the API's metadata now names another issuer: no
+    // renewal there.
+    let other = Fake::start().await;
+    other.well_formed();
+    f.set(
+        "GET /.well-known/oauth-protected-resource/api",
+        ok(json!({"resource": format!("{}/api/", f.base), "authorization_servers": [other.base]})),
+    );
+    f.live(Some("newer"));
+    let e = client()
+        .call_or_renew(
+            &mut credential,
+            reqwest::Method::GET,
+            &api,
+            |r| r,
+            |_| async { panic!("not renewed at another issuer") },
+        )
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(e, ClientError::Discovery(ref m) if m.contains("not renewed")),
+        "{e:?}"
+    );
+    assert!(other.bodies("/agent/auth").is_empty());
 
     // A credential that never worked: its 401 is the answer, no renewal.
     let mut never = reg.credential(&service).expect("credential");
