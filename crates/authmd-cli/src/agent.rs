@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
@@ -174,16 +174,7 @@ impl Kept {
 
     /// Writes atomically, readable only by the user.
     fn save(&self) -> anyhow::Result<()> {
-        let path = Kept::path()?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        private_dir(dir)?;
-        let tmp = dir.join(format!(".credentials.json.{}.tmp", std::process::id()));
-        {
-            let mut f = private_file(&tmp)?;
-            f.write_all(&serde_json::to_vec_pretty(self)?)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+        crate::private::write(&Kept::path()?, &serde_json::to_vec_pretty(self)?)
     }
 
     /// The service whose resource covers `url`: the only one whose
@@ -221,25 +212,13 @@ impl Kept {
     }
 }
 
-/// Creates `dir` (and its missing parents) readable only by the user; an
-/// existing directory is left as it is.
-fn private_dir(dir: &Path) -> anyhow::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .with_context(|| format!("cannot create {}", dir.display()))
-}
-
 /// Holds the credentials file for one command: two `authmd agent`
 /// processes never overwrite each other's registrations.
 struct Lock(#[allow(dead_code)] std::fs::File);
 
 fn lock() -> anyhow::Result<Lock> {
     let dir = home()?;
-    private_dir(&dir)?;
+    crate::private::dir(&dir)?;
     let path = dir.join(".lock");
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -256,23 +235,6 @@ fn lock() -> anyhow::Result<Lock> {
 /// escapes) dropped.
 fn clean(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).collect()
-}
-
-#[cfg(unix)]
-fn private_file(path: &Path) -> anyhow::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))
-}
-
-#[cfg(not(unix))]
-fn private_file(path: &Path) -> anyhow::Result<std::fs::File> {
-    Ok(std::fs::File::create(path)?)
 }
 
 fn credential_type(s: &str) -> anyhow::Result<CredentialType> {

@@ -7,6 +7,7 @@
 mod admin;
 mod agent;
 mod audit;
+mod private;
 mod provider;
 mod serve;
 

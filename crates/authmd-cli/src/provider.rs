@@ -274,7 +274,6 @@ fn keys_dir(dir: &Path) -> PathBuf {
 
 fn save_key(dir: &Path, key: &SigningKey) -> anyhow::Result<PathBuf> {
     let keys = keys_dir(dir);
-    private_dir(&keys)?;
     let created_at = now_ms();
     let kid = key.kid().unwrap_or_default().to_owned();
     let stored = StoredKey {
@@ -284,43 +283,8 @@ fn save_key(dir: &Path, key: &SigningKey) -> anyhow::Result<PathBuf> {
         pkcs8: b64::encode(key.to_pkcs8()?),
     };
     let path = keys.join(format!("{created_at:015}-{kid}.json"));
-    let tmp = keys.join(format!(".{kid}.tmp"));
-    write_private(&tmp, &serde_json::to_vec_pretty(&stored)?)?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    crate::private::write(&path, &serde_json::to_vec_pretty(&stored)?)?;
     Ok(path)
-}
-
-/// Creates `dir` (and its missing parents) readable only by the user; an
-/// existing directory is left as it is.
-fn private_dir(dir: &Path) -> anyhow::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .with_context(|| format!("cannot create {}", dir.display()))
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    Ok(std::fs::write(path, bytes)?)
 }
 
 /// Every kept key, oldest first.
