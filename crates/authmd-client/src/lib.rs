@@ -140,7 +140,7 @@ pub enum MethodKind {
 }
 
 /// A way to register, with its inputs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Method {
     /// §3.1: an API key at once, with the pre-claim scopes.
     Anonymous,
@@ -184,7 +184,7 @@ impl CredentialType {
 
 /// The answer of `POST /agent/auth` (every flow's fields, absent ones
 /// `None`). Holds secrets: keep it private.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
     pub registration_id: String,
     #[serde(default)]
@@ -264,7 +264,7 @@ impl Registration {
 
 /// A bearer credential and whether it has worked (a 401 for one that used
 /// to work means it was revoked or expired).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credential {
     pub secret: String,
     /// The resource it is for: it is sent to URLs under it only.
@@ -289,7 +289,7 @@ pub struct ClaimStarted {
 
 /// `POST /agent/auth/claim/complete`'s answer (the credential fields for
 /// an email-required registration, or a rotated key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClaimCompleted {
     pub registration_id: String,
     pub status: String,
@@ -301,6 +301,77 @@ pub struct ClaimCompleted {
     pub credential_expires: Option<String>,
     #[serde(default)]
     pub scopes: Vec<String>,
+}
+
+// Debug never shows a secret (credentials, claim tokens, assertions):
+// these values end up in logs and panic messages.
+fn hidden<T>(v: &Option<T>) -> &'static str {
+    if v.is_some() { "(hidden)" } else { "None" }
+}
+
+impl std::fmt::Debug for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Method::Anonymous => f.write_str("Anonymous"),
+            Method::Email {
+                address,
+                credential_type,
+            } => f
+                .debug_struct("Email")
+                .field("address", address)
+                .field("credential_type", credential_type)
+                .finish(),
+            Method::IdJag {
+                credential_type, ..
+            } => f
+                .debug_struct("IdJag")
+                .field("assertion", &"(hidden)")
+                .field("credential_type", credential_type)
+                .finish(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("registration_id", &self.registration_id)
+            .field("registration_type", &self.registration_type)
+            .field("credential_type", &self.credential_type)
+            .field("credential", &hidden(&self.credential))
+            .field("credential_expires", &self.credential_expires)
+            .field("scopes", &self.scopes)
+            .field("claim_url", &self.claim_url)
+            .field("claim_token", &hidden(&self.claim_token))
+            .field("claim_token_expires", &self.claim_token_expires)
+            .field("post_claim_scopes", &self.post_claim_scopes)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("secret", &"(hidden)")
+            .field("resource", &self.resource)
+            .field("issuer", &self.issuer)
+            .field("registration_id", &self.registration_id)
+            .field("worked", &self.worked)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ClaimCompleted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimCompleted")
+            .field("registration_id", &self.registration_id)
+            .field("status", &self.status)
+            .field("credential_type", &self.credential_type)
+            .field("credential", &hidden(&self.credential))
+            .field("credential_expires", &self.credential_expires)
+            .field("scopes", &self.scopes)
+            .finish()
+    }
 }
 
 /// An HTTP client for agents.
@@ -817,6 +888,45 @@ mod tests {
             well_known("http://a.example/", "x").is_err(),
             "plain http off loopback"
         );
+    }
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let r = Registration {
+            registration_id: "reg_1".into(),
+            credential: Some("amd_sk_SECRET".into()),
+            claim_token: Some("clm_SECRET".into()),
+            ..Registration::default()
+        };
+        let c = Credential {
+            secret: "amd_sk_SECRET".into(),
+            resource: "http://127.0.0.1:8080/api/".into(),
+            issuer: "http://127.0.0.1:8080".into(),
+            registration_id: "reg_1".into(),
+            worked: true,
+        };
+        let done = ClaimCompleted {
+            registration_id: "reg_1".into(),
+            status: "claimed".into(),
+            credential_type: None,
+            credential: Some("amd_sk_SECRET".into()),
+            credential_expires: None,
+            scopes: vec![],
+        };
+        let m = Method::IdJag {
+            assertion: "eyJ.SECRET.sig".into(),
+            credential_type: CredentialType::ApiKey,
+        };
+        for shown in [
+            format!("{r:?}"),
+            format!("{c:?}"),
+            format!("{done:?}"),
+            format!("{m:?}"),
+        ] {
+            assert!(!shown.contains("SECRET"), "{shown}");
+            assert!(shown.contains("(hidden)"), "{shown}");
+        }
+        assert!(format!("{r:?}").contains("reg_1"));
     }
 
     #[test]
