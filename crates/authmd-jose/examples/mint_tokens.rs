@@ -2,11 +2,13 @@
 //! JWKS, and N distinct ID-JAG registration bodies (one JSON per line).
 //!
 //! cargo run --release -p authmd-jose --example mint_tokens -- \
-//!     N PROVIDER_ISSUER SERVICE_ISSUER OUT_DIR
+//!     N PROVIDER_ISSUER SERVICE_ISSUER OUT_DIR [ALG] [USERS]
 //!
 //! Writes OUT_DIR/.well-known/jwks.json (serve OUT_DIR at PROVIDER_ISSUER)
-//! and OUT_DIR/bodies.txt. Subjects cycle through 1000 users, so the run
-//! exercises repeat delegations as well as new jti values.
+//! and OUT_DIR/bodies.txt. ALG is ES256 (default), RS256, PS256 or EdDSA.
+//! Subjects cycle through USERS users (default 1000), so the run exercises
+//! repeat delegations as well as new jti values; USERS = N makes every
+//! registration a new user.
 
 use std::io::Write;
 
@@ -15,11 +17,20 @@ use serde_json::json;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, n, provider, service, out] = args.as_slice() else {
-        return Err("usage: mint_tokens N PROVIDER_ISSUER SERVICE_ISSUER OUT_DIR".into());
+    let usage = "usage: mint_tokens N PROVIDER_ISSUER SERVICE_ISSUER OUT_DIR [ALG] [USERS]";
+    let (n, provider, service, out, rest) = match args.as_slice() {
+        [_, n, provider, service, out, rest @ ..] if rest.len() <= 2 => {
+            (n, provider, service, out, rest)
+        }
+        _ => return Err(usage.into()),
     };
     let n: usize = n.parse()?;
-    let key = SigningKey::generate(Algorithm::Es256)?.with_kid("load-1");
+    let alg = match rest.first() {
+        Some(name) => Algorithm::from_name(name).ok_or(usage)?,
+        None => Algorithm::Es256,
+    };
+    let users: usize = rest.get(1).map_or(Ok(1000), |u| u.parse())?.max(1);
+    let key = SigningKey::generate(alg)?.with_kid("load-1");
     let dir = std::path::Path::new(out);
     std::fs::create_dir_all(dir.join(".well-known"))?;
     std::fs::write(
@@ -35,7 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_default();
     let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("bodies.txt"))?);
     for i in 0..n {
-        let user = i % 1000;
+        let user = i % users;
         let claims = json!({
             "iss": provider, "sub": format!("user-{user}"), "aud": service,
             "client_id": format!("{provider}/agent"), "jti": format!("load-{now}-{i}"),

@@ -27,7 +27,8 @@ pub const MAX_IDENTIFIER: usize = 255;
 /// Longest `client_id` accepted.
 pub const MAX_CLIENT_ID: usize = 2048;
 
-/// A used `jti` is kept until `exp + REPLAY_RETENTION_SKEWS * clock_skew`.
+/// A used `jti` is kept at least until `exp + REPLAY_RETENTION_SKEWS *
+/// clock_skew`.
 ///
 /// Invariant: step 5 accepts an assertion while `now < exp + skew` on the
 /// clock of the replica that sees it, and replica clocks may differ by up to
@@ -35,7 +36,8 @@ pub const MAX_CLIENT_ID: usize = 2048;
 /// `exp + 2 * skew` on the clock of the replica that purges: at least 2
 /// skews of retention are needed, and 2 suffice. Lowering this below 2
 /// reopens a replay window; `assertions.max_lifetime` bounds how long the
-/// record lives in total (`max_lifetime + 3 * skew`).
+/// record lives in total (`max_lifetime + 3 * skew`), see
+/// [`Verifier::remember_jti_until`].
 pub const REPLAY_RETENTION_SKEWS: u32 = 2;
 
 /// A trusted provider: its policy and its keys.
@@ -114,7 +116,8 @@ impl Verifier {
         self.providers.values()
     }
 
-    /// How long a used `jti` is remembered: until `exp` plus
+    /// How long a `jti` accepted at `now` is remembered: until `now +
+    /// max_lifetime + 3 * skew`, which is never before `exp` plus
     /// [`REPLAY_RETENTION_SKEWS`] times the clock skew.
     ///
     /// Invariant: an assertion is accepted only while `now < exp + skew`
@@ -122,11 +125,18 @@ impl Verifier {
     /// `skew` too. A `jti` remembered until `exp + 2 * skew` is therefore
     /// remembered, by every replica's clock, for as long as any replica
     /// could still accept its assertion, and it can be purged after that.
-    /// Step 6 bounds `exp` itself (`exp - iat <= max_lifetime` and `iat <=
-    /// now + skew`), so the replay table holds at most `max_lifetime + 3 *
-    /// skew` worth of assertions.
-    pub fn remember_jti_until(&self, exp: Timestamp) -> Timestamp {
-        exp.plus(self.skew * REPLAY_RETENTION_SKEWS)
+    /// Step 6 bounds `exp` (`exp - iat <= max_lifetime` and `iat <= now +
+    /// skew`), so `exp + 2 * skew <= now + max_lifetime + 3 * skew`: the
+    /// later bound keeps every record long enough. It is the one used
+    /// because it grows with `now`, the order records are written in, so
+    /// the replay table's expiry index is appended to at its end instead of
+    /// written at a random place per registration (the assertions of one
+    /// second share an `exp`, and would be ordered by their random key).
+    /// The `max` keeps the first bound whatever `now` a caller passes.
+    pub fn remember_jti_until(&self, exp: Timestamp, now: Timestamp) -> Timestamp {
+        let by_exp = exp.plus(self.skew * REPLAY_RETENTION_SKEWS);
+        let by_now = now.plus(self.max_lifetime + self.skew * (REPLAY_RETENTION_SKEWS + 1));
+        by_exp.max(by_now)
     }
 
     /// Runs steps 1 to 11. Steps 12 (replay) and 13 (credential type) need

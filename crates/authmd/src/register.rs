@@ -360,7 +360,7 @@ impl AuthMd {
             sub: verified.sub.clone(),
             aud: verified.aud.clone(),
             jti_key,
-            jti_until: self.verifier().remember_jti_until(verified.exp),
+            jti_until: self.verifier().remember_jti_until(verified.exp, now),
             issued_at: verified.iat,
             identity: ProvidedIdentity {
                 email: verified.email.clone(),
