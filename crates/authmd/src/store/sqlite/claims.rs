@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{admit, db, insert_event, log_invalidations};
+use super::{USER_BY_VERIFIED_EMAIL, admit, db, insert_event, log_invalidations};
 use crate::audit::{AuditEvent, EventKind};
 use crate::credential::CredentialType;
 use crate::rate_limit::RateLimit;
@@ -406,10 +406,7 @@ pub(super) fn complete_claim(c: &Connection, req: &CompleteClaim) -> Result<Comp
     let normalized = normalize_email(&email);
     let existing: Option<String> = match &normalized {
         Some(n) => c
-            .prepare_cached(
-                "SELECT id FROM users WHERE email_normalized = ?1 AND email_verified = 1
-                 ORDER BY created_at LIMIT 1",
-            )
+            .prepare_cached(USER_BY_VERIFIED_EMAIL)
             .and_then(|mut s| s.query_row([n], |r| r.get(0)).optional())
             .map_err(db)?,
         None => None,
