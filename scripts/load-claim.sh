@@ -14,18 +14,12 @@
 #   guess     POST /agent/auth/claim/complete, wrong code, unknown claim
 #             token (what a guesser costs)
 set -euo pipefail
-BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/authmd}
-BIN=$(realpath "$BIN")
 ROUNDS=${ROUNDS:-3}
-SECS=${SECS:-10}
-CONNS=${CONNS:-64}
-work=$(mktemp -d)
-trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
+. "$(dirname "$0")/load-common.sh"
 cd "$work"
 printf '[rate_limits]\nenabled = false\n' > load.toml
-export AUTHMD_LOG=warn
-[ -n "${DATABASE:-}" ] && export AUTHMD_DATABASE_URL="$DATABASE"
 taskset -c 0 "$BIN" --config load.toml serve & server=$!
+pids+=("$server")
 sleep 1.5
 base=http://127.0.0.1:8080
 

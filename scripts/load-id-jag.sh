@@ -13,28 +13,22 @@
 # Tokens are minted before the run with a 10-minute lifetime (the default
 # assertions.max_lifetime), so the whole run must fit in 10 minutes.
 set -euo pipefail
-target=${CARGO_TARGET_DIR:-target}
-BIN=${BIN:-$target/release/authmd}
-MINT=${MINT:-$target/release/examples/mint_tokens}
+. "$(dirname "$0")/load-common.sh"
+MINT=$(realpath -m "${MINT:-${CARGO_TARGET_DIR:-target}/release/examples/mint_tokens}")
 ALG=${ALG:-ES256}
 SLICES=${SLICES:-8}
-SECS=${SECS:-10}
-CONNS=${CONNS:-64}
 TOKENS=${TOKENS:-$((SLICES * SECS * 15000))}
 USERS=${USERS:-1000}
 [ "$USERS" = 0 ] && USERS=$TOKENS
 PORT=${PORT:-8080}
 IDP_PORT=${IDP_PORT:-9797}
-work=$(mktemp -d)
-server= idp=
-trap 'kill $server $idp 2>/dev/null || true; rm -rf "$work"' EXIT
 cd "$work"
 
 issuer="http://127.0.0.1:$PORT"
 provider="http://127.0.0.1:$IDP_PORT"
 echo "minting $TOKENS $ALG assertions for $USERS users"
 "$MINT" "$TOKENS" "$provider" "$issuer" idp "$ALG" "$USERS"
-taskset -c 1 python3 -m http.server -b 127.0.0.1 -d idp "$IDP_PORT" >/dev/null 2>&1 & idp=$!
+taskset -c 1 python3 -m http.server -b 127.0.0.1 -d idp "$IDP_PORT" >/dev/null 2>&1 & pids+=($!)
 
 cat > load.toml <<TOML
 listen = "127.0.0.1:$PORT"
@@ -69,9 +63,8 @@ function done()
 end
 LUA
 
-export AUTHMD_LOG=warn
-[ -n "${DATABASE:-}" ] && export AUTHMD_DATABASE_URL="$DATABASE"
 taskset -c 0 "$BIN" --config load.toml serve & server=$!
+pids+=("$server")
 sleep 1.5
 # CPU time of the server (user + system, in clock ticks; steal excluded).
 cpu() { awk '{print $14 + $15}' "/proc/$server/stat"; }

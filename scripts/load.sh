@@ -6,12 +6,8 @@
 # (cargo build --release -p authmd-cli). Each scenario runs ROUNDS times;
 # rate limits are off so that one address can register at full speed.
 set -euo pipefail
-BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/authmd}
 ROUNDS=${ROUNDS:-3}
-SECS=${SECS:-10}
-CONNS=${CONNS:-64}
-work=$(mktemp -d)
-trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
+. "$(dirname "$0")/load-common.sh"
 cd "$work"
 printf '[rate_limits]\nenabled = false\n' > load.toml
 cat > register.lua <<'LUA'
@@ -19,9 +15,8 @@ wrk.method = "POST"
 wrk.body = '{"type":"anonymous","requested_credential_type":"api_key"}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
-export AUTHMD_LOG=warn
-[ -n "${DATABASE:-}" ] && export AUTHMD_DATABASE_URL="$DATABASE"
 taskset -c 0 "$BIN" --config load.toml serve & server=$!
+pids+=("$server")
 sleep 1.5
 echo "idle RSS: $(grep VmRSS /proc/$server/status)"
 key=$(curl -s -X POST http://127.0.0.1:8080/agent/auth -H 'content-type: application/json' \
