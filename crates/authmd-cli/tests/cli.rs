@@ -1,30 +1,13 @@
 //! The `authmd` binary as users run it: a real process on a real socket.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn authmd(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_authmd"));
-    c.current_dir(dir);
-    // A clean environment: no AUTHMD_* from the caller.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AUTHMD_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
+mod common;
+use common::{authmd, free_port};
 
 struct Server {
     child: Child,

@@ -7,7 +7,6 @@
 //! first successful API call (`cargo test -p authmd-cli --test e2e --
 //! --nocapture`); the times include starting the agent process.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -15,22 +14,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+mod common;
+use common::free_port;
 
-/// The binary with a clean environment (no AUTHMD_* from the caller).
+/// The binary with a clean environment, killed when dropped.
 fn authmd(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_authmd"));
-    c.current_dir(dir).kill_on_drop(true);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AUTHMD_") {
-            c.env_remove(k);
-        }
-    }
+    let mut c = Command::from(common::authmd(dir));
+    c.kill_on_drop(true);
     c
 }
 
