@@ -146,7 +146,15 @@ impl AuditEvent {
 
     /// The `data` column as JSON text.
     pub fn data_json(&self) -> String {
-        Value::Object(self.data.clone()).to_string()
+        // A map with string keys always serializes.
+        serde_json::to_string(&self.data).unwrap_or_default()
+    }
+
+    /// Whether [`AuditEvent::log`] writes anything: the structured log is
+    /// off or filtered above `info` for `authmd::audit`. A caller that
+    /// would build events only to log them asks first.
+    pub fn logged() -> bool {
+        tracing::enabled!(target: "authmd::audit", tracing::Level::INFO)
     }
 
     /// Writes the event to the structured log.

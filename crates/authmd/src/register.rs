@@ -388,14 +388,20 @@ impl AuthMd {
             config.rate_limits.identity_assertion_per_ip_per_hour,
             config.rate_limits.identity_assertion_per_hour,
         );
-        let outcome = self.store().register_agent(reg.clone(), limits).await?;
+        // The store records the events; they are built again here only if
+        // the structured log would show them.
+        let for_log = AuditEvent::logged().then(|| reg.clone());
+        let outcome = self.store().register_agent(reg, limits).await?;
         match outcome {
             StoreOutcome::Issued {
                 registration_id,
                 user_id,
                 user_provisioned,
             } => {
-                for e in reg.events(&registration_id, &user_id, user_provisioned) {
+                for e in for_log
+                    .iter()
+                    .flat_map(|reg| reg.events(&registration_id, &user_id, user_provisioned))
+                {
                     e.log();
                 }
                 Ok(Registered::Agent(AgentRegistered {
