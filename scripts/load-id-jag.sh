@@ -14,67 +14,26 @@
 # assertions.max_lifetime), so the whole run must fit in 10 minutes.
 set -euo pipefail
 . "$(dirname "$0")/load-common.sh"
-MINT=$(realpath -m "${MINT:-${CARGO_TARGET_DIR:-target}/release/examples/mint_tokens}")
-ALG=${ALG:-ES256}
+. "$(dirname "$0")/id-jag-common.sh"
 SLICES=${SLICES:-8}
 TOKENS=${TOKENS:-$((SLICES * SECS * 15000))}
-USERS=${USERS:-1000}
-[ "$USERS" = 0 ] && USERS=$TOKENS
 PORT=${PORT:-8080}
 IDP_PORT=${IDP_PORT:-9797}
 cd "$work"
 
 issuer="http://127.0.0.1:$PORT"
-provider="http://127.0.0.1:$IDP_PORT"
-echo "minting $TOKENS $ALG assertions for $USERS users"
-"$MINT" "$TOKENS" "$provider" "$issuer" idp "$ALG" "$USERS"
-taskset -c 1 python3 -m http.server -b 127.0.0.1 -d idp "$IDP_PORT" >/dev/null 2>&1 & pids+=($!)
-
-cat > load.toml <<TOML
-listen = "127.0.0.1:$PORT"
-[rate_limits]
-enabled = false
-[[providers]]
-issuer = "$provider"
-algorithms = ["$ALG"]
-TOML
-cat > idjag.lua <<'LUA'
--- args: bodies file, first line to send (1-based)
-local bodies = {}
-i = 0 -- global: done() reads it from the thread
-function init(args)
-  local first = tonumber(args[2])
-  local n = 0
-  for line in io.lines(args[1]) do
-    n = n + 1
-    if n >= first then bodies[#bodies + 1] = line end
-  end
-end
-function request()
-  i = i + 1
-  return wrk.format("POST", "/agent/auth", {["Content-Type"] = "application/json"}, bodies[i])
-end
-local threads = {}
-function setup(t) threads[#threads + 1] = t end
-function done()
-  local f = io.open("sent", "w")
-  f:write(threads[1]:get("i"))
-  f:close()
-end
-LUA
+echo "minting $TOKENS $ALG assertions ($([ "$USERS" = 0 ] && echo "a new user each" || echo "$USERS users"))"
+id_jag_setup "$PORT" "$IDP_PORT"
 
 taskset -c 0 "$BIN" --config load.toml serve & server=$!
 pids+=("$server")
 sleep 1.5
-# CPU time of the server (user + system, in clock ticks; steal excluded).
-cpu() { awk '{print $14 + $15}' "/proc/$server/stat"; }
-hz=$(getconf CLK_TCK)
 echo "raw ES256 verify on this core: $(taskset -c 0 openssl speed -seconds 2 ecdsap256 2>/dev/null | awk '/nistp256/{print $NF}')/s (openssl speed)"
 next=1
 for s in $(seq 1 "$SLICES"); do
-  c0=$(cpu)
-  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" -s idjag.lua "$issuer/agent/auth" -- idp/bodies.txt "$next")
-  c1=$(cpu)
+  c0=$(cpu_ticks "$server")
+  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$LUA" "$issuer/agent/auth" -- idp/bodies.txt "$next")
+  c1=$(cpu_ticks "$server")
   sent=$(cat sent)
   done_=$(awk '/requests in/{print $1}' <<<"$out")
   rate=$(awk '/Requests\/sec/{print $2}' <<<"$out")
