@@ -23,7 +23,9 @@ declare -A server next port idp
 port[A]=8080; port[B]=8081; idp[A]=9797; idp[B]=9798
 for side in A B; do
   mkdir "$side"
-  (cd "$side" && id_jag_setup "${port[$side]}" "${idp[$side]}")
+  cd "$work/$side"
+  id_jag_setup "${port[$side]}" "${idp[$side]}"   # not in a subshell: it adds to pids
+  cd "$work"
   bin=$([ "$side" = A ] && echo "$A" || echo "$B")
   (cd "$side" && exec taskset -c 0 "$bin" --config load.toml serve) & server[$side]=$!
   pids+=("${server[$side]}")
