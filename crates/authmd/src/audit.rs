@@ -146,13 +146,14 @@ impl AuditEvent {
 
     /// The `data` column as JSON text.
     pub fn data_json(&self) -> String {
-        // A map with string keys always serializes.
-        serde_json::to_string(&self.data).unwrap_or_default()
+        // A map with string keys always serializes; the fallback is still
+        // a JSON object.
+        serde_json::to_string(&self.data).unwrap_or_else(|_| "{}".to_owned())
     }
 
-    /// Whether [`AuditEvent::log`] writes anything: the structured log is
-    /// off or filtered above `info` for `authmd::audit`. A caller that
-    /// would build events only to log them asks first.
+    /// Whether [`AuditEvent::log`] writes anything: false when the
+    /// structured log is off or filters `authmd::audit` above `info`. A
+    /// caller that would build events only to log them asks first.
     pub fn logged() -> bool {
         tracing::enabled!(target: "authmd::audit", tracing::Level::INFO)
     }
