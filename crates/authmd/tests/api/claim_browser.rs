@@ -13,6 +13,9 @@ use serde_json::json;
 
 use crate::support::{TestApp, free_port, link_token, serve};
 
+/// How long a form submission may take to show the next page.
+const PAGE_WAIT: Duration = Duration::from_secs(10);
+
 const DRIVER: &str = "/usr/bin/chromedriver";
 const BROWSER: &str = "/usr/bin/chromium";
 
@@ -148,8 +151,11 @@ async fn a_user_shows_the_code_and_the_agent_completes() {
         .click()
         .await
         .expect("click");
+    // The click submits a form: wait for the next page, not the old one.
     let code = client
-        .find(Locator::Id("otp"))
+        .wait()
+        .at_most(PAGE_WAIT)
+        .for_element(Locator::Id("otp"))
         .await
         .expect("the code")
         .text()
@@ -209,13 +215,18 @@ async fn a_user_says_this_was_not_me() {
         .click()
         .await
         .expect("click");
-    let heading = client
-        .find(Locator::Css("h1"))
-        .await
-        .expect("h1")
-        .text()
-        .await
-        .expect("text");
+    // The page before the click has an h1 too: wait for the next one.
+    let deadline = Instant::now() + PAGE_WAIT;
+    let heading = loop {
+        let heading = match client.find(Locator::Css("h1")).await {
+            Ok(h1) => h1.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if heading == "Request cancelled" || Instant::now() > deadline {
+            break heading;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(heading, "Request cancelled");
     assert!(client.find(Locator::Id("otp")).await.is_err());
     assert_eq!(t.events("claim.denied").await.len(), 1);
