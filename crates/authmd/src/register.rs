@@ -398,11 +398,10 @@ impl AuthMd {
                 user_id,
                 user_provisioned,
             } => {
-                for e in for_log
-                    .iter()
-                    .flat_map(|reg| reg.events(&registration_id, &user_id, user_provisioned))
-                {
-                    e.log();
+                if let Some(reg) = &for_log {
+                    for e in reg.events(&registration_id, &user_id, user_provisioned) {
+                        e.log();
+                    }
                 }
                 Ok(Registered::Agent(AgentRegistered {
                     registration_id,
