@@ -29,6 +29,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "governance",
         sql: include_str!("../../migrations/sqlite/0004_governance.sql"),
     },
+    Migration {
+        version: 5,
+        name: "jti_by_expiry",
+        sql: include_str!("../../migrations/sqlite/0005_jti_by_expiry.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -51,6 +56,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 4,
         name: "governance",
         sql: include_str!("../../migrations/postgres/0004_governance.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "jti_by_expiry",
+        sql: include_str!("../../migrations/postgres/0005_jti_by_expiry.sql"),
     },
 ];
 

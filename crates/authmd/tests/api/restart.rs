@@ -40,6 +40,10 @@ both_backends! {
             assert_eq!(first.post_json("/agent/auth", &body(&assertion, "api_key")).await.status, 200);
         }
         let second = TestApp::on(db, &toml).await;
+        // Step 12 before 13: first thing after the restart, before any
+        // registration, a replay with a bad credential type is a replay.
+        let r = second.post_json("/agent/auth", &body(&assertion, "pgp_key")).await;
+        assert_eq!((r.status.as_u16(), r.code()), (400, "replay_detected".into()));
         let r = second.post_json("/agent/auth", &body(&assertion, "api_key")).await;
         assert_eq!((r.status.as_u16(), r.code()), (400, "replay_detected".into()));
     }

@@ -60,19 +60,14 @@ pub(super) fn rows<T>(
 /// first write.
 pub(super) fn revoke_subject(
     c: &Connection,
+    seen: &super::jti::SeenJti,
     r: &SubjectRevocation,
 ) -> Result<SubjectRevoked, StoreError> {
     let now = r.now.as_millis();
-    let used: bool = c
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM jti_seen WHERE key = ?1)")
-        .and_then(|mut s| s.query_row([&r.jti_key[..]], |row| row.get(0)))
-        .map_err(db)?;
-    if used {
+    if seen.contains(&r.jti_key) {
         return Ok(SubjectRevoked::Replay);
     }
-    c.prepare_cached("INSERT INTO jti_seen (key, expires_at) VALUES (?1, ?2)")
-        .and_then(|mut s| s.execute(params![&r.jti_key[..], r.jti_until.as_millis()]))
-        .map_err(db)?;
+    seen.record(c, r.jti_key, r.jti_until)?;
     let mut report = RevokeReport::default();
     let Some(sub) = &r.sub else {
         return Ok(SubjectRevoked::Done(report));

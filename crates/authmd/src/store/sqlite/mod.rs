@@ -2,14 +2,15 @@
 //!
 //! SQLite allows one writer at a time, and a durable commit costs an fsync.
 //! So every write is a job sent to a single writer thread, which drains the
-//! queue into one transaction (`BEGIN IMMEDIATE` … `COMMIT`), runs each job
-//! inside its own savepoint (a failing job rolls back alone), commits once,
-//! and only then answers every job. Under load, one fsync makes hundreds of
+//! queue into one transaction (`BEGIN IMMEDIATE` … `COMMIT`), runs the jobs
+//! (a failing job rolls the batch back and the others run again), commits
+//! once, and only then answers every job. Under load, one fsync makes hundreds of
 //! registrations durable; an answer never precedes its commit. Reads run on
 //! separate WAL connections and never wait for the writer.
 
 mod claims;
 mod governance;
+mod jti;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
@@ -61,6 +62,7 @@ const COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10
 pub struct SqliteStore {
     writer: mpsc::Sender<Box<dyn Job>>,
     readers: Option<Arc<Readers>>,
+    seen: Arc<jti::SeenJti>,
     location: String,
 }
 
@@ -99,9 +101,11 @@ impl SqliteStore {
         if rest == ":memory:" || rest == "//:memory:" {
             let conn = Connection::open_in_memory().map_err(db)?;
             configure_writer(&conn, true)?;
+            let seen = Arc::new(jti::SeenJti::default());
             return Ok(SqliteStore {
-                writer: spawn_writer(conn)?,
+                writer: spawn_writer(conn, Arc::clone(&seen))?,
                 readers: None,
+                seen,
                 location: ":memory:".into(),
             });
         }
@@ -122,9 +126,11 @@ impl SqliteStore {
             max_idle: readers.max(1) * 2,
             permits: Semaphore::new(readers.max(1)),
         });
+        let seen = Arc::new(jti::SeenJti::default());
         Ok(SqliteStore {
-            writer: spawn_writer(conn)?,
+            writer: spawn_writer(conn, Arc::clone(&seen))?,
             readers: Some(readers),
+            seen,
             location: path.display().to_string(),
         })
     }
@@ -292,16 +298,19 @@ where
     }
 }
 
-fn spawn_writer(conn: Connection) -> Result<mpsc::Sender<Box<dyn Job>>, StoreError> {
+fn spawn_writer(
+    conn: Connection,
+    seen: Arc<jti::SeenJti>,
+) -> Result<mpsc::Sender<Box<dyn Job>>, StoreError> {
     let (tx, rx) = mpsc::channel(QUEUE);
     std::thread::Builder::new()
         .name("authmd-sqlite-writer".into())
-        .spawn(move || writer_loop(&conn, rx))
+        .spawn(move || writer_loop(&conn, &seen, rx))
         .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
     Ok(tx)
 }
 
-fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
+fn writer_loop(conn: &Connection, seen: &jti::SeenJti, mut rx: mpsc::Receiver<Box<dyn Job>>) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     // When the previous commit started, and how many writes it carried.
     let mut last: Option<(Instant, usize)> = None;
@@ -317,7 +326,7 @@ fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
             }
         }
         last = Some((Instant::now(), batch.len()));
-        commit_batch(conn, &mut batch);
+        commit_batch(conn, seen, &mut batch);
     }
 }
 
@@ -334,10 +343,13 @@ fn drain(rx: &mut mpsc::Receiver<Box<dyn Job>>, batch: &mut Vec<Box<dyn Job>>) {
 /// is answered with its error after a rollback, and the rest run again;
 /// failures are rare (a rate-limit refusal or a replay is a successful job
 /// with a refusal as its result), so the common case has no savepoints.
-fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
+fn commit_batch(conn: &Connection, seen: &jti::SeenJti, batch: &mut Vec<Box<dyn Job>>) {
     while !batch.is_empty() {
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let e = db(e);
+        let begun = conn.execute_batch("BEGIN IMMEDIATE").map_err(db);
+        if let Err(e) = begun.and_then(|()| seen.begin(conn)) {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
             for job in batch.drain(..) {
                 job.deliver(Err(e.clone()));
             }
@@ -346,10 +358,17 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
         let failed = batch.iter_mut().position(|job| !job.run(conn));
         if let Some(i) = failed {
             let _ = conn.execute_batch("ROLLBACK");
+            seen.rollback(false);
             batch.remove(i).deliver(Ok(()));
             continue;
         }
         let commit = conn.execute_batch("COMMIT").map_err(db);
+        match &commit {
+            Ok(()) => seen.commit(),
+            // Whether a failed COMMIT left anything on disk is not known
+            // here: the replay set is reloaded from the table.
+            Err(_) => seen.rollback(true),
+        }
         if let Err(e) = &commit {
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
@@ -501,15 +520,12 @@ const DELEGATION_QUERY: &str = "SELECT d.user_id, d.registration_id, r.status, d
 /// first write (the writer commits what a successful job wrote).
 fn register_agent_tx(
     c: &Connection,
+    seen: &jti::SeenJti,
     reg: &NewAgentRegistration,
     limits: &[RateLimit],
 ) -> Result<AgentRegistered, StoreError> {
     let now = reg.now.as_millis();
-    let used: bool = c
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM jti_seen WHERE key = ?1)")
-        .and_then(|mut s| s.query_row([&reg.jti_key[..]], |r| r.get(0)))
-        .map_err(db)?;
-    if used {
+    if seen.contains(&reg.jti_key) {
         return Ok(AgentRegistered::Replay);
     }
     // (1) The delegation, if any: its user, and its registration if live.
@@ -553,9 +569,7 @@ fn register_agent_tx(
         return Ok(AgentRegistered::Limited(refused));
     }
 
-    c.prepare_cached("INSERT INTO jti_seen (key, expires_at) VALUES (?1, ?2)")
-        .and_then(|mut s| s.execute(params![&reg.jti_key[..], reg.jti_until.as_millis()]))
-        .map_err(db)?;
+    seen.record(c, reg.jti_key, reg.jti_until)?;
     let provisioned = existing_user.is_none();
     let user_id = match existing_user {
         Some(u) => u,
@@ -679,7 +693,14 @@ fn run_migrations(c: &Connection, migrations: &[Migration]) -> Result<(), StoreE
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        self.write(|c| run_migrations(c, SQLITE)).await
+        let seen = Arc::clone(&self.seen);
+        self.write(move |c| {
+            run_migrations(c, SQLITE)?;
+            // The migrations may have reshaped jti_seen: load it afresh.
+            seen.invalidate();
+            Ok(())
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -737,17 +758,18 @@ impl Store for SqliteStore {
         reg: NewAgentRegistration,
         limits: Vec<RateLimit>,
     ) -> Result<AgentRegistered, StoreError> {
-        self.write(move |c| register_agent_tx(c, &reg, &limits))
+        let seen = Arc::clone(&self.seen);
+        self.write(move |c| register_agent_tx(c, &seen, &reg, &limits))
             .await
     }
 
     async fn jti_used(&self, key: [u8; 16]) -> Result<bool, StoreError> {
-        self.read_now(move |c| {
-            c.prepare_cached("SELECT EXISTS (SELECT 1 FROM jti_seen WHERE key = ?1)")
-                .and_then(|mut s| s.query_row([&key[..]], |r| r.get(0)))
-                .map_err(db)
-        })
-        .await
+        if let Some(used) = self.seen.get(&key) {
+            return Ok(used);
+        }
+        // Not loaded yet: any write loads it first.
+        let seen = Arc::clone(&self.seen);
+        self.write(move |_| Ok(seen.contains(&key))).await
     }
 
     async fn record_event(&self, event: AuditEvent) -> Result<(), StoreError> {
@@ -910,6 +932,7 @@ impl Store for SqliteStore {
         now: Timestamp,
         keep_invalidations_since: Timestamp,
     ) -> Result<u64, StoreError> {
+        let seen = Arc::clone(&self.seen);
         self.write(move |c| {
             let a = c
                 .execute("DELETE FROM rate_limits WHERE tat < ?1", [now.as_millis()])
@@ -920,12 +943,7 @@ impl Store for SqliteStore {
                     [keep_invalidations_since.as_millis()],
                 )
                 .map_err(db)?;
-            let j = c
-                .execute(
-                    "DELETE FROM jti_seen WHERE expires_at < ?1",
-                    [now.as_millis()],
-                )
-                .map_err(db)?;
+            let j = seen.purge(c, now)?;
             Ok(u64::try_from(a + b + j).unwrap_or(u64::MAX))
         })
         .await
@@ -952,7 +970,9 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_subject(&self, r: SubjectRevocation) -> Result<SubjectRevoked, StoreError> {
-        self.write(move |c| governance::revoke_subject(c, &r)).await
+        let seen = Arc::clone(&self.seen);
+        self.write(move |c| governance::revoke_subject(c, &seen, &r))
+            .await
     }
 
     async fn revoke(&self, r: OperatorRevocation) -> Result<RevokeReport, StoreError> {
@@ -1051,5 +1071,80 @@ mod tests {
                 .unwrap_or_default();
             assert!(plan.contains(uses), "{sql}: {plan}");
         }
+    }
+
+    /// The writer undoes a failed job's replay-set changes with its
+    /// transaction: the job that failed remembers nothing, and the job
+    /// that ran again beside it remembers its key once.
+    #[test]
+    fn a_failed_job_in_a_batch_leaves_no_jti_behind() {
+        let c = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+        run_migrations(&c, SQLITE).unwrap_or_else(|e| panic!("{e}"));
+        let seen = Arc::new(jti::SeenJti::default());
+        let until = Timestamp::from_millis(2_000_000_000_000);
+        let job = |key: u8, fail: bool| {
+            let seen = Arc::clone(&seen);
+            let (tx, rx) = oneshot::channel();
+            let job: Box<dyn Job> = Box::new(WriteJob {
+                f: move |c: &Connection| {
+                    seen.record(c, [key; 16], until)?;
+                    if fail {
+                        return Err(StoreError::Database("this job fails".into()));
+                    }
+                    Ok(())
+                },
+                result: None,
+                tx,
+            });
+            (job, rx)
+        };
+        let (kept, mut kept_rx) = job(1, false);
+        let (failed, mut failed_rx) = job(2, true);
+        let mut batch = vec![kept, failed];
+        commit_batch(&c, &seen, &mut batch);
+        assert!(matches!(kept_rx.try_recv(), Ok(Ok(()))));
+        assert!(matches!(failed_rx.try_recv(), Ok(Err(_))));
+        assert!(seen.contains(&[1; 16]));
+        assert!(!seen.contains(&[2; 16]));
+        let keys: Vec<Vec<u8>> = c
+            .prepare("SELECT key FROM jti_seen")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(keys, vec![vec![1u8; 16]]);
+    }
+
+    /// `jti_used` answers from the table before the writer has loaded the
+    /// replay set (first thing after a restart).
+    #[tokio::test]
+    async fn jti_used_is_right_before_the_first_write() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("sqlite://{}", dir.path().join("authmd.db").display());
+        let open = || async {
+            let store = SqliteStore::open(&url, 2).unwrap_or_else(|e| panic!("{e}"));
+            store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+            store
+        };
+        let store = open().await;
+        let seen = Arc::clone(&store.seen);
+        let until = Timestamp::from_millis(2_000_000_000_000);
+        store
+            .write(move |c| seen.record(c, [5; 16], until))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(store);
+        let store = open().await;
+        assert_eq!(store.seen.get(&[5; 16]), None);
+        assert!(
+            store
+                .jti_used([5; 16])
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+        assert!(
+            !store
+                .jti_used([6; 16])
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
     }
 }
