@@ -129,8 +129,9 @@ impl Verifier {
     /// skew`), so `exp + 2 * skew <= now + max_lifetime + 3 * skew`: the
     /// later bound keeps every record long enough. It is the one used
     /// because it grows with `now`, the order records are written in, so
-    /// the replay table's expiry index is appended to at its end instead of
-    /// written at a random place per registration (the assertions of one
+    /// the replay table is appended to at the end of its expiry order
+    /// (SQLite's is clustered by it; PostgreSQL's has an index on it) instead
+    /// of written at a random place per registration (the assertions of one
     /// second share an `exp`, and would be ordered by their random key).
     /// The `max` keeps the first bound whatever `now` a caller passes.
     pub fn remember_jti_until(&self, exp: Timestamp, now: Timestamp) -> Timestamp {
