@@ -4,9 +4,9 @@
 //! So every write is a job sent to a single writer thread, which drains the
 //! queue into one transaction (`BEGIN IMMEDIATE` … `COMMIT`), runs the jobs
 //! (a failing job rolls the batch back and the others run again), commits
-//! once, and only then answers every job. Under load, one fsync makes hundreds of
-//! registrations durable; an answer never precedes its commit. Reads run on
-//! separate WAL connections and never wait for the writer.
+//! once, and only then answers every job. Under load, one fsync makes
+//! hundreds of registrations durable; an answer never precedes its commit.
+//! Reads run on separate WAL connections and never wait for the writer.
 
 mod claims;
 mod governance;
@@ -365,15 +365,15 @@ fn commit_batch(conn: &Connection, seen: &jti::SeenJti, batch: &mut Vec<Box<dyn 
         let commit = conn.execute_batch("COMMIT").map_err(db);
         match &commit {
             Ok(()) => seen.commit(),
-            // Whether a failed COMMIT left anything on disk is not known
-            // here: the replay set is reloaded from the table.
-            Err(_) => seen.rollback(true),
-        }
-        if let Err(e) = &commit {
-            if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
+            Err(e) => {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                // Whether a failed COMMIT left anything on disk is not
+                // known here: the replay set is reloaded from the table.
+                seen.rollback(true);
+                tracing::error!(error = %e, jobs = batch.len(), "sqlite commit failed");
             }
-            tracing::error!(error = %e, jobs = batch.len(), "sqlite commit failed");
         }
         for job in batch.drain(..) {
             job.deliver(commit.clone());
