@@ -5,9 +5,7 @@
 # signature, spends a jti and issues a credential. The run is cut into
 # slices of SECS seconds and prints the rate of each with the number of jti
 # remembered so far, to show whether it slows down as they accumulate.
-# 256 connections by default: each request waits for its group commit (up
-# to 10 ms plus an fsync), so 64 clients that wait for their answers cannot
-# keep one core busy (about 6,100/s here, with a third of the core idle).
+# 256 connections by default (scripts/load-matrix.sh runs 1, 50 and 256).
 #   scripts/load-id-jag.sh                          # ES256, 1000 users, SQLite
 #   ALG=EdDSA USERS=0 SLICES=12 scripts/load-id-jag.sh   # USERS=0: all new users
 #   DATABASE=postgres://postgres@127.0.0.1:5432/authmd_load scripts/load-id-jag.sh

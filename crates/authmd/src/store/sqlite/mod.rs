@@ -15,7 +15,6 @@ mod jti;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -45,18 +44,6 @@ use crate::token::SecretHash;
 const MAX_BATCH: usize = 512;
 /// Jobs waiting for the writer before senders wait too (backpressure).
 const QUEUE: usize = 8192;
-/// While writes are queueing, commits start at most this often, so that the
-/// writes arriving meanwhile share one transaction and one fsync: each
-/// commit also rewrites the pages every write touches at the end of a table
-/// or index, the header and the sequence, and pays an fsync. (Agent-verified
-/// registration at about 3,400/s on one core: about 38 writes per fsync
-/// instead of 9.) A lone write after a lone write, a client making one
-/// request after another, is committed at once; the delay is paid only
-/// under load and never exceeds this. 10 ms rather than 5: about 4% less
-/// CPU per registration at saturation (two servers measured side by side
-/// on one core), and a saturated server's latency is set by its queue, not
-/// by this wait.
-const COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The SQLite store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
@@ -310,22 +297,20 @@ fn spawn_writer(
     Ok(tx)
 }
 
+/// Group commit without a timer: a commit starts as soon as the previous
+/// one has finished, carrying every write that queued meanwhile (up to
+/// `MAX_BATCH`). A lone write is committed at once, so its latency is one
+/// transaction and one fsync; under load the writes that arrive during a
+/// commit's fsync share the next one, so the batch grows with the load by
+/// itself. A timer that held commits back to gather more writes (10 ms here
+/// until issue 14) saved a little CPU at saturation but put a floor under
+/// every write's latency and a ceiling of `clients / interval` on a
+/// closed-loop population's throughput.
 fn writer_loop(conn: &Connection, seen: &jti::SeenJti, mut rx: mpsc::Receiver<Box<dyn Job>>) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
-    // When the previous commit started, and how many writes it carried.
-    let mut last: Option<(Instant, usize)> = None;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         drain(&mut rx, &mut batch);
-        if let Some((started, carried)) = last {
-            let queueing = batch.len() > 1 || carried > 1;
-            let wait = (started + COMMIT_INTERVAL).checked_duration_since(Instant::now());
-            if let Some(wait) = wait.filter(|_| queueing && batch.len() < MAX_BATCH) {
-                std::thread::sleep(wait);
-                drain(&mut rx, &mut batch);
-            }
-        }
-        last = Some((Instant::now(), batch.len()));
         commit_batch(conn, seen, &mut batch);
     }
 }

@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# The whole load matrix, two builds side by side: every scenario at every
+# connection count on every backend, each cell run REPS times for each
+# build, alternating which build goes first, on a fresh database each time.
+# The server is pinned to CPU 0 and wrk (and the provider's JWKS server) to
+# CPU 1. Prints one markdown table per backend: req/s, p50 and p99 of each
+# build (medians over the reps), the ratio B/A of the rates, and the
+# server's CPU use.
+#
+#   scripts/load-matrix.sh OLD_BINARY NEW_BINARY
+#   scripts/load-matrix.sh target/release/authmd              # one build
+#   SECS=5 REPS=1 BACKENDS=sqlite SCENARIOS="anon idjag" CONNS_LIST="1 50" \
+#     scripts/load-matrix.sh A B
+#
+# Scenarios: valid (GET whoami with a valid key), 401 (no credential),
+# anon (anonymous registration), idjag (agent-verified registration, a
+# distinct ES256 assertion per request, subjects cycling through USERS),
+# claim (POST /agent/auth/claim round-robin over anonymous registrations,
+# each a new attempt and an email written to the outbox).
+# Rate limits are off. PostgreSQL runs use a fresh database on PG (created
+# and dropped here). Also prints the core's raw ES256 verify rate (openssl)
+# and the fsync latency of the scratch directory's file system, the bounds
+# the registration figures are read against.
+# Needs wrk, python3, openssl, psql for PostgreSQL, and release builds:
+#   cargo build --release -p authmd-cli && cargo build --release -p authmd-jose --examples
+set -euo pipefail
+[ $# = 1 ] || [ $# = 2 ] || { echo "usage: $0 BINARY_A [BINARY_B]" >&2; exit 2; }
+declare -A bin
+bin[A]=$(realpath "$1")
+sides=(A)
+if [ $# = 2 ]; then bin[B]=$(realpath "$2"); sides=(A B); fi
+. "$(dirname "$0")/load-common.sh"
+. "$(dirname "$0")/id-jag-common.sh"
+SCENARIOS=${SCENARIOS:-"valid 401 anon idjag claim"}
+CONNS_LIST=${CONNS_LIST:-"1 50 256"}
+BACKENDS=${BACKENDS:-"sqlite postgres"}
+REPS=${REPS:-3}
+PG=${PG:-postgres://postgres@127.0.0.1:5432}
+PORT=${PORT:-21080}
+IDP_PORT=${IDP_PORT:-21797}
+# Enough assertions for the fastest rate this core could reach.
+TOKENS=${TOKENS:-$((SECS * 25000))}
+base="http://127.0.0.1:$PORT"
+results=$work/results.tsv
+cd "$work"
+
+echo "A: ${bin[A]}"
+[ -n "${bin[B]:-}" ] && echo "B: ${bin[B]}"
+echo "raw ES256 verify on CPU 0: $(taskset -c 0 openssl speed -seconds 2 ecdsap256 2>/dev/null | awk '/nistp256/{print $NF}')/s (openssl speed)"
+python3 - <<'PY'
+import os, time
+fd = os.open("fsync-probe", os.O_WRONLY | os.O_CREAT)
+ts = []
+for i in range(300):
+    os.pwrite(fd, b"x" * 4096, (i % 16) * 4096)
+    t = time.perf_counter(); os.fsync(fd); ts.append(time.perf_counter() - t)
+ts.sort()
+print("fsync of a 4 KiB write here: p50 %.3f ms, p99 %.3f ms" % (ts[150] * 1e3, ts[296] * 1e3))
+PY
+
+# The provider's assertions for the current group of idjag cells (each
+# minted set is reused by both builds and every rep: each run starts on a
+# fresh database, so no jti repeats within a database).
+minted=0
+mint() {
+  rm -rf idp
+  "$MINT" "$TOKENS" "http://127.0.0.1:$IDP_PORT" "$base" idp ES256 "$USERS" >/dev/null
+  if [ "$minted" = 0 ]; then
+    taskset -c 1 python3 -m http.server -b 127.0.0.1 -d idp "$IDP_PORT" >/dev/null 2>&1 & pids+=($!)
+  fi
+  minted=$(date +%s)
+}
+
+cat > register.lua <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"type":"anonymous","requested_credential_type":"api_key"}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+cat > collect.lua <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"type":"anonymous","requested_credential_type":"api_key"}'
+wrk.headers["Content-Type"] = "application/json"
+local out = io.open("tokens.txt", "a")
+response = function(status, headers, body)
+  local t = string.match(body, '"claim_token":"(clm_[%w_]+)"')
+  if t then out:write(t, "\n") end
+end
+LUA
+cat > start.lua <<'LUA'
+local tokens = {}
+for line in io.lines("tokens.txt") do tokens[#tokens + 1] = line end
+local i = 0
+request = function()
+  i = i + 1
+  local t = tokens[(i % #tokens) + 1]
+  return wrk.format("POST", "/agent/auth/claim", {["Content-Type"] = "application/json"},
+    '{"claim_token":"' .. t .. '","email":"user' .. (i % 5000) .. '@example.com"}')
+end
+LUA
+
+# start_server SIDE BACKEND: a server for one run on a fresh database.
+server=
+dbname=
+start_server() {
+  local side=$1 backend=$2 url
+  rm -rf run && mkdir run
+  if [ "$backend" = postgres ]; then
+    dbname="authmd_matrix_$$_$RANDOM"
+    psql "$PG/postgres" -Atqc "CREATE DATABASE $dbname" >/dev/null
+    url="$PG/$dbname"
+  else
+    url="sqlite://$work/run/authmd.db"
+  fi
+  cat > run/load.toml <<TOML
+listen = "127.0.0.1:$PORT"
+[database]
+url = "$url"
+[mail]
+outbox = "$work/run/outbox"
+[rate_limits]
+enabled = false
+[[providers]]
+issuer = "http://127.0.0.1:$IDP_PORT"
+algorithms = ["ES256"]
+TOML
+  (cd run && AUTHMD_DATABASE_URL="$url" exec taskset -c 0 "${bin[$side]}" --config load.toml serve) &
+  server=$!
+  for _ in $(seq 1 100); do
+    curl -sf -o /dev/null "$base/readyz" && return 0
+    sleep 0.1
+  done
+  echo "the server did not become ready" >&2
+  exit 1
+}
+
+stop_server() {
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  if [ -n "$dbname" ]; then
+    psql "$PG/postgres" -Atqc "DROP DATABASE IF EXISTS $dbname WITH (FORCE)" >/dev/null
+    dbname=
+  fi
+}
+trap 'stop_server; kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+# measure SCENARIO CONNS: runs wrk against the current server and prints
+# "req/s p50 p99 non2xx cpu%".
+measure() {
+  local scenario=$1 conns=$2 args=() c0 c1 out
+  case $scenario in
+    valid)
+      local key
+      key=$(curl -sf -X POST "$base/agent/auth" -H 'content-type: application/json' \
+        -d '{"type":"anonymous","requested_credential_type":"api_key"}' \
+        | python3 -c 'import sys, json; print(json.load(sys.stdin)["credential"])')
+      args=(-H "Authorization: Bearer $key" "$base/api/whoami") ;;
+    401) args=("$base/api/whoami") ;;
+    anon) args=(-s register.lua "$base/agent/auth") ;;
+    idjag) args=(-s "$LUA" "$base/agent/auth" -- idp/bodies.txt 1) ;;
+    claim)
+      rm -f tokens.txt
+      taskset -c 1 wrk -t1 -c16 -d1s -s collect.lua "$base/agent/auth" >/dev/null
+      args=(-s start.lua "$base/agent/auth/claim") ;;
+  esac
+  c0=$(cpu_ticks "$server")
+  out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${SECS}s" --latency "${args[@]}")
+  c1=$(cpu_ticks "$server")
+  awk -v cpu=$(( (c1 - c0) * 100 / hz / SECS )) '
+    /Requests\/sec/ {rps = $2}
+    /^ +50%/ {p50 = $2}
+    /^ +99%/ {p99 = $2}
+    /Non-2xx/ {bad = $NF}
+    END {printf "%s %s %s %d %d\n", rps, p50, p99, bad, cpu}' <<<"$out"
+}
+
+for backend in $BACKENDS; do
+  for scenario in $SCENARIOS; do
+    for conns in $CONNS_LIST; do
+      if [ "$scenario" = idjag ] && [ $(( $(date +%s) - minted )) -gt 300 ]; then
+        mint   # assertions live 10 minutes; a group of cells takes less than 5
+      fi
+      for rep in $(seq 1 "$REPS"); do
+        order=("${sides[@]}")
+        if [ $((rep % 2)) = 0 ] && [ ${#sides[@]} = 2 ]; then order=(B A); fi
+        for side in "${order[@]}"; do
+          start_server "$side" "$backend"
+          printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$backend" "$scenario" "$conns" "$side" "$rep" \
+            "$(measure "$scenario" "$conns")" >> "$results"
+          stop_server
+        done
+      done
+      tail -n "$(( REPS * ${#sides[@]} ))" "$results" >&2
+    done
+  done
+done
+
+python3 - "$results" <<'PY'
+import sys, statistics, collections
+def ms(v):
+    if v.endswith("us"): return float(v[:-2]) / 1000
+    if v.endswith("ms"): return float(v[:-2])
+    if v.endswith("s"): return float(v[:-1]) * 1000
+    return float("nan")
+cells = collections.OrderedDict()
+for line in open(sys.argv[1]):
+    backend, scenario, conns, side, rep, rest = line.rstrip("\n").split("\t", 5)
+    rps, p50, p99, bad, cpu = rest.split()
+    cells.setdefault((backend, scenario, conns), {}).setdefault(side, []).append(
+        (float(rps), ms(p50), ms(p99), int(bad), int(cpu)))
+med = lambda xs: statistics.median(xs)
+two = any("B" in v for v in cells.values())
+for backend in dict.fromkeys(k[0] for k in cells):
+    print(f"\n### {backend}\n")
+    if two:
+        print("| scenario | conns | A req/s | B req/s | B/A | A p50 ms | B p50 ms | A p99 ms | B p99 ms | A cpu% | B cpu% | non-2xx A/B |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    else:
+        print("| scenario | conns | req/s | p50 ms | p99 ms | cpu% | non-2xx |")
+        print("|---|---|---|---|---|---|---|")
+    for (b, scenario, conns), sides in cells.items():
+        if b != backend: continue
+        row = {}
+        for side, runs in sides.items():
+            row[side] = [med([r[i] for r in runs]) for i in range(5)]
+            row[side][3] = sum(r[3] for r in runs)
+        a = row["A"]
+        if two and "B" in row:
+            bb = row["B"]
+            print(f"| {scenario} | {conns} | {a[0]:,.0f} | {bb[0]:,.0f} | {bb[0]/a[0]:.2f} | {a[1]:.2f} | {bb[1]:.2f} | {a[2]:.2f} | {bb[2]:.2f} | {a[4]:.0f} | {bb[4]:.0f} | {a[3]}/{bb[3]} |")
+        else:
+            print(f"| {scenario} | {conns} | {a[0]:,.0f} | {a[1]:.2f} | {a[2]:.2f} | {a[4]:.0f} | {a[3]} |")
+PY
