@@ -21,7 +21,9 @@ pub enum AgentCommand {
     /// Discover a service from an API URL or its issuer and show how agents
     /// register there.
     Discover {
+        /// An API URL of the service (its 401 leads to the metadata), or its issuer.
         url: String,
+        /// Print the discovered documents as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -29,6 +31,7 @@ pub enum AgentCommand {
     Register(RegisterArgs),
     /// Start the claim of an anonymous registration: the user gets an email.
     Claim {
+        /// The user's email address: the claim link is sent there.
         #[arg(long)]
         email: String,
         /// Which service (its issuer or an API URL); needed when several are kept.
@@ -40,6 +43,7 @@ pub enum AgentCommand {
         /// The code; without it, asked for on the terminal.
         #[arg(long)]
         otp: Option<String>,
+        /// Which service (its issuer or an API URL); needed when several are kept.
         #[arg(long)]
         service: Option<String>,
     },
@@ -52,13 +56,16 @@ pub enum AgentCommand {
         /// Print credentials and claim tokens too.
         #[arg(long)]
         show_secrets: bool,
+        /// Print the kept registrations as JSON (secrets hidden unless --show-secrets).
         #[arg(long)]
         json: bool,
     },
     /// Forget a service's credentials (or all).
     Forget {
+        /// Which service (its issuer or an API URL); needed when several are kept.
         #[arg(long)]
         service: Option<String>,
+        /// Forget every service's credentials.
         #[arg(long)]
         all: bool,
     },
@@ -91,6 +98,7 @@ pub struct RegisterArgs {
 
 #[derive(Args)]
 pub struct CallArgs {
+    /// The URL to call: under the resource of a service a credential is kept for.
     url: String,
     /// The method (default GET, or POST with --data).
     #[arg(short = 'X', long = "request")]

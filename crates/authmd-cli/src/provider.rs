@@ -68,11 +68,12 @@ enum ProviderCommand {
         #[arg(long, default_value = "authmd development provider")]
         name: String,
     },
-    /// Print an ID-JAG for a user and a service (PROTOCOL.md §3.3).
+    /// Print an ID-JAG for a user and a service (docs/protocol.md §3.3).
     Mint(MintArgs),
     /// Tell a service that the user withdrew consent: every credential it
     /// issued for the subject is revoked.
     Revoke {
+        /// The user at the provider whose consent is withdrawn.
         #[arg(long)]
         sub: String,
         /// The service: an API URL or its issuer. `revocation_uri` and the
@@ -400,7 +401,7 @@ fn mint(
     Ok(jws::sign(key, &header("oauth-id-jag+jwt"), &claims)?)
 }
 
-/// The logout token of PROTOCOL.md §5 for `sub` at the service `aud`.
+/// The logout token of docs/protocol.md §5 for `sub` at the service `aud`.
 fn logout_token(key: &SigningKey, issuer: &str, sub: &str, aud: &str) -> anyhow::Result<String> {
     let iat = now();
     let claims = json!({
