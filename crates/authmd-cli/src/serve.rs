@@ -49,7 +49,7 @@ pub(crate) fn run(config: Config, args: ServeArgs, dev: Option<Vec<String>>) -> 
     result
 }
 
-fn remove_ready_file(path: &Path) -> anyhow::Result<()> {
+pub(crate) fn remove_ready_file(path: &Path) -> anyhow::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(e).with_context(|| format!("cannot remove the ready file {}", path.display()))
@@ -59,7 +59,7 @@ fn remove_ready_file(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Writes `url` to `path` in one step (a reader never sees half of it).
-fn write_ready_file(path: &Path, url: &str) -> anyhow::Result<()> {
+pub(crate) fn write_ready_file(path: &Path, url: &str) -> anyhow::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -128,7 +128,8 @@ async fn serve(config: Config, workers: usize, ready_file: Option<&Path>) -> any
     Ok(())
 }
 
-async fn shutdown() {
+/// Ctrl-C or SIGTERM (`kill PID`): stop accepting, finish what is in flight.
+pub(crate) async fn shutdown() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
