@@ -357,7 +357,7 @@ impl Default for MailConfig {
     }
 }
 
-/// PROTOCOL.md §9. Each `*_per_*` value is a number of requests per hour.
+/// docs/protocol.md §9. Each `*_per_*` value is a number of requests per hour.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
