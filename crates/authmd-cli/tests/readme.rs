@@ -336,3 +336,82 @@ fn ports_are_rewritten_consistently() {
         format!("curl http://127.0.0.1:{a}/a http://127.0.0.1:{a}/b 127.0.0.1:{b} 127.0.0.1:x")
     );
 }
+
+/// The anchors of a markdown file's headings, as GitHub renders them.
+fn anchors(markdown: &str) -> Vec<String> {
+    markdown
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .map(|l| {
+            l.trim_start_matches('#')
+                .trim()
+                .to_lowercase()
+                .chars()
+                .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+                .map(|c| if c == ' ' { '-' } else { c })
+                .collect()
+        })
+        .collect()
+}
+
+/// Every `docs/protocol.md#…` link in the README and in the protocol's own
+/// table of contents names a heading that exists.
+#[test]
+fn links_into_the_protocol_reference_resolve() {
+    let protocol = std::fs::read_to_string(repo().join("docs/protocol.md")).expect("protocol");
+    let known = anchors(&protocol);
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
+    let mut checked = 0;
+    for (text, prefix) in [(&readme, "](docs/protocol.md#"), (&protocol, "](#")] {
+        for (at, _) in text.match_indices(prefix) {
+            let anchor: String = text[at + prefix.len()..]
+                .chars()
+                .take_while(|c| *c != ')')
+                .collect();
+            assert!(known.contains(&anchor), "no heading for #{anchor}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 10, "only {checked} links checked");
+}
+
+/// The repository documents itself: nothing in it cites the protocol text
+/// or references that live outside it (`../shared`, `PROTOCOL.md`).
+#[test]
+fn nothing_cites_documents_outside_the_repository() {
+    fn walk(dir: &Path, found: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !matches!(name.as_str(), "target" | ".git" | "data" | "artifacts" | "corpus") {
+                    walk(&path, found);
+                }
+            } else if [".rs", ".md", ".toml", ".sh", ".sql", "run"]
+                .iter()
+                .any(|e| name.ends_with(e))
+            {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                for (i, line) in text.lines().enumerate() {
+                    // This test names what it looks for.
+                    if path.ends_with("tests/readme.rs") {
+                        continue;
+                    }
+                    if line.contains("../shared") || line.contains("PROTOCOL.md") {
+                        found.push(format!("{}:{}: {line}", path.display(), i + 1));
+                    }
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(&repo(), &mut found);
+    assert!(
+        found.is_empty(),
+        "cite docs/protocol.md instead:\n{}",
+        found.join("\n")
+    );
+}
