@@ -387,7 +387,10 @@ fn nothing_cites_documents_outside_the_repository() {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
             if path.is_dir() {
-                if !matches!(name.as_str(), "target" | ".git" | "data" | "artifacts" | "corpus") {
+                if !matches!(
+                    name.as_str(),
+                    "target" | ".git" | "data" | "artifacts" | "corpus"
+                ) {
                     walk(&path, found);
                 }
             } else if [".rs", ".md", ".toml", ".sh", ".sql", "run"]
