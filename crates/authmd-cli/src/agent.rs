@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Subcommand)]
 pub enum AgentCommand {
     /// Discover a service from an API URL or its issuer and show how agents
-    /// register there.
+    /// register there (docs/protocol.md §2).
     Discover {
         /// An API URL of the service (its 401 leads to the metadata), or its issuer.
         url: String,
@@ -27,9 +27,10 @@ pub enum AgentCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Register with a service and keep the credential.
+    /// Register with a service and keep the credential (docs/protocol.md §3).
     Register(RegisterArgs),
-    /// Start the claim of an anonymous registration: the user gets an email.
+    /// Start the claim of an anonymous registration: the user gets an email
+    /// (docs/protocol.md §4).
     Claim {
         /// The user's email address: the claim link is sent there.
         #[arg(long)]
@@ -38,7 +39,8 @@ pub enum AgentCommand {
         #[arg(long)]
         service: Option<String>,
     },
-    /// Complete the claim with the code the user reads from the claim page.
+    /// Complete the claim with the code the user reads from the claim page
+    /// (docs/protocol.md §4.4).
     Complete {
         /// The code; without it, asked for on the terminal.
         #[arg(long)]

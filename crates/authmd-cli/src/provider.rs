@@ -75,7 +75,7 @@ enum ProviderCommand {
     /// Print an ID-JAG for a user and a service (docs/protocol.md §3.3).
     Mint(MintArgs),
     /// Tell a service that the user withdrew consent: every credential it
-    /// issued for the subject is revoked.
+    /// issued for the subject is revoked (docs/protocol.md §5).
     Revoke {
         /// The user at the provider whose consent is withdrawn.
         #[arg(long)]
