@@ -21,15 +21,19 @@ pub enum RegistrationsCommand {
     List(RegistrationListArgs),
     /// Show one registration with its credentials and events.
     Show {
+        /// The registration id (reg_…).
         id: String,
+        /// Print exactly what the admin API answers (JSON), not text.
         #[arg(long)]
         json: bool,
     },
     /// Revoke one registration and all its credentials.
     Revoke {
+        /// The registration id (reg_…).
         id: String,
         #[command(flatten)]
         who: Who,
+        /// Print exactly what the admin API answers (JSON).
         #[arg(long)]
         json: bool,
     },
@@ -52,21 +56,25 @@ pub struct RegistrationListArgs {
     /// A provider's issuer.
     #[arg(long)]
     provider: Option<String>,
-    /// RFC 3339, or a duration ago (`24h`).
+    /// Created from: RFC 3339, or a duration ago (`24h`).
     #[arg(long)]
     created_after: Option<String>,
+    /// Created before: RFC 3339, or a duration ago (`24h`).
     #[arg(long)]
     created_before: Option<String>,
     /// Claim deadline from (RFC 3339, or a duration ago).
     #[arg(long)]
     expires_after: Option<String>,
+    /// Claim deadline before (RFC 3339, or a duration ago).
     #[arg(long)]
     expires_before: Option<String>,
     /// Continue after this registration id (the `next` of a listing).
     #[arg(long)]
     after: Option<String>,
+    /// Rows per page (at most 1000).
     #[arg(long, default_value_t = 100)]
     limit: u32,
+    /// Print exactly what the admin API answers (JSON), not a table.
     #[arg(long)]
     json: bool,
 }
@@ -75,20 +83,26 @@ pub struct RegistrationListArgs {
 pub enum UsersCommand {
     /// List users.
     List {
+        /// Only the user with this email (domain compared in any case).
         #[arg(long)]
         email: Option<String>,
+        /// Continue after this user id (the `next` of a listing).
         #[arg(long)]
         after: Option<String>,
+        /// Rows per page (at most 1000).
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Print exactly what the admin API answers (JSON), not a table.
         #[arg(long)]
         json: bool,
     },
     /// Revoke every registration of a user.
     Revoke {
+        /// The user id (usr_…).
         user_id: String,
         #[command(flatten)]
         who: Who,
+        /// Print exactly what the admin API answers (JSON).
         #[arg(long)]
         json: bool,
     },
@@ -98,19 +112,25 @@ pub enum UsersCommand {
 pub enum DelegationsCommand {
     /// List delegations: providers' subjects bound to users here.
     List {
+        /// Only this provider's (its issuer).
         #[arg(long)]
         provider: Option<String>,
+        /// Only this subject at the provider (`sub`).
         #[arg(long)]
         sub: Option<String>,
+        /// Only this user's (usr_…).
         #[arg(long)]
         user: Option<String>,
         /// active or revoked.
         #[arg(long)]
         state: Option<String>,
+        /// Continue after this cursor (the `next` of a listing).
         #[arg(long)]
         after: Option<String>,
+        /// Rows per page (at most 1000).
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Print exactly what the admin API answers (JSON), not a table.
         #[arg(long)]
         json: bool,
     },
@@ -127,6 +147,7 @@ pub enum ProvidersCommand {
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
+        /// Print exactly what the admin API answers (JSON).
         #[arg(long)]
         json: bool,
     },
@@ -140,6 +161,7 @@ pub struct RevokeAllArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     yes: bool,
+    /// Print exactly what the admin API answers (JSON).
     #[arg(long)]
     json: bool,
 }

@@ -19,27 +19,33 @@ use serde::{Deserialize, Serialize};
 #[derive(Subcommand)]
 pub enum AgentCommand {
     /// Discover a service from an API URL or its issuer and show how agents
-    /// register there.
+    /// register there (docs/protocol.md §2).
     Discover {
+        /// An API URL of the service (its 401 leads to the metadata), or its issuer.
         url: String,
+        /// Print the discovered documents as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Register with a service and keep the credential.
+    /// Register with a service and keep the credential (docs/protocol.md §3).
     Register(RegisterArgs),
-    /// Start the claim of an anonymous registration: the user gets an email.
+    /// Start the claim of an anonymous registration: the user gets an email
+    /// (docs/protocol.md §4).
     Claim {
+        /// The user's email address: the claim link is sent there.
         #[arg(long)]
         email: String,
         /// Which service (its issuer or an API URL); needed when several are kept.
         #[arg(long)]
         service: Option<String>,
     },
-    /// Complete the claim with the code the user reads from the claim page.
+    /// Complete the claim with the code the user reads from the claim page
+    /// (docs/protocol.md §4.4).
     Complete {
         /// The code; without it, asked for on the terminal.
         #[arg(long)]
         otp: Option<String>,
+        /// Which service (its issuer or an API URL); needed when several are kept.
         #[arg(long)]
         service: Option<String>,
     },
@@ -52,13 +58,16 @@ pub enum AgentCommand {
         /// Print credentials and claim tokens too.
         #[arg(long)]
         show_secrets: bool,
+        /// Print the kept registrations as JSON (secrets hidden unless --show-secrets).
         #[arg(long)]
         json: bool,
     },
     /// Forget a service's credentials (or all).
     Forget {
+        /// Which service (its issuer or an API URL); needed when several are kept.
         #[arg(long)]
         service: Option<String>,
+        /// Forget every service's credentials.
         #[arg(long)]
         all: bool,
     },
@@ -91,6 +100,7 @@ pub struct RegisterArgs {
 
 #[derive(Args)]
 pub struct CallArgs {
+    /// The URL to call: under the resource of a service a credential is kept for.
     url: String,
     /// The method (default GET, or POST with --data).
     #[arg(short = 'X', long = "request")]

@@ -33,8 +33,9 @@ pub enum AuditCommand {
         #[arg(long)]
         after: Option<i64>,
     },
-    /// Print recent events, and with --follow every new one as it is
-    /// recorded (by any server sharing the database).
+    /// Print the events of the last 10 minutes (or since --since), and with
+    /// --follow every new one as it is recorded (by any server sharing the
+    /// database).
     Tail {
         #[command(flatten)]
         filter: FilterArgs,
@@ -62,8 +63,7 @@ pub struct FilterArgs {
     /// Only events from this client IP.
     #[arg(long)]
     ip: Option<String>,
-    /// From this time: RFC 3339, or a duration ago such as 1h (for tail,
-    /// default 10m).
+    /// From this time: RFC 3339, or a duration ago such as 1h.
     #[arg(long)]
     since: Option<String>,
     /// Before this time: RFC 3339, or a duration ago.

@@ -7,6 +7,8 @@
 mod admin;
 mod agent;
 mod audit;
+#[cfg(test)]
+mod help_tests;
 mod private;
 mod provider;
 mod serve;
@@ -15,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// mimalloc: measurably cheaper than the system allocator on the request
 /// path (many small, short-lived allocations per request).
@@ -26,43 +28,67 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "authmd",
     version,
-    about = "The auth.md server: makes an API agent-ready"
+    about = "The auth.md server: makes an API agent-ready",
+    long_about = "The auth.md server: makes an API agent-ready.\n\n\
+        The protocol as authmd implements it: docs/protocol.md. \
+        Configuration: authmd.example.toml and the README."
 )]
 struct Cli {
-    /// Configuration file (TOML). Every key can also be set with an
-    /// AUTHMD_* environment variable.
-    #[arg(long, global = true, env = "AUTHMD_CONFIG")]
+    /// Configuration file (TOML) of the server and operator commands; may
+    /// also follow the command (`authmd serve --config FILE`).
+    #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
+/// `--config` of the commands that read the server's configuration.
+#[derive(Args)]
+pub(crate) struct ConfigFile {
+    /// Configuration file (TOML); default: $AUTHMD_CONFIG, else none. Every
+    /// key can also be set with an AUTHMD_* environment variable (see
+    /// authmd.example.toml).
+    #[arg(long = "config", global = true, value_name = "FILE")]
+    file: Option<PathBuf>,
+}
+
+/// A group of operator commands, all reading the server's configuration.
+#[derive(Args)]
+struct Operator<C: Subcommand> {
+    #[command(flatten)]
+    config: ConfigFile,
+    #[command(subcommand)]
+    command: C,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (applies pending migrations first).
-    Serve,
+    Serve(serve::ServeArgs),
     /// Apply pending database migrations and exit.
-    Migrate,
-    /// Validate the configuration and print the resolved discovery URLs.
-    CheckConfig,
+    Migrate(ConfigFile),
+    /// Validate the configuration, print the resolved discovery URLs and
+    /// warn about placeholder secrets.
+    CheckConfig(ConfigFile),
     /// The audit trail: list, export, tail.
-    #[command(subcommand)]
-    Audit(audit::AuditCommand),
+    Audit(Operator<audit::AuditCommand>),
     /// Agent registrations: list, show, revoke.
-    #[command(subcommand)]
-    Registrations(admin::RegistrationsCommand),
+    Registrations(Operator<admin::RegistrationsCommand>),
     /// Users: list, revoke all of one user's registrations.
-    #[command(subcommand)]
-    Users(admin::UsersCommand),
+    Users(Operator<admin::UsersCommand>),
     /// Delegations: which provider subject is which user.
-    #[command(subcommand)]
-    Delegations(admin::DelegationsCommand),
-    /// Providers: revoke everything one provider issued.
-    #[command(subcommand)]
-    Providers(admin::ProvidersCommand),
+    Delegations(Operator<admin::DelegationsCommand>),
+    /// Providers: revoke everything one provider issued (asks for
+    /// confirmation unless --yes).
+    Providers(Operator<admin::ProvidersCommand>),
     /// Revoke every live agent registration and credential (incident
     /// response; asks for confirmation unless --yes).
-    RevokeAll(admin::RevokeAllArgs),
+    RevokeAll {
+        #[command(flatten)]
+        config: ConfigFile,
+        #[command(flatten)]
+        args: admin::RevokeAllArgs,
+    },
     /// Be an agent: discover a service, register, claim, call its API.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
@@ -70,27 +96,72 @@ enum Command {
     Provider(provider::ProviderArgs),
 }
 
+impl Command {
+    /// The `--config` of a command that reads the server's configuration.
+    fn config_file(&self) -> Option<&ConfigFile> {
+        match self {
+            Command::Serve(a) => Some(&a.config),
+            Command::Migrate(c) | Command::CheckConfig(c) => Some(c),
+            Command::Audit(o) => Some(&o.config),
+            Command::Registrations(o) => Some(&o.config),
+            Command::Users(o) => Some(&o.config),
+            Command::Delegations(o) => Some(&o.config),
+            Command::Providers(o) => Some(&o.config),
+            Command::RevokeAll { config, .. } => Some(config),
+            Command::Agent(_) | Command::Provider(_) => None,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The agent and the provider are clients of a server, not servers:
     // they read no server configuration.
-    let result = match cli.command {
-        Command::Agent(cmd) => runtime(1).and_then(|rt| rt.block_on(agent::run(cmd))),
-        Command::Provider(args) => runtime(1).and_then(|rt| {
-            init_logging("text");
-            rt.block_on(provider::run(args))
-        }),
-        command => {
-            let env: BTreeMap<String, String> = std::env::vars().collect();
-            match authmd::config::load(cli.config.as_deref(), &env) {
-                Ok(config) => server_command(command, config),
-                Err(e) => {
-                    eprintln!("authmd: {e}");
-                    return ExitCode::from(2);
-                }
-            }
+    let Some(file) = cli.command.config_file() else {
+        if cli.config.is_some() {
+            eprintln!("authmd: --config configures the server; `agent` and `provider` read none");
+            return ExitCode::from(2);
+        }
+        let result = match cli.command {
+            Command::Agent(cmd) => runtime(1).and_then(|rt| rt.block_on(agent::run(cmd))),
+            Command::Provider(args) => runtime(1).and_then(|rt| {
+                init_logging("text");
+                rt.block_on(provider::run(args))
+            }),
+            _ => unreachable!("every other command reads the configuration"),
+        };
+        return exit(result);
+    };
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let path = (file.file.clone()).or(cli.config.clone()).or_else(|| {
+        env.get("AUTHMD_CONFIG")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+    });
+    let mut config = match authmd::config::load(path.as_deref(), &env) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("authmd: {e}");
+            return ExitCode::from(2);
         }
     };
+    // Development mode is part of the configuration: refused like it.
+    let mut dev = None;
+    if let Command::Serve(args) = &cli.command
+        && args.dev
+    {
+        match config.development_mode() {
+            Ok(changed) => dev = Some(changed),
+            Err(e) => {
+                eprintln!("authmd: serve --dev: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    exit(server_command(cli.command, config, dev))
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -101,10 +172,14 @@ fn main() -> ExitCode {
 }
 
 /// The commands that act on the server's own database or configuration.
-fn server_command(command: Command, config: authmd::Config) -> anyhow::Result<()> {
+fn server_command(
+    command: Command,
+    config: authmd::Config,
+    dev: Option<Vec<String>>,
+) -> anyhow::Result<()> {
     match command {
-        Command::Serve => serve::run(config),
-        Command::Migrate => runtime(1).and_then(|rt| {
+        Command::Serve(args) => serve::run(config, args, dev),
+        Command::Migrate(_) => runtime(1).and_then(|rt| {
             rt.block_on(async {
                 init_logging("text");
                 authmd::AuthMd::open(config).await?;
@@ -112,9 +187,16 @@ fn server_command(command: Command, config: authmd::Config) -> anyhow::Result<()
                 Ok(())
             })
         }),
-        Command::CheckConfig => {
+        Command::CheckConfig(_) => {
             let urls = authmd::discovery::Urls::new(&config);
-            println!("configuration is valid");
+            let warnings = config.warnings();
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            match warnings.len() {
+                0 => println!("configuration is valid"),
+                n => println!("configuration is valid, with {n} warning(s) (above)"),
+            }
             println!("issuer:                   {}", urls.issuer);
             println!("resource:                 {}", urls.resource);
             println!("protected resource metadata: {}", urls.prm);
@@ -126,18 +208,18 @@ fn server_command(command: Command, config: authmd::Config) -> anyhow::Result<()
             );
             Ok(())
         }
-        Command::Audit(cmd) => runtime(1).and_then(|rt| rt.block_on(audit::run(cmd, config))),
-        Command::Registrations(cmd) => {
-            runtime(1).and_then(|rt| rt.block_on(admin::registrations(cmd, config)))
+        Command::Audit(o) => runtime(1).and_then(|rt| rt.block_on(audit::run(o.command, config))),
+        Command::Registrations(o) => {
+            runtime(1).and_then(|rt| rt.block_on(admin::registrations(o.command, config)))
         }
-        Command::Users(cmd) => runtime(1).and_then(|rt| rt.block_on(admin::users(cmd, config))),
-        Command::Delegations(cmd) => {
-            runtime(1).and_then(|rt| rt.block_on(admin::delegations(cmd, config)))
+        Command::Users(o) => runtime(1).and_then(|rt| rt.block_on(admin::users(o.command, config))),
+        Command::Delegations(o) => {
+            runtime(1).and_then(|rt| rt.block_on(admin::delegations(o.command, config)))
         }
-        Command::Providers(cmd) => {
-            runtime(1).and_then(|rt| rt.block_on(admin::providers(cmd, config)))
+        Command::Providers(o) => {
+            runtime(1).and_then(|rt| rt.block_on(admin::providers(o.command, config)))
         }
-        Command::RevokeAll(args) => {
+        Command::RevokeAll { args, .. } => {
             runtime(1).and_then(|rt| rt.block_on(admin::revoke_all(args, config)))
         }
         Command::Agent(_) | Command::Provider(_) => unreachable!("handled by main"),
@@ -161,8 +243,10 @@ fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 fn init_logging(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("AUTHMD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: a log redirected to a file stays greppable.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = if format == "json" {
         builder.json().try_init()

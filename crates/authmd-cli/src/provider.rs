@@ -67,12 +67,17 @@ enum ProviderCommand {
         /// The name in the client ID metadata document.
         #[arg(long, default_value = "authmd development provider")]
         name: String,
+        /// Once it accepts connections, write the issuer to FILE (removed
+        /// at shutdown): scripts wait for FILE instead of sleeping.
+        #[arg(long, value_name = "FILE")]
+        ready_file: Option<PathBuf>,
     },
-    /// Print an ID-JAG for a user and a service (PROTOCOL.md §3.3).
+    /// Print an ID-JAG for a user and a service (docs/protocol.md §3.3).
     Mint(MintArgs),
     /// Tell a service that the user withdrew consent: every credential it
-    /// issued for the subject is revoked.
+    /// issued for the subject is revoked (docs/protocol.md §5).
     Revoke {
+        /// The user at the provider whose consent is withdrawn.
         #[arg(long)]
         sub: String,
         /// The service: an API URL or its issuer. `revocation_uri` and the
@@ -188,6 +193,7 @@ pub async fn run(args: ProviderArgs) -> anyhow::Result<()> {
             listen,
             grace,
             name,
+            ready_file,
         } => {
             let grace =
                 authmd::config::parse_duration(&grace).map_err(|e| anyhow!("--grace: {e}"))?;
@@ -197,7 +203,14 @@ pub async fn run(args: ProviderArgs) -> anyhow::Result<()> {
             };
             // Fail now, not at the first request.
             signing_key(&dir)?;
-            serve(dir, issuer, listen, grace, name).await
+            if let Some(f) = &ready_file {
+                crate::serve::remove_ready_file(f)?;
+            }
+            let result = serve(dir, issuer, listen, grace, name, ready_file.as_deref()).await;
+            if let Some(f) = &ready_file {
+                let _ = std::fs::remove_file(f);
+            }
+            result
         }
         ProviderCommand::Mint(m) => {
             let key = signing_key(&dir)?;
@@ -400,7 +413,7 @@ fn mint(
     Ok(jws::sign(key, &header("oauth-id-jag+jwt"), &claims)?)
 }
 
-/// The logout token of PROTOCOL.md §5 for `sub` at the service `aud`.
+/// The logout token of docs/protocol.md §5 for `sub` at the service `aud`.
 fn logout_token(key: &SigningKey, issuer: &str, sub: &str, aud: &str) -> anyhow::Result<String> {
     let iat = now();
     let claims = json!({
@@ -491,6 +504,7 @@ async fn serve(
     listen: SocketAddr,
     grace: Duration,
     name: String,
+    ready_file: Option<&Path>,
 ) -> anyhow::Result<()> {
     let jwks_dir = dir.clone();
     let cimd = json!({
@@ -540,10 +554,11 @@ async fn serve(
     eprintln!(
         "authmd provider: {issuer} on {listen}: keys at {issuer}/.well-known/jwks.json, client metadata at {issuer}/agent-auth.json"
     );
+    if let Some(f) = ready_file {
+        crate::serve::write_ready_file(f, &issuer)?;
+    }
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(crate::serve::shutdown())
         .await?;
     Ok(())
 }

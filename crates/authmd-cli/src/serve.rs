@@ -1,21 +1,74 @@
 //! `authmd serve`.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use authmd::{AuthMd, Config};
+use clap::Args;
 
-pub fn run(config: Config) -> anyhow::Result<()> {
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    pub(crate) config: crate::ConfigFile,
+    /// Development mode, for your own machine: refuses a listener other
+    /// machines can reach (loopback only), turns rate limits off and writes
+    /// mail to the outbox directory (mail.outbox), logging each message's
+    /// path.
+    #[arg(long)]
+    pub(crate) dev: bool,
+    /// Once the server accepts connections, write its URL to FILE (and
+    /// remove FILE at shutdown): scripts wait for FILE instead of sleeping.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ready_file: Option<PathBuf>,
+}
+
+/// `dev`: what development mode changed, when it is on (applied by the
+/// caller, with the configuration).
+pub(crate) fn run(config: Config, args: ServeArgs, dev: Option<Vec<String>>) -> anyhow::Result<()> {
+    // A stale file from an earlier run must not announce this one.
+    if let Some(f) = &args.ready_file {
+        remove_ready_file(f)?;
+    }
     let workers = match config.server.workers {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
     };
     crate::init_logging(&config.server.log_format);
+    if let Some(changed) = dev {
+        tracing::warn!("development mode (loopback only): {}", changed.join("; "));
+    }
+    for w in config.warnings() {
+        tracing::warn!("configuration: {w}");
+    }
     let rt = crate::runtime(workers)?;
-    rt.block_on(serve(config, workers))
+    let result = rt.block_on(serve(config, workers, args.ready_file.as_deref()));
+    if let Some(f) = &args.ready_file {
+        let _ = std::fs::remove_file(f);
+    }
+    result
 }
 
-async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
+pub(crate) fn remove_ready_file(path: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove the ready file {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes `url` to `path` in one step (a reader never sees half of it).
+pub(crate) fn write_ready_file(path: &Path, url: &str) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, format!("{url}\n"))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write the ready file {}", path.display()))
+}
+
+async fn serve(config: Config, workers: usize, ready_file: Option<&Path>) -> anyhow::Result<()> {
     let listen = config.listen;
     let database = describe_database(config.database.url.expose());
     let outbox = config.mail.outbox.clone();
@@ -52,6 +105,10 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
         }
         None => None,
     };
+    if let Some(f) = ready_file {
+        let addr = listener.local_addr().unwrap_or(listen);
+        write_ready_file(f, &format!("http://{addr}"))?;
+    }
     let router = authmd::http::router(app);
     // Small request/response exchanges: send each response at once.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -71,7 +128,8 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown() {
+/// Ctrl-C or SIGTERM (`kill PID`): stop accepting, finish what is in flight.
+pub(crate) async fn shutdown() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

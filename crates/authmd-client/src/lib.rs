@@ -23,7 +23,7 @@
 //! # async fn ask_the_user_for_the_code() -> Option<String> { None }
 //! ```
 //!
-//! Discovery follows PROTOCOL.md §2: the `WWW-Authenticate` challenge of a
+//! Discovery follows docs/protocol.md §2: the `WWW-Authenticate` challenge of a
 //! 401 names the protected resource metadata (RFC 9728), whose
 //! `authorization_servers` names the issuer, whose metadata (RFC 8414)
 //! carries the `agent_auth` block. Each document is checked against what was
@@ -54,7 +54,7 @@ pub const MAX_RESPONSE: usize = 256 * 1024;
 /// Everything that can go wrong, by kind.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The service refused with a protocol error (PROTOCOL.md §10).
+    /// The service refused with a protocol error (docs/protocol.md §10).
     #[error("{status} {code}: {message}")]
     Protocol {
         status: u16,

@@ -1,7 +1,7 @@
 //! The discovery documents as an agent reads them. Unknown members are
 //! ignored (RFC 9728 §2, RFC 8414 §2); the later dialect's endpoint names
 //! (`identity_endpoint`, `claim_endpoint`, `events_endpoint`) are read as
-//! aliases of the names PROTOCOL.md uses.
+//! aliases of the names docs/protocol.md uses.
 
 use serde::{Deserialize, Serialize};
 

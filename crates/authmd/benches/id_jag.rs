@@ -4,7 +4,7 @@
 //!
 //! - `raw/<alg>`: only the signature verification with a parsed public key
 //!   (the floor: what the crypto library costs);
-//! - `verify/<alg>`: steps 1 to 11 of PROTOCOL.md §3.3 (parsing, typ,
+//! - `verify/<alg>`: steps 1 to 11 of docs/protocol.md §3.3 (parsing, typ,
 //!   trust list, key lookup, signature, every claim check).
 
 use std::collections::HashMap;

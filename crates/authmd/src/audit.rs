@@ -1,4 +1,4 @@
-//! The closed vocabulary of audit events (PROTOCOL.md §8).
+//! The closed vocabulary of audit events (docs/protocol.md §8).
 //!
 //! Events are written by the store in the same transaction as the state
 //! change they record. Each also goes to the structured log (target

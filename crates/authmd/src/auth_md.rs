@@ -1,4 +1,4 @@
-//! `GET /auth.md` (PROTOCOL.md §2.5): the agent-facing instructions,
+//! `GET /auth.md` (docs/protocol.md §2.5): the agent-facing instructions,
 //! rendered from the running configuration. Real URLs, only the enabled
 //! flows, the scope inventory, exact request and response shapes, the error
 //! table, the retry policy. Structure: discover → pick a method → register →

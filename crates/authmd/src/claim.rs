@@ -1,4 +1,4 @@
-//! The claim ceremony (PROTOCOL.md §3.2, §4): the user proves their
+//! The claim ceremony (docs/protocol.md §3.2, §4): the user proves their
 //! mailbox by reading a one-time code from a page reached through an
 //! emailed link, and gives it to the agent.
 //!

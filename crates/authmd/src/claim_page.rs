@@ -1,4 +1,4 @@
-//! The claim page (PROTOCOL.md §4.2): server-rendered HTML that works
+//! The claim page (docs/protocol.md §4.2): server-rendered HTML that works
 //! without JavaScript, reads well on a phone, and carries no script at all.
 //! Its only style sheet is inline and allowed by hash in the
 //! Content-Security-Policy (`http/routes.rs` sets the headers).

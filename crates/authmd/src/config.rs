@@ -7,9 +7,11 @@
 //! from the issuer, for example). An unknown key or an invalid value is a
 //! [`ConfigError`] naming the key, and the server does not start.
 
+mod dev;
 mod duration;
 mod load;
 mod providers;
+mod warnings;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,6 +24,7 @@ use serde::{Deserialize, Deserializer};
 pub use duration::{HumanDuration, parse as parse_duration, words as duration_words};
 pub use load::{ENV_PREFIX, KEYS, KeyKind, load, load_str};
 pub use providers::{AssertionConfig, JwksConfig, ProviderConfig};
+pub use warnings::looks_like_placeholder;
 
 /// A configuration problem, naming the key it is about.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -354,7 +357,7 @@ impl Default for MailConfig {
     }
 }
 
-/// PROTOCOL.md §9. Each `*_per_*` value is a number of requests per hour.
+/// docs/protocol.md §9. Each `*_per_*` value is a number of requests per hour.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {

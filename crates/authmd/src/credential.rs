@@ -1,5 +1,5 @@
 //! Credentials as the store knows them, and the rules that decide whether a
-//! presented one is valid (PROTOCOL.md §7).
+//! presented one is valid (docs/protocol.md §7).
 
 use serde::Serialize;
 

@@ -1,4 +1,4 @@
-//! Discovery documents (PROTOCOL.md §2): the URLs everything else uses, the
+//! Discovery documents (docs/protocol.md §2): the URLs everything else uses, the
 //! RFC 9728 protected resource metadata and the RFC 8414 authorization
 //! server metadata with its `agent_auth` block.
 //!

@@ -1,4 +1,4 @@
-//! The protocol's error table (PROTOCOL.md §10) as one enum.
+//! The protocol's error table (docs/protocol.md §10) as one enum.
 //!
 //! [`ProtocolError::code`] is the wire string; the HTTP status lives in the
 //! one mapping in `http/error.rs`. Internal failures are [`Error::Internal`]
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::store::StoreError;
 
-/// A refusal the client is told about, with the code from PROTOCOL.md §10.
+/// A refusal the client is told about, with the code from docs/protocol.md §10.
 /// The message is safe to show: it never says *why* a credential failed and
 /// never echoes a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,7 +88,7 @@ pub fn retry_after_secs(d: &Duration) -> u64 {
 }
 
 impl ProtocolError {
-    /// The wire code of PROTOCOL.md §10.
+    /// The wire code of docs/protocol.md §10.
     pub fn code(&self) -> &'static str {
         match self {
             ProtocolError::InvalidRequest(_) | ProtocolError::PayloadTooLarge(_) => {

@@ -1,4 +1,4 @@
-//! ID-JAG verification, step by step (PROTOCOL.md §3.3).
+//! ID-JAG verification, step by step (docs/protocol.md §3.3).
 //!
 //! The steps run in the order of the table, and the first failure decides
 //! the code. Nothing in the token is trusted before step 4 has verified its
@@ -19,7 +19,7 @@ use crate::error::ProtocolError;
 use crate::jwks::KeySource;
 use crate::time::Timestamp;
 
-/// Largest accepted assertion (PROTOCOL.md §3).
+/// Largest accepted assertion (docs/protocol.md §3).
 pub const MAX_ASSERTION: usize = 16 * 1024;
 /// Longest `sub` or `jti` accepted (attacker-chosen strings bound for the
 /// database and the audit trail).

@@ -1,4 +1,4 @@
-//! Provider keys: fetching, caching, rotation (PROTOCOL.md §12).
+//! Provider keys: fetching, caching, rotation (docs/protocol.md §12).
 //!
 //! Each trusted provider has a [`KeySource`]. The HTTP one fetches the
 //! provider's configured `jwks_uri` through [`Outbound`] (never a URL from a

@@ -161,7 +161,7 @@ where
                 Validation::Valid(record) => record,
                 Validation::Missing => return Ok(app.unauthorized(false)),
                 Validation::Invalid(reason) => {
-                    // The reason is logged, never told (PROTOCOL.md §2.1).
+                    // The reason is logged, never told (docs/protocol.md §2.1).
                     tracing::debug!(reason = reason.as_str(), "credential refused");
                     return Ok(app.unauthorized(true));
                 }

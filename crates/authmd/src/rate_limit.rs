@@ -1,4 +1,4 @@
-//! Rate limits (PROTOCOL.md §9) as GCRA, the generic cell rate algorithm.
+//! Rate limits (docs/protocol.md §9) as GCRA, the generic cell rate algorithm.
 //!
 //! Each key keeps one number in the store, its theoretical arrival time
 //! (TAT). A limit of `n` per `window` admits a burst of `n`, then one request

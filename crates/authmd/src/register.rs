@@ -1,4 +1,4 @@
-//! `POST /agent/auth` (PROTOCOL.md §3): the body's `type` selects the flow.
+//! `POST /agent/auth` (docs/protocol.md §3): the body's `type` selects the flow.
 //!
 //! Anonymous start (§3.1), email required (§3.2, with the ceremony in
 //! `claim.rs`) and agent verified (§3.3, the ID-JAG checks in `id_jag.rs`).
@@ -47,7 +47,7 @@ impl RegistrationType {
     }
 }
 
-/// Registration states (PROTOCOL.md §11).
+/// Registration states (docs/protocol.md §11).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RegistrationStatus {

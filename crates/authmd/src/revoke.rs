@@ -1,4 +1,4 @@
-//! Revocation by the provider (PROTOCOL.md §5): logout tokens.
+//! Revocation by the provider (docs/protocol.md §5): logout tokens.
 //!
 //! A logout token is checked like an ID-JAG where the two share a rule (the
 //! trust list, the key lookup and signature of `id_jag.rs` step 4, the
@@ -30,7 +30,7 @@ use crate::store::{SubjectRevocation, SubjectRevoked};
 use crate::time::Timestamp;
 use crate::users::logout_jti_key;
 
-/// The event of the reference implementation (PROTOCOL.md §5).
+/// The event of the reference implementation (docs/protocol.md §5).
 pub const REVOKED_EVENT: &str =
     "https://schemas.workos.com/events/agent/auth/identity/assertion/revoked";
 /// The OpenID Back-Channel Logout event.

@@ -1,4 +1,4 @@
-//! Secret formats: generation, recognition and hashing (PROTOCOL.md §7).
+//! Secret formats: generation, recognition and hashing (docs/protocol.md §7).
 //!
 //! A secret is `<prefix><selector><verifier><checksum>`:
 //!

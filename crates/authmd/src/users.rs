@@ -1,4 +1,4 @@
-//! Users and delegations (PROTOCOL.md §6): what a provider says about its
+//! Users and delegations (docs/protocol.md §6): what a provider says about its
 //! user, and how authmd compares it with the users it knows.
 
 use sha2::{Digest, Sha256};
@@ -32,7 +32,7 @@ impl ProvidedIdentity {
 }
 
 /// Emails compare exactly on the local part and case-insensitively on the
-/// domain (PROTOCOL.md §6; RFC 5321 §2.4). `None` if it is not an address.
+/// domain (docs/protocol.md §6; RFC 5321 §2.4). `None` if it is not an address.
 pub fn normalize_email(email: &str) -> Option<String> {
     let (local, domain) = email.rsplit_once('@')?;
     if local.is_empty() || domain.is_empty() || domain.contains(char::is_whitespace) {

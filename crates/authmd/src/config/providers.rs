@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::{ConfigError, HumanDuration, check_url};
 use authmd_jose::Algorithm;
 
-/// A trusted agent provider (PROTOCOL.md §3.3). Never published.
+/// A trusted agent provider (docs/protocol.md §3.3). Never published.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {

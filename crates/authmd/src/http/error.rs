@@ -12,7 +12,7 @@ struct Body<'a> {
     message: String,
 }
 
-/// The status of each protocol error (PROTOCOL.md §10).
+/// The status of each protocol error (docs/protocol.md §10).
 pub fn status(e: &ProtocolError) -> StatusCode {
     match e {
         ProtocolError::InvalidRequest(_)
@@ -97,7 +97,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// Every protocol error has the status and code of PROTOCOL.md §10.
+    /// Every protocol error has the status and code of docs/protocol.md §10.
     #[test]
     fn every_error_has_its_table_status_and_code() {
         let cases = [

@@ -12,7 +12,7 @@ use crate::AuthMd;
 use crate::audit::RequestMeta;
 use crate::error::ProtocolError;
 
-/// Request bodies are capped at 64 KiB (PROTOCOL.md §3).
+/// Request bodies are capped at 64 KiB (docs/protocol.md §3).
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// A JSON request body. Refuses, as `invalid_request`: a content type other

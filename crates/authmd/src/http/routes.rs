@@ -215,7 +215,7 @@ fn page_response(app: &AuthMd, page: Result<ClaimPage, crate::Error>) -> Respons
 
 pub const CLAIM_VIEW_PATH: &str = "/agent/auth/claim/view";
 
-/// `GET <resource>whoami` (PROTOCOL.md §2.4).
+/// `GET <resource>whoami` (docs/protocol.md §2.4).
 #[derive(Serialize)]
 struct WhoAmI<'a> {
     registration_id: &'a str,

@@ -1,4 +1,4 @@
-//! The claim ceremony (PROTOCOL.md §3.2, §4): every status and code of the
+//! The claim ceremony (docs/protocol.md §3.2, §4): every status and code of the
 //! §4 tables, the page, the budgets, concurrency.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Discovery documents (PROTOCOL.md §2), pinned by snapshots.
+//! Discovery documents (docs/protocol.md §2), pinned by snapshots.
 
 use crate::support::{Backend, TestApp};
 

@@ -1,5 +1,5 @@
 //! The hostile-input catalogue for the ID-JAG endpoint (standards checklist
-//! §2.1, J1–J64): each input gets the exact code of PROTOCOL.md §3.3, never
+//! §2.1, J1–J64): each input gets the exact code of docs/protocol.md §3.3, never
 //! a 5xx, creates nothing, and no header ever makes authmd fetch a URL.
 
 use authmd_jose::{Algorithm, b64};

@@ -1,4 +1,4 @@
-//! Agent-verified registration (PROTOCOL.md §3.3, §6): happy paths, user
+//! Agent-verified registration (docs/protocol.md §3.3, §6): happy paths, user
 //! matching, delegations, replay, issuance.
 
 use std::time::Duration;

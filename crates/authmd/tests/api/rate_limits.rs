@@ -1,4 +1,4 @@
-//! Rate limits on anonymous registration (PROTOCOL.md §9).
+//! Rate limits on anonymous registration (docs/protocol.md §9).
 
 use std::net::IpAddr;
 

@@ -1,4 +1,4 @@
-//! Anonymous registration (PROTOCOL.md §3.1) and the error rules of §3.
+//! Anonymous registration (docs/protocol.md §3.1) and the error rules of §3.
 
 use axum::http::Method;
 use serde_json::Value;

@@ -1,4 +1,4 @@
-//! The protected resource (PROTOCOL.md §2.1, §2.4, §7).
+//! The protected resource (docs/protocol.md §2.1, §2.4, §7).
 
 use axum::http::Method;
 
@@ -33,7 +33,7 @@ async fn missing_credential_gets_the_discovery_challenge() {
 
 /// DO NOT WEAKEN: a client must not learn *why* a credential failed
 /// (unknown, revoked, expired, malformed): the status, challenge and body
-/// are byte-identical for all of them (PROTOCOL.md §2.1).
+/// are byte-identical for all of them (docs/protocol.md §2.1).
 #[tokio::test]
 async fn every_bad_credential_gets_the_same_answer() {
     use authmd::token::{PlainSecret, SecretKind, new_id, recognize};

@@ -1,4 +1,4 @@
-//! Revocation by the provider (PROTOCOL.md §5): logout tokens in both
+//! Revocation by the provider (docs/protocol.md §5): logout tokens in both
 //! encodings, the hostile catalogue L1–L30 (standards checklist §2.2) with
 //! nothing revoked by any of them, the must-accept cases OK5–OK8, isolation
 //! between providers, stale tokens, and registering again afterwards.

@@ -384,13 +384,25 @@ impl Store for PostgresStore {
             .await
             .map_err(pg)?;
         let result = async {
-            client
-                .batch_execute(
-                    "CREATE TABLE IF NOT EXISTS authmd_migrations (
-                         version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+            // Created only when missing (under the lock): `CREATE TABLE IF
+            // NOT EXISTS` would send a NOTICE to the log at every start.
+            let exists: bool = client
+                .query_one(
+                    "SELECT to_regclass('authmd_migrations') IS NOT NULL",
+                    &[],
                 )
                 .await
-                .map_err(pg)?;
+                .map_err(pg)?
+                .get(0);
+            if !exists {
+                client
+                    .batch_execute(
+                        "CREATE TABLE authmd_migrations (
+                             version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+                    )
+                    .await
+                    .map_err(pg)?;
+            }
             let current: i64 = client
                 .query_one("SELECT COALESCE(MAX(version), 0) FROM authmd_migrations", &[])
                 .await
