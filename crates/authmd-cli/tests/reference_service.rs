@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use base64::Engine;
 use serde_json::{Value, json};
 
+#[allow(dead_code)] // not every helper is used here
 mod common;
 use common::authmd;
 
