@@ -7,9 +7,11 @@
 mod admin;
 mod agent;
 mod audit;
+mod listen;
 mod private;
 mod provider;
 mod serve;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -44,7 +46,13 @@ enum Command {
     /// Apply pending database migrations and exit.
     Migrate,
     /// Validate the configuration and print the resolved discovery URLs.
-    CheckConfig,
+    CheckConfig {
+        /// Also fail on what is wrong for serving the public: a loopback
+        /// issuer, no TLS (neither here nor a trusted proxy), mail to the
+        /// outbox, rate limits off, a plain-HTTP admin API off loopback.
+        #[arg(long)]
+        production: bool,
+    },
     /// The audit trail: list, export, tail.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -112,7 +120,27 @@ fn server_command(command: Command, config: authmd::Config) -> anyhow::Result<()
                 Ok(())
             })
         }),
-        Command::CheckConfig => {
+        Command::CheckConfig { production } => {
+            // The certificate files are read as `serve` would read them.
+            tls::from_config(
+                "server",
+                &config.server.tls_cert_file,
+                &config.server.tls_key_file,
+            )?;
+            tls::from_config(
+                "admin",
+                &config.admin.tls_cert_file,
+                &config.admin.tls_key_file,
+            )?;
+            if production {
+                let findings = config.production_findings();
+                if !findings.is_empty() {
+                    for f in &findings {
+                        eprintln!("authmd: not ready for production: {f}");
+                    }
+                    anyhow::bail!("{} production check(s) failed (see above)", findings.len());
+                }
+            }
             let urls = authmd::discovery::Urls::new(&config);
             println!("configuration is valid");
             println!("issuer:                   {}", urls.issuer);
