@@ -45,7 +45,10 @@ impl Server {
     }
 
     fn spawn(dir: &Path, env: &[(&str, String)]) -> Server {
-        let port = free_port();
+        Server::spawn_on(dir, free_port(), env)
+    }
+
+    fn spawn_on(dir: &Path, port: u16, env: &[(&str, String)]) -> Server {
         let log = dir.join(format!("serve-{port}.log"));
         let child = authmd(dir)
             .arg("serve")
@@ -405,4 +408,278 @@ async fn sigint_with_stuck_clients_stops_within_the_shutdown_deadline() {
             "{name} closed"
         );
     }
+}
+
+/// A self-signed certificate for 127.0.0.1, written to `cert.pem` and
+/// `key.pem` in `dir` (replacing what is there); returns its DER.
+fn write_certificate(dir: &Path) -> Vec<u8> {
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("certificate");
+    std::fs::write(dir.join("cert.pem"), generated.cert.pem()).expect("write cert");
+    std::fs::write(dir.join("key.pem"), generated.signing_key.serialize_pem()).expect("write key");
+    generated.cert.der().to_vec()
+}
+
+/// The certificate a fresh TLS connection to `url` is shown (trusting
+/// exactly `trusted`), with the response status.
+async fn presented(url: &str, trusted: &[Vec<u8>], bearer: Option<&str>) -> Option<(u16, Vec<u8>)> {
+    let roots = trusted
+        .iter()
+        .filter_map(|der| reqwest::Certificate::from_der(der).ok());
+    let client = reqwest::Client::builder()
+        .tls_certs_only(roots)
+        .tls_info(true)
+        .build()
+        .expect("client");
+    let mut req = client.get(url);
+    if let Some(b) = bearer {
+        req = req.bearer_auth(b);
+    }
+    let r = req.send().await.ok()?;
+    let der = r
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .map(<[u8]>::to_vec)?;
+    Some((r.status().as_u16(), der))
+}
+
+const ADMIN_TOKEN: &str = "listener-test-admin-token-0123456789";
+
+/// Both listeners speak TLS with the configured files; SIGHUP makes new
+/// connections see a renewed certificate, and a broken renewal keeps the
+/// one in use.
+#[tokio::test]
+async fn tls_on_both_listeners_is_reloaded_on_sighup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = write_certificate(dir.path());
+    let (port, admin_port) = (free_port(), free_port());
+    let cert = dir.path().join("cert.pem").display().to_string();
+    let key = dir.path().join("key.pem").display().to_string();
+    let server = Server::spawn_on(
+        dir.path(),
+        port,
+        &[
+            ("AUTHMD_ISSUER", format!("https://127.0.0.1:{port}")),
+            ("AUTHMD_SERVER_TLS_CERT_FILE", cert.clone()),
+            ("AUTHMD_SERVER_TLS_KEY_FILE", key.clone()),
+            ("AUTHMD_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}")),
+            ("AUTHMD_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+            ("AUTHMD_ADMIN_TLS_CERT_FILE", cert),
+            ("AUTHMD_ADMIN_TLS_KEY_FILE", key),
+        ],
+    );
+    let public = format!("https://127.0.0.1:{port}/readyz");
+    let admin = format!("https://127.0.0.1:{admin_port}/admin/registrations");
+    let started = Instant::now();
+    while presented(&public, &[first.clone()], None).await.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not ready: {}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        presented(&public, &[first.clone()], None).await,
+        Some((200, first.clone()))
+    );
+    assert_eq!(
+        presented(&admin, &[first.clone()], Some(ADMIN_TOKEN)).await,
+        Some((200, first.clone()))
+    );
+    // Plain HTTP is not answered on a TLS listener.
+    let plain = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await;
+    assert!(plain.map(|r| r.status() != 200).unwrap_or(true));
+
+    let second = write_certificate(dir.path());
+    assert_ne!(first, second);
+    server.signal("HUP");
+    let both = [first.clone(), second.clone()];
+    let started = Instant::now();
+    loop {
+        let p = presented(&public, &both, None).await.map(|(_, der)| der);
+        let a = presented(&admin, &both, Some(ADMIN_TOKEN))
+            .await
+            .map(|(_, der)| der);
+        if p.as_ref() == Some(&second) && a.as_ref() == Some(&second) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not reloaded: {}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(server.log_text().contains("TLS certificate reloaded"));
+
+    // A broken renewal: logged, and the certificate in use stays.
+    std::fs::write(dir.path().join("cert.pem"), "not a certificate").expect("write");
+    server.signal("HUP");
+    let started = Instant::now();
+    while !server.log_text().contains("TLS certificate not reloaded") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        presented(&public, &both, None).await,
+        Some((200, second.clone()))
+    );
+    assert_eq!(
+        presented(&admin, &both, Some(ADMIN_TOKEN)).await,
+        Some((200, second))
+    );
+}
+
+fn check_config(dir: &Path, args: &[&str], env: &[(&str, String)]) -> std::process::Output {
+    authmd(dir)
+        .arg("check-config")
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("run check-config")
+}
+
+/// The admin API off loopback needs TLS or an explicit opt-in; unusable
+/// certificate files stop the server before it serves.
+#[tokio::test]
+async fn a_remote_admin_bind_needs_tls_or_an_explicit_opt_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_certificate(dir.path());
+    let remote = [
+        ("AUTHMD_ADMIN_LISTEN", "0.0.0.0:18081".to_owned()),
+        ("AUTHMD_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+    ];
+    let out = check_config(dir.path(), &[], &remote);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("admin.listen") && err.contains("allow_insecure_remote"),
+        "{err}"
+    );
+    let out = authmd(dir.path())
+        .arg("serve")
+        .envs(remote.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("serve");
+    assert_eq!(out.status.code(), Some(2), "serve refuses it too");
+
+    let mut opted = remote.to_vec();
+    opted.push(("AUTHMD_ADMIN_ALLOW_INSECURE_REMOTE", "true".into()));
+    assert!(check_config(dir.path(), &[], &opted).status.success());
+
+    let mut with_tls = remote.to_vec();
+    with_tls.push((
+        "AUTHMD_ADMIN_TLS_CERT_FILE",
+        dir.path().join("cert.pem").display().to_string(),
+    ));
+    with_tls.push((
+        "AUTHMD_ADMIN_TLS_KEY_FILE",
+        dir.path().join("key.pem").display().to_string(),
+    ));
+    let out = check_config(dir.path(), &[], &with_tls);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Files that do not make a certificate: named, and nothing is served.
+    let broken = [
+        (
+            "AUTHMD_SERVER_TLS_CERT_FILE",
+            dir.path().join("key.pem").display().to_string(),
+        ),
+        (
+            "AUTHMD_SERVER_TLS_KEY_FILE",
+            dir.path().join("key.pem").display().to_string(),
+        ),
+    ];
+    let out = check_config(dir.path(), &[], &broken);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.tls_cert_file"));
+    let mut server = Server::spawn(dir.path(), &broken);
+    let status = server.exited_within(Duration::from_secs(20)).await;
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}");
+    assert!(
+        server.log_text().contains("server.tls_cert_file"),
+        "{}",
+        server.log_text()
+    );
+}
+
+/// On a public issuer, `serve` warns about each setting that is wrong for
+/// production and `check-config --production` fails on them; a loopback
+/// issuer (development) is left alone.
+#[tokio::test]
+async fn the_production_guard_warns_at_start_and_fails_check_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let public = [
+        ("AUTHMD_ISSUER", "https://auth.example.com".to_owned()),
+        ("AUTHMD_RATE_LIMITS_ENABLED", "false".to_owned()),
+    ];
+    let server = Server::start(dir.path(), &public).await;
+    let log = server.log_text();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("not ready for production"))
+        .collect();
+    assert_eq!(warnings.len(), 3, "{log}");
+    for key in [
+        "server.tls_cert_file",
+        "mail.smtp_url",
+        "rate_limits.enabled",
+    ] {
+        assert!(warnings.iter().any(|w| w.contains(key)), "{key}: {log}");
+    }
+    drop(server);
+    let dev = Server::start(
+        dir.path(),
+        &[("AUTHMD_RATE_LIMITS_ENABLED", "false".to_owned())],
+    )
+    .await;
+    assert!(
+        !dev.log_text().contains("not ready for production"),
+        "{}",
+        dev.log_text()
+    );
+    drop(dev);
+
+    assert!(check_config(dir.path(), &[], &public).status.success());
+    let out = check_config(dir.path(), &["--production"], &public);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "server.tls_cert_file",
+        "mail.smtp_url",
+        "rate_limits.enabled",
+    ] {
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    let out = check_config(dir.path(), &["--production"], &[]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("loopback"),
+        "a loopback issuer fails too"
+    );
+
+    let ready = [
+        ("AUTHMD_ISSUER", "https://auth.example.com".to_owned()),
+        ("AUTHMD_SERVER_TRUSTED_PROXIES", "10.0.0.1".to_owned()),
+        (
+            "AUTHMD_MAIL_SMTP_URL",
+            "smtps://smtp.example.com:465".to_owned(),
+        ),
+    ];
+    let out = check_config(dir.path(), &["--production"], &ready);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
