@@ -473,7 +473,10 @@ async fn tls_on_both_listeners_is_reloaded_on_sighup() {
     let public = format!("https://127.0.0.1:{port}/readyz");
     let admin = format!("https://127.0.0.1:{admin_port}/admin/registrations");
     let started = Instant::now();
-    while presented(&public, &[first.clone()], None).await.is_none() {
+    while presented(&public, std::slice::from_ref(&first), None)
+        .await
+        .is_none()
+    {
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "not ready: {}",
@@ -482,11 +485,11 @@ async fn tls_on_both_listeners_is_reloaded_on_sighup() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
-        presented(&public, &[first.clone()], None).await,
+        presented(&public, std::slice::from_ref(&first), None).await,
         Some((200, first.clone()))
     );
     assert_eq!(
-        presented(&admin, &[first.clone()], Some(ADMIN_TOKEN)).await,
+        presented(&admin, std::slice::from_ref(&first), Some(ADMIN_TOKEN)).await,
         Some((200, first.clone()))
     );
     // Plain HTTP is not answered on a TLS listener.
