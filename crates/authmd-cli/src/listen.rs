@@ -18,12 +18,13 @@
 //! head's first byte, the service notes when requests start and end, and
 //! each connection's task sleeps until its next deadline.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -68,9 +69,79 @@ struct Shared {
     limits: Limits,
     router: Router,
     tls: Option<Arc<Tls>>,
-    /// Rung when the listener is full: idle connections close.
-    pressure: Notify,
     builder: auto::Builder<TokioExecutor>,
+    /// Every open connection's clock, for telling them to stop or to make
+    /// room. Touched when a connection opens or closes, never per request:
+    /// a connection waits on its own `Clock::signal` only.
+    live: Mutex<Live>,
+}
+
+#[derive(Default)]
+struct Live {
+    next: u64,
+    clocks: HashMap<u64, Arc<Clock>>,
+    stopping: bool,
+}
+
+impl Shared {
+    /// Tells every connection to finish (and any opened later).
+    fn stop_all(&self) {
+        let mut live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        live.stopping = true;
+        for clock in live.clocks.values() {
+            clock.signal(&clock.stop);
+        }
+    }
+
+    /// Asks the connections that hold no request to close.
+    fn make_room(&self) {
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for clock in live.clocks.values() {
+            if clock.reclaimable() {
+                clock.signal(&clock.reclaim);
+            }
+        }
+    }
+}
+
+/// A connection's place in `Shared::live`, left when dropped (also when
+/// its task is aborted).
+struct Registered<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl<'a> Registered<'a> {
+    fn new(shared: &'a Shared, clock: &Arc<Clock>) -> Registered<'a> {
+        let mut live = shared
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        live.next += 1;
+        let id = live.next;
+        if live.stopping {
+            clock.signal(&clock.stop);
+        }
+        live.clocks.insert(id, Arc::clone(clock));
+        Registered { shared, id }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        let mut live = self
+            .shared
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        live.clocks.remove(&self.id);
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` turns true, then drains
@@ -89,12 +160,13 @@ pub async fn serve(
         limits,
         router,
         tls,
-        pressure: Notify::new(),
         builder,
+        live: Mutex::new(Live::default()),
     });
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut connections = JoinSet::new();
     let mut warned: Option<Instant> = None;
+    let mut accept_failed: Option<Instant> = None;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -107,7 +179,10 @@ pub async fn serve(
             Err(e) => {
                 // Out of file descriptors, or a connection reset before it
                 // was accepted: wait a moment rather than spin.
-                tracing::warn!(error = %e, "accept failed");
+                if accept_failed.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                    tracing::warn!(error = %e, "accept failed");
+                    accept_failed = Some(Instant::now());
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -126,7 +201,7 @@ pub async fn serve(
                     warned = Some(Instant::now());
                 }
                 let waited = loop {
-                    shared.pressure.notify_waiters();
+                    shared.make_room();
                     tokio::select! {
                         p = Arc::clone(&slots).acquire_owned() => break p.ok(),
                         _ = shutdown.changed() => break None,
@@ -142,14 +217,13 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let shared = Arc::clone(&shared);
-        let shutdown = shutdown.clone();
         connections.spawn(async move {
-            connection(tcp, peer, shared, shutdown).await;
+            connection(tcp, peer, &shared).await;
             drop(permit);
         });
     }
     drop(listener);
-    // Every connection has seen the signal and is finishing what it has.
+    shared.stop_all();
     let drained = tokio::time::timeout(limits.shutdown_timeout, async {
         while connections.join_next().await.is_some() {}
     })
@@ -163,15 +237,11 @@ pub async fn serve(
     }
 }
 
-async fn connection(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    shutdown: watch::Receiver<bool>,
-) {
+async fn connection(tcp: TcpStream, peer: SocketAddr, shared: &Shared) {
     let clock = Arc::new(Clock::new());
+    let _registered = Registered::new(shared, &clock);
     match &shared.tls {
-        None => drive(Tracked::new(tcp, &clock), peer, &shared, clock, shutdown).await,
+        None => drive(Tracked::new(tcp, &clock), peer, shared, clock).await,
         Some(tls) => {
             // The handshake is part of the head: the same deadline.
             let hs = tokio::time::timeout(
@@ -179,9 +249,7 @@ async fn connection(
                 tls.acceptor().accept(tcp),
             );
             match hs.await {
-                Ok(Ok(stream)) => {
-                    drive(Tracked::new(stream, &clock), peer, &shared, clock, shutdown).await;
-                }
+                Ok(Ok(stream)) => drive(Tracked::new(stream, &clock), peer, shared, clock).await,
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
@@ -189,14 +257,9 @@ async fn connection(
     }
 }
 
-/// Serves one connection until it ends, times out, or shutdown's deadline.
-async fn drive<S>(
-    io: Tracked<S>,
-    peer: SocketAddr,
-    shared: &Shared,
-    clock: Arc<Clock>,
-    mut shutdown: watch::Receiver<bool>,
-) where
+/// Serves one connection until it ends, times out, or is told to close.
+async fn drive<S>(io: Tracked<S>, peer: SocketAddr, shared: &Shared, clock: Arc<Clock>)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = ConnService {
@@ -209,50 +272,41 @@ async fn drive<S>(
         .serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let limits = shared.limits;
-    let mut closing = false;
+    let sleep = tokio::time::sleep_until(clock.next_look(&limits));
+    tokio::pin!(sleep);
+    let signal = clock.signal.notified();
+    tokio::pin!(signal);
     loop {
-        let deadline = clock.deadline(&limits);
         tokio::select! {
             _ = &mut conn => return,
-            () = tokio::time::sleep_until(deadline), if !closing => {
-                match clock.expired(&limits) {
-                    Some(Expired::Head) => {
-                        tracing::debug!(%peer, "request head not received in time (server.header_read_timeout)");
-                        return;
-                    }
-                    Some(Expired::Idle) => {
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                    None => {}
+            () = &mut sleep => match clock.expired(&limits) {
+                Some(Expired::Head) => {
+                    tracing::debug!(%peer, "request head not received in time (server.header_read_timeout)");
+                    return;
                 }
-            }
-            () = clock.moved.notified(), if !closing => {}
-            _ = shared.pressure.notified(), if !closing => {
-                if clock.reclaimable() {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
+                Some(Expired::Idle) => break,
+                None => sleep.as_mut().reset(clock.next_look(&limits)),
+            },
+            () = &mut signal => {
+                if clock.stop.load(Ordering::Acquire) {
+                    break;
                 }
+                if clock.reclaim.swap(false, Ordering::AcqRel) && clock.reclaimable() {
+                    break;
+                }
+                signal.set(clock.signal.notified());
             }
-            _ = shutdown.changed(), if !closing => {
-                // Idle connections close now; a request in flight finishes
-                // (the listener bounds the wait).
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
-        }
-        if closing {
-            // A graceful close ends an idle HTTP/1 connection at once; an
-            // HTTP/2 one sends GOAWAY and may take a moment, not longer.
-            let grace = if *shutdown.borrow() {
-                limits.shutdown_timeout
-            } else {
-                Duration::from_secs(1)
-            };
-            let _ = tokio::time::timeout(grace, &mut conn).await;
-            return;
         }
     }
+    // Idle connections close at once (HTTP/2 after a GOAWAY); at shutdown
+    // a request in flight finishes, within the listener's deadline.
+    conn.as_mut().graceful_shutdown();
+    let grace = if clock.stop.load(Ordering::Acquire) {
+        limits.shutdown_timeout
+    } else {
+        Duration::from_secs(1)
+    };
+    let _ = tokio::time::timeout(grace, &mut conn).await;
 }
 
 /// Why a connection's clock ran out.
@@ -267,7 +321,8 @@ enum Expired {
 const NONE: u64 = u64::MAX;
 
 /// A connection's state for its deadlines, shared by the socket wrapper
-/// (first byte of a head) and the service (requests starting and ending).
+/// (first byte of a head), the service (requests starting and ending) and
+/// the accept loop (stop, make room).
 struct Clock {
     opened: Instant,
     in_flight: AtomicUsize,
@@ -277,8 +332,10 @@ struct Clock {
     /// When the last request ended.
     idle_since: AtomicU64,
     served: AtomicBool,
-    /// Rung when a request ends or a head begins: the deadline moves.
-    moved: Notify,
+    /// Set with `signal` by the accept loop: shut down; make room.
+    stop: AtomicBool,
+    reclaim: AtomicBool,
+    signal: Notify,
 }
 
 impl Clock {
@@ -289,8 +346,15 @@ impl Clock {
             head_started: AtomicU64::new(NONE),
             idle_since: AtomicU64::new(0),
             served: AtomicBool::new(false),
-            moved: Notify::new(),
+            stop: AtomicBool::new(false),
+            reclaim: AtomicBool::new(false),
+            signal: Notify::new(),
         }
+    }
+
+    fn signal(&self, flag: &AtomicBool) {
+        flag.store(true, Ordering::Release);
+        self.signal.notify_one();
     }
 
     fn now(&self) -> u64 {
@@ -307,7 +371,6 @@ impl Clock {
             && self.head_started.load(Ordering::Relaxed) == NONE
         {
             self.head_started.store(self.now(), Ordering::Relaxed);
-            self.moved.notify_one();
         }
     }
 
@@ -320,26 +383,34 @@ impl Clock {
         self.idle_since.store(self.now(), Ordering::Relaxed);
         self.served.store(true, Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.moved.notify_one();
     }
 
-    /// When this connection should next be looked at.
-    fn deadline(&self, limits: &Limits) -> Instant {
+    /// When the connection's current deadline falls (`None` while a
+    /// request is in flight: the application bounds it).
+    fn deadline(&self, limits: &Limits) -> Option<Instant> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
-            // Busy: the application bounds the request; look again later.
-            return Instant::now() + limits.idle_timeout.min(limits.header_read_timeout);
+            return None;
         }
-        match self.head_started.load(Ordering::Relaxed) {
+        Some(match self.head_started.load(Ordering::Relaxed) {
             NONE if self.served.load(Ordering::Relaxed) => {
                 self.at(self.idle_since.load(Ordering::Relaxed)) + limits.idle_timeout
             }
             NONE => self.opened + limits.header_read_timeout,
             t => self.at(t) + limits.header_read_timeout,
-        }
+        })
+    }
+
+    /// When to look at the connection next: its deadline, but never later
+    /// than the shorter timeout from now. Requests starting and ending
+    /// then need not wake the connection: a deadline they set is never
+    /// nearer than that.
+    fn next_look(&self, limits: &Limits) -> Instant {
+        let step = Instant::now() + limits.idle_timeout.min(limits.header_read_timeout);
+        self.deadline(limits).map_or(step, |d| d.min(step))
     }
 
     fn expired(&self, limits: &Limits) -> Option<Expired> {
-        if self.in_flight.load(Ordering::Acquire) > 0 || self.deadline(limits) > Instant::now() {
+        if self.deadline(limits)? > Instant::now() {
             return None;
         }
         let idle = self.head_started.load(Ordering::Relaxed) == NONE

@@ -111,14 +111,18 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGHUP reads every listener's certificate files again.
+/// SIGHUP reads every listener's certificate files again (and, without
+/// TLS, does no harm: a reload signal must not stop the server).
 fn reload_on_hangup(tls: Vec<std::sync::Arc<tls::Tls>>) {
     #[cfg(unix)]
-    if !tls.is_empty() {
+    {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(mut hup) => {
                 tokio::spawn(async move {
                     while hup.recv().await.is_some() {
+                        if tls.is_empty() {
+                            tracing::info!("SIGHUP: no TLS certificate to reload");
+                        }
                         for t in &tls {
                             t.reload();
                         }
