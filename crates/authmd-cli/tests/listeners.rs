@@ -652,6 +652,14 @@ async fn the_production_guard_warns_at_start_and_fails_check_config() {
         "{}",
         dev.log_text()
     );
+    // A reload signal without TLS to reload does not stop the server.
+    dev.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = reqwest::get(format!("http://{}/readyz", dev.addr())).await;
+    assert!(
+        r.is_ok_and(|r| r.status() == 200),
+        "still serving after SIGHUP"
+    );
     drop(dev);
 
     assert!(check_config(dir.path(), &[], &public).status.success());
