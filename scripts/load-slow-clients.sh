@@ -33,7 +33,7 @@ attached() {
   local rate; rate=$(valid)
   local rss; rss=$(awk '/VmRSS/{print $2 $3}' "/proc/$server/status")
   kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null || true
-  echo "$rate ($(grep attached holder.log), server RSS $rss)"
+  echo "$rate ($(grep attached holder.log), server RSS $rss; $(grep held holder.log))"
 }
 echo "CONNS=$CONNS SECS=$SECS IDLE=$IDLE; $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq 1 "$ROUNDS"); do

@@ -7,11 +7,13 @@ request on each and then idles; `silent` sends nothing. A connection the
 server closes (its timeouts) is opened again at once, so COUNT stay
 attached throughout. One more client sends a request whose body trickles
 in at a byte a second, and starts again whenever it is cut off. Prints
-`attached N` once the connections are open, and what happened at the end.
+`attached N` once the connections are open, and what happened at the end
+(or on SIGTERM).
 Bounded: it stops by itself after SECONDS.
 """
 
 import asyncio
+import signal
 import sys
 
 HOST = "127.0.0.1"
@@ -69,7 +71,12 @@ async def main():
     while state["open"] < COUNT and loop.time() - start < 30:
         await asyncio.sleep(0.1)
     print(f"attached {state['open']}", flush=True)
-    await asyncio.sleep(max(0.0, SECONDS - (loop.time() - start)))
+    done = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, done.set)
+    try:
+        await asyncio.wait_for(done.wait(), max(0.0, SECONDS - (loop.time() - start)))
+    except asyncio.TimeoutError:
+        pass
     print(f"held: open={state['open']} opened={state['opened']} "
           f"closed_by_server={state['closed_by_server']} slow_body_cut={state['slow_cut']}", flush=True)
     for t in tasks:
