@@ -3,7 +3,10 @@
 # valid-bearer and 401 rates at 1, 50 and 256 connections, and anonymous
 # registration at 50, alternating A and B in each round so that the noise
 # of a shared machine falls on both alike. The server is pinned to CPU 0,
-# wrk to CPU 1.
+# wrk to CPU 1. Each figure is requests/s and, after the slash, the
+# server's CPU time per request in microseconds (user + system, from
+# /proc): the rate moves with whatever else the machine runs, the CPU per
+# request much less.
 #   A=/path/old/authmd B=/path/new/authmd PORT=8080 SECS=5 ROUNDS=3 scripts/ab-serve.sh
 set -euo pipefail
 ROUNDS=${ROUNDS:-3}
@@ -31,7 +34,15 @@ one() { # binary label
   key=$(curl -s -X POST "$base/agent/auth" -H 'content-type: application/json' \
     -d '{"type":"anonymous","requested_credential_type":"api_key"}' \
     | python3 -c 'import sys, json; print(json.load(sys.stdin)["credential"])')
-  run() { taskset -c 1 wrk -t1 -c"$1" -d"${SECS}s" "${@:2}" | awk '/Requests\/sec/{print $2}'; }
+  cpu() { awk '{print $14 + $15}' "/proc/$server/stat"; }
+  run() {
+    local before after out
+    before=$(cpu)
+    out=$(taskset -c 1 wrk -t1 -c"$1" -d"${SECS}s" "${@:2}")
+    after=$(cpu)
+    echo "$out" | awk -v t="$((after - before))" -v hz="$(getconf CLK_TCK)" \
+      '/requests in/{n=$1} /Requests\/sec/{r=$2} END{printf "%s/%.1fus", r, (n ? t / hz / n * 1e6 : 0)}'
+  }
   local line="$2:"
   for c in 1 50 256; do
     line+=" valid@$c=$(run "$c" -H "Authorization: Bearer $key" "$base/api/whoami")"

@@ -30,6 +30,7 @@ attached() {
   taskset -c 1 python3 "$here/slow-clients.py" "$PORT" "$IDLE" "$1" "$((SECS + 35))" > holder.log & holder=$!
   pids+=("$holder")
   until grep -q attached holder.log; do sleep 0.2; done
+  sleep 3 # let the server finish accepting (and answering) them
   local rate; rate=$(valid)
   local rss; rss=$(awk '/VmRSS/{print $2 $3}' "/proc/$server/status")
   kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null || true
