@@ -315,10 +315,7 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
     };
     match cmd {
         AgentCommand::Discover { url, json } => {
-            let service = client
-                .discover(&url)
-                .await
-                .map_err(|e| anyhow!(describe(&e)))?;
+            let service = discover(&client, &url).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&service)?);
                 return Ok(());
@@ -496,12 +493,21 @@ fn prompt_code() -> anyhow::Result<String> {
     Ok(line.trim().to_owned())
 }
 
-async fn register(client: &Client, args: RegisterArgs) -> anyhow::Result<()> {
-    let started = Instant::now();
+/// Discovery, with what it accepted under reservation shown on stderr.
+async fn discover(client: &Client, url: &str) -> anyhow::Result<authmd_client::Service> {
     let service = client
-        .discover(&args.url)
+        .discover(url)
         .await
         .map_err(|e| anyhow!(describe(&e)))?;
+    for w in &service.warnings {
+        eprintln!("authmd: warning: {}", clean(w));
+    }
+    Ok(service)
+}
+
+async fn register(client: &Client, args: RegisterArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let service = discover(client, &args.url).await?;
     let ct = credential_type(&args.credential_type)?;
     let (method, renewal) = if args.anonymous {
         (Method::Anonymous, Renewal::Anonymous)

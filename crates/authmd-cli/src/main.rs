@@ -9,9 +9,11 @@ mod agent;
 mod audit;
 #[cfg(test)]
 mod help_tests;
+mod listen;
 mod private;
 mod provider;
 mod serve;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -52,6 +54,18 @@ pub(crate) struct ConfigFile {
     file: Option<PathBuf>,
 }
 
+/// `check-config`.
+#[derive(Args)]
+struct CheckConfigArgs {
+    #[command(flatten)]
+    config: ConfigFile,
+    /// Also fail on what is wrong for serving the public: a loopback
+    /// issuer, no TLS (neither here nor a trusted proxy), mail to the
+    /// outbox, rate limits off, a plain-HTTP admin API off loopback.
+    #[arg(long)]
+    production: bool,
+}
+
 /// A group of operator commands, all reading the server's configuration.
 #[derive(Args)]
 struct Operator<C: Subcommand> {
@@ -69,7 +83,7 @@ enum Command {
     Migrate(ConfigFile),
     /// Validate the configuration, print the resolved discovery URLs and
     /// warn about placeholder secrets.
-    CheckConfig(ConfigFile),
+    CheckConfig(CheckConfigArgs),
     /// The audit trail: list, export, tail.
     Audit(Operator<audit::AuditCommand>),
     /// Agent registrations: list, show, revoke.
@@ -101,7 +115,8 @@ impl Command {
     fn config_file(&self) -> Option<&ConfigFile> {
         match self {
             Command::Serve(a) => Some(&a.config),
-            Command::Migrate(c) | Command::CheckConfig(c) => Some(c),
+            Command::Migrate(c) => Some(c),
+            Command::CheckConfig(a) => Some(&a.config),
             Command::Audit(o) => Some(&o.config),
             Command::Registrations(o) => Some(&o.config),
             Command::Users(o) => Some(&o.config),
@@ -187,7 +202,27 @@ fn server_command(
                 Ok(())
             })
         }),
-        Command::CheckConfig(_) => {
+        Command::CheckConfig(CheckConfigArgs { production, .. }) => {
+            // The certificate files are read as `serve` would read them.
+            tls::from_config(
+                "server",
+                &config.server.tls_cert_file,
+                &config.server.tls_key_file,
+            )?;
+            tls::from_config(
+                "admin",
+                &config.admin.tls_cert_file,
+                &config.admin.tls_key_file,
+            )?;
+            if production {
+                let findings = config.production_findings();
+                if !findings.is_empty() {
+                    for f in &findings {
+                        eprintln!("authmd: not ready for production: {f}");
+                    }
+                    anyhow::bail!("{} production check(s) failed (see above)", findings.len());
+                }
+            }
             let urls = authmd::discovery::Urls::new(&config);
             let warnings = config.warnings();
             for w in &warnings {

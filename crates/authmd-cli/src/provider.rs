@@ -84,6 +84,11 @@ enum ProviderCommand {
         /// audience come from its published metadata.
         #[arg(long)]
         service: String,
+        /// Where to post the logout token when the service publishes no
+        /// `revocation_uri`; it must be on the service's issuer origin. A
+        /// published one always wins (a different value here is refused).
+        #[arg(long)]
+        revocation_uri: Option<String>,
     },
 }
 
@@ -235,9 +240,13 @@ pub async fn run(args: ProviderArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ProviderCommand::Revoke { sub, service } => {
+        ProviderCommand::Revoke {
+            sub,
+            service,
+            revocation_uri,
+        } => {
             let key = signing_key(&dir)?;
-            revoke(&key, &issuer, &sub, &service).await
+            revoke(&key, &issuer, &sub, &service, revocation_uri.as_deref()).await
         }
     }
 }
@@ -429,20 +438,22 @@ fn logout_token(key: &SigningKey, issuer: &str, sub: &str, aud: &str) -> anyhow:
     Ok(jws::sign(key, &header("logout+jwt"), &claims)?)
 }
 
-async fn revoke(key: &SigningKey, issuer: &str, sub: &str, service: &str) -> anyhow::Result<()> {
+async fn revoke(
+    key: &SigningKey,
+    issuer: &str,
+    sub: &str,
+    service: &str,
+    revocation_uri: Option<&str>,
+) -> anyhow::Result<()> {
     let client = authmd_client::Client::new()?;
     let svc = client
         .discover(service)
         .await
         .map_err(|e| anyhow!("cannot discover {service}: {e}"))?;
-    // The endpoint comes from the service's own metadata, which the client
-    // has checked is on the issuer's origin.
-    let uri = svc.agent_auth().revocation_uri.clone().ok_or_else(|| {
-        anyhow!(
-            "{} publishes no revocation_uri: it does not accept logout tokens",
-            svc.issuer
-        )
-    })?;
+    for w in &svc.warnings {
+        eprintln!("authmd: warning: {w}");
+    }
+    let uri = revocation_endpoint(&svc, revocation_uri)?;
     // The service named is the one revoked at: its metadata may not send
     // the logout token (and the user's consent) to another issuer.
     let named = url::Url::parse(service).map_err(|e| anyhow!("--service {service:?}: {e}"))?;
@@ -496,6 +507,40 @@ async fn revoke(key: &SigningKey, issuer: &str, sub: &str, service: &str) -> any
         body["revoked"].as_u64().unwrap_or(0)
     );
     Ok(())
+}
+
+/// Where the logout token goes: the service's published `revocation_uri`
+/// (the client has checked it is on the issuer's origin), else the
+/// operator's `--revocation-uri`, held to the same origin: the token is
+/// a statement about the service's users and goes nowhere else.
+fn revocation_endpoint(
+    svc: &authmd_client::Service,
+    given: Option<&str>,
+) -> anyhow::Result<String> {
+    let published = svc.agent_auth().revocation_uri.as_deref();
+    match (published, given) {
+        (Some(p), Some(g)) if p != g => bail!(
+            "{} publishes revocation_uri {p}; --revocation-uri {g} differs: not sending there",
+            svc.issuer
+        ),
+        (Some(p), _) => Ok(p.to_owned()),
+        (None, None) => bail!(
+            "{} publishes no revocation_uri: pass --revocation-uri if it accepts logout tokens elsewhere",
+            svc.issuer
+        ),
+        (None, Some(g)) => {
+            let u = url::Url::parse(g).map_err(|e| anyhow!("--revocation-uri {g:?}: {e}"))?;
+            let own = url::Url::parse(&svc.issuer)
+                .map_err(|e| anyhow!("issuer {:?}: {e}", svc.issuer))?;
+            if u.origin() != own.origin() {
+                bail!(
+                    "--revocation-uri {g} is not on the origin of {}, the service's issuer",
+                    svc.issuer
+                );
+            }
+            Ok(g.to_owned())
+        }
+    }
 }
 
 async fn serve(

@@ -1,11 +1,19 @@
 //! `authmd serve`.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use authmd::{AuthMd, Config};
 use clap::Args;
+
+use crate::listen::{self, Limits};
+use crate::tls;
+
+/// Connections the admin API serves at once (operators and collectors).
+const ADMIN_MAX_CONNECTIONS: usize = 256;
+/// File descriptors kept for everything but client connections (database,
+/// provider keys, mail, logs).
+const RESERVED_FILES: usize = 256;
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
@@ -73,6 +81,25 @@ async fn serve(config: Config, workers: usize, ready_file: Option<&Path>) -> any
     let database = describe_database(config.database.url.expose());
     let outbox = config.mail.outbox.clone();
     let smtp = config.mail.smtp_url.is_some();
+    if !config.issuer_is_loopback() {
+        for f in config.production_findings() {
+            tracing::warn!(key = %f.key, "not ready for production: {}", f.message);
+        }
+    }
+    let public_tls = tls::from_config(
+        "server",
+        &config.server.tls_cert_file,
+        &config.server.tls_key_file,
+    )?;
+    let admin_tls = tls::from_config(
+        "admin",
+        &config.admin.tls_cert_file,
+        &config.admin.tls_key_file,
+    )?;
+    let limits = file_limited(
+        Limits::from_config(&config.server),
+        config.admin.listen.is_some(),
+    );
     let app = AuthMd::open(config).await.context("cannot open authmd")?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -84,48 +111,142 @@ async fn serve(config: Config, workers: usize, ready_file: Option<&Path>) -> any
         database = %database,
         mail = %if smtp { "smtp".to_owned() } else { format!("outbox {}", outbox.display()) },
         workers,
+        tls = public_tls.is_some(),
+        max_connections = limits.max_connections,
         "authmd is serving; discovery at {}",
         app.urls().as_metadata
     );
+    // The admin listener is never told to drain: its event streams never
+    // end. It stops when the public listener has drained.
+    let (_admin_stop, admin_stop_rx) = tokio::sync::watch::channel(false);
     let admin = match authmd::http::admin_router(app.clone()) {
         Some(router) => {
             let addr = app.config().admin.listen.unwrap_or(listen);
             let admin_listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} (admin.listen)"))?;
-            tracing::info!(listen = %admin_listener.local_addr().unwrap_or(addr), "admin API is serving");
-            // Not drained at shutdown: its event streams never end.
-            Some(tokio::spawn(async move {
-                axum::serve(
-                    admin_listener,
-                    router.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .await
-            }))
+            tracing::info!(
+                listen = %admin_listener.local_addr().unwrap_or(addr),
+                tls = admin_tls.is_some(),
+                "admin API is serving"
+            );
+            let admin_limits = Limits {
+                max_connections: ADMIN_MAX_CONNECTIONS,
+                ..limits
+            };
+            let tls = admin_tls.clone();
+            Some(tokio::spawn(listen::serve(
+                admin_listener,
+                router,
+                admin_limits,
+                tls,
+                admin_stop_rx,
+            )))
         }
         None => None,
     };
+    reload_on_hangup(
+        [public_tls.clone(), admin_tls]
+            .into_iter()
+            .flatten()
+            .collect(),
+    );
     if let Some(f) = ready_file {
         let addr = listener.local_addr().unwrap_or(listen);
-        write_ready_file(f, &format!("http://{addr}"))?;
+        let scheme = if public_tls.is_some() { "https" } else { "http" };
+        write_ready_file(f, &format!("{scheme}://{addr}"))?;
     }
     let router = authmd::http::router(app);
-    // Small request/response exchanges: send each response at once.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown().await;
+        let _ = stop.send(true);
     });
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown())
-    .await
-    .context("server failed")?;
+    listen::serve(listener, router, limits, public_tls, stop_rx).await;
     if let Some(admin) = admin {
         admin.abort();
     }
     tracing::info!("authmd stopped");
     Ok(())
+}
+
+/// SIGHUP reads every listener's certificate files again (and, without
+/// TLS, does no harm: a reload signal must not stop the server).
+fn reload_on_hangup(tls: Vec<std::sync::Arc<tls::Tls>>) {
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        if tls.is_empty() {
+                            tracing::info!("SIGHUP: no TLS certificate to reload");
+                        }
+                        for t in &tls {
+                            t.reload();
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot catch SIGHUP: certificates are not reloaded")
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
+}
+
+/// Every open connection is a file descriptor: raises the soft limit on
+/// open files as far as needed (and the hard limit allows), and lowers the
+/// connection limit to what fits if it must.
+fn file_limited(mut limits: Limits, admin: bool) -> Limits {
+    let wanted =
+        limits.max_connections + if admin { ADMIN_MAX_CONNECTIONS } else { 0 } + RESERVED_FILES;
+    let Some(available) = open_file_limit(wanted) else {
+        return limits;
+    };
+    if available < wanted {
+        let fits = available
+            .saturating_sub(RESERVED_FILES + if admin { ADMIN_MAX_CONNECTIONS } else { 0 })
+            .max(16);
+        tracing::warn!(
+            open_file_limit = available,
+            max_connections = limits.max_connections,
+            serving = fits,
+            "the open-file limit is too low for server.max_connections: raise it (ulimit -n, LimitNOFILE=)"
+        );
+        limits.max_connections = fits;
+    }
+    limits
+}
+
+/// The soft limit on open files after raising it towards `wanted`.
+#[cfg(unix)]
+fn open_file_limit(wanted: usize) -> Option<usize> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let wanted = u64::try_from(wanted).unwrap_or(u64::MAX);
+    let current = limit.current?;
+    if current < wanted {
+        let raised = limit.maximum.map_or(wanted, |max| max.min(wanted));
+        if raised > current {
+            let _ = setrlimit(
+                Resource::Nofile,
+                rustix::process::Rlimit {
+                    current: Some(raised),
+                    maximum: limit.maximum,
+                },
+            );
+        }
+    }
+    let now = getrlimit(Resource::Nofile).current?;
+    Some(usize::try_from(now).unwrap_or(usize::MAX))
+}
+
+#[cfg(not(unix))]
+fn open_file_limit(_wanted: usize) -> Option<usize> {
+    None
 }
 
 /// Ctrl-C or SIGTERM (`kill PID`): stop accepting, finish what is in flight.

@@ -95,6 +95,11 @@ pub struct Service {
     pub resource: ProtectedResourceMetadata,
     pub issuer: String,
     pub metadata: AuthorizationServerMetadata,
+    /// What discovery accepted with a reservation (metadata without
+    /// `issuer`, as services built from the reference implementation
+    /// publish it); a tool shows these to its user.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Service {
@@ -429,13 +434,31 @@ impl Client {
                 Err(_) => continue,
             }
         }
+        // Only a pointer to the resource: what is used is read again below,
+        // through the protected resource metadata.
         let issuer = target.as_str().trim_end_matches('/').to_owned();
-        let metadata = self.authorization_server(&issuer).await?;
+        let (metadata, _) = self.metadata_of(&issuer, true).await?;
         let resource_url = metadata.resource.clone().ok_or_else(|| {
             ClientError::Discovery(format!("{url} has no protected resource metadata"))
         })?;
         let prm_url = well_known(&resource_url, "oauth-protected-resource")?;
-        self.discover_from_metadata(&prm_url, &resource_url).await
+        match self.discover_from_metadata(&prm_url, &resource_url).await {
+            Err(ClientError::Discovery(e)) => {
+                // The root form, where the reference implementation
+                // serves it whatever the resource's path.
+                let root = Url::parse(&resource_url)
+                    .map_err(|e| ClientError::Discovery(format!("resource: {e}")))?;
+                let root = well_known(
+                    &root.origin().ascii_serialization(),
+                    "oauth-protected-resource",
+                )?;
+                if root == prm_url {
+                    return Err(ClientError::Discovery(e));
+                }
+                self.discover_from_metadata(&root, &resource_url).await
+            }
+            other => other,
+        }
     }
 
     /// Reads the protected resource metadata at `prm_url` for a request to
@@ -468,12 +491,13 @@ impl Client {
             .first()
             .cloned()
             .ok_or_else(|| ClientError::Discovery("no authorization_servers".into()))?;
-        let metadata = self.authorization_server(&issuer).await?;
+        let (metadata, warning) = self.metadata_of(&issuer, true).await?;
         Ok(Service {
             resource_metadata_url: prm_url.to_owned(),
             resource,
             issuer,
             metadata,
+            warnings: warning.into_iter().collect(),
         })
     }
 
@@ -483,14 +507,41 @@ impl Client {
         &self,
         issuer: &str,
     ) -> Result<AuthorizationServerMetadata, ClientError> {
+        self.metadata_of(issuer, false).await.map(|(m, _)| m)
+    }
+
+    /// RFC 8414 metadata of `issuer`. A present `issuer` member must match
+    /// byte for byte (§3.3: this is what stops one service impersonating
+    /// another). An absent one is accepted only with `missing_ok`, for an
+    /// issuer named by the protected resource metadata: the document was
+    /// then fetched from the well-known URL derived from that name, which
+    /// is all the §3.3 comparison would establish. Services built from the
+    /// reference implementation publish no `issuer`; without this, no
+    /// agent could talk to them. The reservation is returned as a warning.
+    async fn metadata_of(
+        &self,
+        issuer: &str,
+        missing_ok: bool,
+    ) -> Result<(AuthorizationServerMetadata, Option<String>), ClientError> {
         let url = well_known(issuer, "oauth-authorization-server")?;
         let metadata: AuthorizationServerMetadata = self.document(&url).await?;
-        if metadata.issuer != issuer {
-            return Err(ClientError::Discovery(format!(
-                "the metadata at {url} names issuer {:?}, not {issuer:?}",
-                metadata.issuer
-            )));
-        }
+        let warning = match &metadata.issuer {
+            Some(named) if named == issuer => None,
+            Some(named) => {
+                return Err(ClientError::Discovery(format!(
+                    "the metadata at {url} names issuer {named:?}, not {issuer:?}"
+                )));
+            }
+            None if missing_ok => Some(format!(
+                "the metadata at {url} has no issuer (RFC 8414 requires one); \
+                 accepted as {issuer}'s, the authorization server the resource names"
+            )),
+            None => {
+                return Err(ClientError::Discovery(format!(
+                    "the metadata at {url} has no issuer"
+                )));
+            }
+        };
         for (name, u) in [
             ("register_uri", Some(&metadata.agent_auth.register_uri)),
             ("claim_uri", metadata.agent_auth.claim_uri.as_ref()),
@@ -505,7 +556,7 @@ impl Client {
                 same_origin(&parsed, issuer, name)?;
             }
         }
-        Ok(metadata)
+        Ok((metadata, warning))
     }
 
     async fn document<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, ClientError> {

@@ -25,7 +25,10 @@ pub struct ProtectedResourceMetadata {
 /// without it is not agent-ready).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthorizationServerMetadata {
-    pub issuer: String,
+    /// Required by RFC 8414 §2, but services built from the reference
+    /// implementation leave it out; see `Client::authorization_server_of`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
     #[serde(default)]
     pub scopes_supported: Vec<String>,
     /// Kept by authmd (and the reference) for compatibility.

@@ -28,10 +28,13 @@ pub enum EventKind {
     OtpFailed,
     /// An operator revoked something (CLI or admin API); `action` names it.
     OperatorAction,
+    /// A provider subject's first registration was linked to an existing
+    /// user by a verified email or phone (`matched_by`), docs/protocol.md §6.
+    DelegationLinked,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::RegistrationCreated,
         EventKind::RegistrationRejected,
         EventKind::RegistrationExpired,
@@ -45,6 +48,7 @@ impl EventKind {
         EventKind::OtpGenerated,
         EventKind::OtpFailed,
         EventKind::OperatorAction,
+        EventKind::DelegationLinked,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -62,6 +66,7 @@ impl EventKind {
             EventKind::OtpGenerated => "otp.generated",
             EventKind::OtpFailed => "otp.failed",
             EventKind::OperatorAction => "operator.action",
+            EventKind::DelegationLinked => "delegation.linked",
         }
     }
 

@@ -10,6 +10,7 @@
 mod dev;
 mod duration;
 mod load;
+mod production;
 mod providers;
 mod warnings;
 
@@ -113,6 +114,16 @@ pub struct AdminConfig {
     /// `openssl rand -hex 32`). Required with `listen`.
     #[serde(default)]
     pub token: Option<SecretString>,
+    /// TLS for the admin listener (PEM files, reloaded on SIGHUP).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// Serve the admin API over plain HTTP on a non-loopback address. Off:
+    /// such a bind is refused unless TLS is configured for it, because the
+    /// bearer token would cross the network in the clear.
+    #[serde(default)]
+    pub allow_insecure_remote: bool,
 }
 
 /// Shortest admin token accepted.
@@ -444,6 +455,40 @@ pub struct ServerConfig {
     /// database copy alone reveals nothing about live codes).
     #[serde(default)]
     pub secret_key: Option<SecretString>,
+    /// A connection must deliver a complete request head within this time
+    /// of being opened, or of sending its first byte after an idle spell.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: HumanDuration,
+    /// How long a keep-alive connection may wait for its next request.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    /// Open connections on the public listener; more wait (idle
+    /// keep-alive connections are closed to make room).
+    #[serde(default = "default_server_max_connections")]
+    pub max_connections: usize,
+    /// After SIGINT/SIGTERM, requests in flight get this long to finish;
+    /// then every remaining connection is closed.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: HumanDuration,
+    /// TLS for the public listener (PEM files, reloaded on SIGHUP).
+    /// Absent: plain HTTP (behind a TLS-terminating proxy).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+fn default_header_read_timeout() -> HumanDuration {
+    HumanDuration::secs(10)
+}
+fn default_idle_timeout() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+fn default_server_max_connections() -> usize {
+    10_000
+}
+fn default_shutdown_timeout() -> HumanDuration {
+    HumanDuration::secs(10)
 }
 
 /// Networks written as CIDR (`10.0.0.0/8`) or single addresses (`10.0.0.1`).
@@ -491,6 +536,12 @@ impl Default for ServerConfig {
             sweep_interval: default_sweep_interval(),
             request_timeout: default_request_timeout(),
             secret_key: None,
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_server_max_connections(),
+            shutdown_timeout: default_shutdown_timeout(),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -666,6 +717,12 @@ impl Config {
             ("server.revocation_poll", self.server.revocation_poll),
             ("server.sweep_interval", self.server.sweep_interval),
             ("server.request_timeout", self.server.request_timeout),
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+            ),
+            ("server.idle_timeout", self.server.idle_timeout),
+            ("server.shutdown_timeout", self.server.shutdown_timeout),
             ("assertions.clock_skew", self.assertions.clock_skew),
             ("assertions.max_lifetime", self.assertions.max_lifetime),
             ("jwks.cache_min", self.jwks.cache_min),
@@ -789,6 +846,32 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if self.server.max_connections == 0 || self.server.max_connections > 1_000_000 {
+            return Err(ConfigError::new(
+                "server.max_connections",
+                "must be between 1 and 1000000",
+            ));
+        }
+        check_tls_pair(
+            "server",
+            &self.server.tls_cert_file,
+            &self.server.tls_key_file,
+        )?;
+        check_tls_pair("admin", &self.admin.tls_cert_file, &self.admin.tls_key_file)?;
+        if let Some(listen) = self.admin.listen
+            && !listen.ip().is_loopback()
+            && self.admin.tls_cert_file.is_none()
+            && !self.admin.allow_insecure_remote
+        {
+            return Err(ConfigError::new(
+                "admin.listen",
+                format!(
+                    "{listen} is not a loopback address: the admin token would cross the network \
+                     in the clear; set admin.tls_cert_file and admin.tls_key_file, or \
+                     admin.allow_insecure_remote = true if the network is private"
+                ),
+            ));
+        }
         match (&self.admin.listen, &self.admin.token) {
             (None, None) => {}
             (Some(_), None) => {
@@ -827,6 +910,25 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// A certificate chain and its key come together.
+fn check_tls_pair(
+    section: &str,
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+) -> Result<(), ConfigError> {
+    match (cert, key) {
+        (Some(_), None) => Err(ConfigError::new(
+            format!("{section}.tls_key_file"),
+            format!("is required with {section}.tls_cert_file"),
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
+            format!("{section}.tls_cert_file"),
+            format!("is required with {section}.tls_key_file"),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -370,6 +370,7 @@ impl AuthMd {
                 name: verified.name.clone(),
             },
             link_by_verified: verified.provider.config.link_by_verified_email,
+            link_email_domains: verified.provider.config.email_domains.clone(),
             jit_provisioning: config.registration.jit_provisioning,
             new_registration_id: new_id("reg_"),
             new_user_id: new_id("usr_"),
@@ -397,10 +398,14 @@ impl AuthMd {
                 registration_id,
                 user_id,
                 user_provisioned,
+                linked_by,
             } => {
                 if let Some(reg) = &for_log {
                     for e in reg.events(&registration_id, &user_id, user_provisioned) {
                         e.log();
+                    }
+                    if let Some(how) = linked_by {
+                        reg.linked_event(&registration_id, &user_id, how).log();
                     }
                 }
                 Ok(Registered::Agent(AgentRegistered {

@@ -31,6 +31,34 @@ impl ProvidedIdentity {
     }
 }
 
+/// How an agent's user was found among existing users on a delegation's
+/// first registration (docs/protocol.md §6 steps 2 and 3): recorded as
+/// `delegation.linked`, because this is where a provider that asserts an
+/// address it does not own takes over that address's user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkedBy {
+    Email,
+    Phone,
+}
+
+impl LinkedBy {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LinkedBy::Email => "verified_email",
+            LinkedBy::Phone => "verified_phone",
+        }
+    }
+}
+
+/// Whether a normalized email's domain is one of `domains` (lower-case,
+/// compared whole: `example.com` does not admit `sub.example.com` or
+/// `notexample.com`).
+pub fn email_in_domains(email: &str, domains: &[String]) -> bool {
+    email
+        .rsplit_once('@')
+        .is_some_and(|(_, d)| domains.iter().any(|allowed| allowed == d))
+}
+
 /// Emails compare exactly on the local part and case-insensitively on the
 /// domain (docs/protocol.md §6; RFC 5321 §2.4). `None` if it is not an address.
 pub fn normalize_email(email: &str) -> Option<String> {
@@ -89,6 +117,16 @@ mod tests {
         );
         assert_eq!(normalize_email("no-at-sign"), None);
         assert_eq!(normalize_email("@example.com"), None);
+    }
+
+    #[test]
+    fn email_domains_compare_whole_and_case_insensitively() {
+        let domains = vec!["example.com".to_owned()];
+        let n = |e: &str| normalize_email(e).unwrap_or_default();
+        assert!(email_in_domains(&n("a@Example.COM"), &domains));
+        assert!(!email_in_domains(&n("a@sub.example.com"), &domains));
+        assert!(!email_in_domains(&n("a@notexample.com"), &domains));
+        assert!(!email_in_domains(&n("example.com@evil.example"), &domains));
     }
 
     #[test]

@@ -87,6 +87,7 @@ mod tests {
         }
         let mut c = load(&[
             ("AUTHMD_ADMIN_LISTEN", "0.0.0.0:8081"),
+            ("AUTHMD_ADMIN_ALLOW_INSECURE_REMOTE", "true"),
             (
                 "AUTHMD_ADMIN_TOKEN",
                 "a-token-of-at-least-32-characters-xyz",

@@ -94,8 +94,17 @@ pub const KEYS: &[(&str, KeyKind)] = {
         ("server.sweep_interval", Str),
         ("server.request_timeout", Str),
         ("server.secret_key", Secret),
+        ("server.header_read_timeout", Str),
+        ("server.idle_timeout", Str),
+        ("server.max_connections", Int),
+        ("server.shutdown_timeout", Str),
+        ("server.tls_cert_file", Str),
+        ("server.tls_key_file", Str),
         ("admin.listen", Str),
         ("admin.token", Secret),
+        ("admin.tls_cert_file", Str),
+        ("admin.tls_key_file", Str),
+        ("admin.allow_insecure_remote", Bool),
     ]
 };
 

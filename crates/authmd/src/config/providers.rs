@@ -25,6 +25,13 @@ pub struct ProviderConfig {
     /// Match an existing user by the asserted verified email (or phone).
     #[serde(default = "yes")]
     pub link_by_verified_email: bool,
+    /// With linking on: only a verified email in one of these domains
+    /// links to an existing user, and a phone number never does. A provider
+    /// that asserts `email_verified` for an address it does not control
+    /// would otherwise take over the user of that address ("nOAuth").
+    /// Lower-cased by validation.
+    #[serde(default)]
+    pub email_domains: Option<Vec<String>>,
     /// Every value here must appear in the assertion's `amr`.
     #[serde(default)]
     pub require_amr: Vec<String>,
@@ -89,6 +96,34 @@ impl ProviderConfig {
                 key("client_ids"),
                 "must not contain empty strings",
             ));
+        }
+        if let Some(domains) = &mut self.email_domains {
+            if !self.link_by_verified_email {
+                return Err(ConfigError::new(
+                    key("email_domains"),
+                    "has no effect with link_by_verified_email = false",
+                ));
+            }
+            if domains.is_empty() {
+                return Err(ConfigError::new(
+                    key("email_domains"),
+                    "must not be empty (to link by no email, set link_by_verified_email = false)",
+                ));
+            }
+            for d in domains.iter_mut() {
+                let valid = !d.is_empty()
+                    && !d.starts_with('.')
+                    && !d.ends_with('.')
+                    && d.chars()
+                        .all(|c| c.is_alphanumeric() || c == '-' || c == '.');
+                if !valid {
+                    return Err(ConfigError::new(
+                        key("email_domains"),
+                        format!("{d:?} is not a domain name (e.g. \"example.com\")"),
+                    ));
+                }
+                d.make_ascii_lowercase();
+            }
         }
         if self.max_auth_age.is_some_and(|d| d.get().is_zero()) {
             return Err(ConfigError::new(

@@ -75,6 +75,9 @@ pub struct NewAgentRegistration {
     pub identity: ProvidedIdentity,
     /// The provider allows matching an existing user by verified email or phone.
     pub link_by_verified: bool,
+    /// The provider's `email_domains`: with it, only an email in one of
+    /// these domains links (a phone never does). See [`Self::link_email`].
+    pub link_email_domains: Option<Vec<String>>,
     /// Unknown users are provisioned; otherwise refused.
     pub jit_provisioning: bool,
     /// Used when the delegation has no live registration yet.
@@ -99,6 +102,8 @@ pub enum AgentRegistered {
         registration_id: String,
         user_id: String,
         user_provisioned: bool,
+        /// How a first registration found its existing user.
+        linked_by: Option<crate::users::LinkedBy>,
     },
     /// The `jti` was used before (nothing written).
     Replay,
@@ -639,6 +644,44 @@ impl NewAgentRegistration {
     /// for a logout; an assertion issued in the same second is accepted.
     pub(crate) fn issued_before_revocation(&self, revoked_before: Option<i64>) -> bool {
         revoked_before.is_some_and(|t| self.issued_at.as_millis() < t)
+    }
+
+    /// The verified email an existing user may be matched by (§6 step 2),
+    /// if the provider's policy lets this one link.
+    pub(crate) fn link_email(&self) -> Option<String> {
+        let email = self
+            .identity
+            .verified_email()
+            .filter(|_| self.link_by_verified)?;
+        match &self.link_email_domains {
+            Some(domains) => crate::users::email_in_domains(&email, domains).then_some(email),
+            None => Some(email),
+        }
+    }
+
+    /// The verified phone an existing user may be matched by (§6 step 3):
+    /// never for a provider limited to `email_domains`.
+    pub(crate) fn link_phone(&self) -> Option<String> {
+        if !self.link_by_verified || self.link_email_domains.is_some() {
+            return None;
+        }
+        self.identity.verified_phone()
+    }
+
+    /// `delegation.linked`: this subject's first registration went to an
+    /// existing user, found by `how`.
+    pub(crate) fn linked_event(
+        &self,
+        registration_id: &str,
+        user_id: &str,
+        how: crate::users::LinkedBy,
+    ) -> AuditEvent {
+        AuditEvent::new(EventKind::DelegationLinked, self.now, &self.meta)
+            .registration(registration_id)
+            .user(user_id)
+            .with("iss", self.iss.as_str())
+            .with("sub", self.sub.as_str())
+            .with("matched_by", how.as_str())
     }
 
     /// The two events of a successful registration.

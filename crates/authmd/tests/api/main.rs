@@ -12,6 +12,7 @@ mod expiry;
 mod hostile_id_jag;
 mod id_jag;
 mod jwks;
+mod linking;
 mod middleware;
 mod rate_limits;
 mod register_anonymous;

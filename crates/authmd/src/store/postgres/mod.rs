@@ -35,6 +35,7 @@ use crate::credential::CredentialRecord;
 use crate::rate_limit::{RateLimit, RateLimited};
 use crate::time::Timestamp;
 use crate::token::SecretHash;
+use crate::users::LinkedBy;
 
 const CREDENTIAL_QUERY: &str = concat!(
     "SELECT ",
@@ -241,8 +242,8 @@ async fn register_agent_tx(
         return Ok(AgentRegistered::Replay);
     }
     lock(tx, &format!("subject {} {}", reg.iss, reg.sub)).await?;
-    let verified_email = reg.identity.verified_email();
-    if let Some(email) = &verified_email {
+    let link_email = reg.link_email();
+    if let Some(email) = &link_email {
         lock(tx, &format!("email {email}")).await?;
     }
     // FOR SHARE: an operator revoking this registration (FOR UPDATE) and
@@ -267,8 +268,9 @@ async fn register_agent_tx(
         None => None,
     };
     let mut existing_user = delegation.as_ref().map(|d| d.0.clone());
-    if existing_user.is_none() && reg.link_by_verified {
-        if let Some(email) = &verified_email {
+    let mut linked_by = None;
+    if existing_user.is_none() {
+        if let Some(email) = &link_email {
             existing_user = first_id(
                 tx,
                 "SELECT id FROM users WHERE email_normalized = $1 AND email_verified
@@ -276,9 +278,10 @@ async fn register_agent_tx(
                 email,
             )
             .await?;
+            linked_by = existing_user.as_ref().map(|_| LinkedBy::Email);
         }
         if existing_user.is_none()
-            && let Some(phone) = reg.identity.verified_phone()
+            && let Some(phone) = reg.link_phone()
         {
             existing_user = first_id(
                 tx,
@@ -287,6 +290,7 @@ async fn register_agent_tx(
                 &phone,
             )
             .await?;
+            linked_by = existing_user.as_ref().map(|_| LinkedBy::Phone);
         }
     }
     if existing_user.is_none() && !reg.jit_provisioning {
@@ -368,10 +372,14 @@ async fn register_agent_tx(
     for e in reg.events(&registration_id, &user_id, provisioned) {
         insert_event(tx, &e).await?;
     }
+    if let Some(how) = linked_by {
+        insert_event(tx, &reg.linked_event(&registration_id, &user_id, how)).await?;
+    }
     Ok(AgentRegistered::Issued {
         registration_id,
         user_id,
         user_provisioned: provisioned,
+        linked_by,
     })
 }
 

@@ -39,6 +39,7 @@ use crate::credential::CredentialRecord;
 use crate::rate_limit::{RateLimit, RateLimited};
 use crate::time::Timestamp;
 use crate::token::SecretHash;
+use crate::users::LinkedBy;
 
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -531,19 +532,24 @@ fn register_agent_tx(
     }
     let find_user = |sql: &str, value: Option<String>| -> Result<Option<String>, StoreError> {
         match value {
-            Some(v) if reg.link_by_verified => c
+            Some(v) => c
                 .prepare_cached(sql)
                 .and_then(|mut s| s.query_row([v], |r| r.get(0)).optional())
                 .map_err(db),
-            _ => Ok(None),
+            None => Ok(None),
         }
     };
-    let existing_user = match &delegation {
-        Some((user, ..)) => Some(user.clone()),
-        // (2) a user with that verified email, (3) that verified phone.
-        None => match find_user(USER_BY_VERIFIED_EMAIL, reg.identity.verified_email())? {
-            Some(u) => Some(u),
-            None => find_user(USER_BY_VERIFIED_PHONE, reg.identity.verified_phone())?,
+    let (existing_user, linked_by) = match &delegation {
+        Some((user, ..)) => (Some(user.clone()), None),
+        // (2) a user with that verified email, (3) that verified phone,
+        // as far as the provider's policy lets it link.
+        None => match find_user(USER_BY_VERIFIED_EMAIL, reg.link_email())? {
+            Some(u) => (Some(u), Some(LinkedBy::Email)),
+            None => {
+                let u = find_user(USER_BY_VERIFIED_PHONE, reg.link_phone())?;
+                let how = u.as_ref().map(|_| LinkedBy::Phone);
+                (u, how)
+            }
         },
     };
     // (4) provision, or refuse.
@@ -636,10 +642,14 @@ fn register_agent_tx(
     for e in reg.events(&registration_id, &user_id, provisioned) {
         insert_event(c, &e)?;
     }
+    if let Some(how) = linked_by {
+        insert_event(c, &reg.linked_event(&registration_id, &user_id, how))?;
+    }
     Ok(AgentRegistered::Issued {
         registration_id,
         user_id,
         user_provisioned: provisioned,
+        linked_by,
     })
 }
 
