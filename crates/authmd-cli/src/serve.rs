@@ -153,7 +153,11 @@ async fn serve(config: Config, workers: usize, ready_file: Option<&Path>) -> any
     );
     if let Some(f) = ready_file {
         let addr = listener.local_addr().unwrap_or(listen);
-        let scheme = if public_tls.is_some() { "https" } else { "http" };
+        let scheme = if public_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         write_ready_file(f, &format!("{scheme}://{addr}"))?;
     }
     let router = authmd::http::router(app);
