@@ -8,6 +8,7 @@
 //! [`ConfigError`] naming the key, and the server does not start.
 
 mod duration;
+mod introspection;
 mod load;
 mod providers;
 
@@ -21,6 +22,7 @@ use serde::{Deserialize, Deserializer};
 
 pub use duration::{HumanDuration, parse as parse_duration, words as duration_words};
 pub use load::{ENV_PREFIX, KEYS, KeyKind, load, load_str};
+pub use introspection::{CorsConfig, IntrospectionClient, IntrospectionConfig, MIN_CLIENT_SECRET};
 pub use providers::{AssertionConfig, JwksConfig, ProviderConfig};
 
 /// A configuration problem, naming the key it is about.
@@ -96,6 +98,10 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub introspection: IntrospectionConfig,
+    #[serde(default)]
+    pub cors: CorsConfig,
 }
 
 /// The admin API (operator controls): off unless `listen` is set.
@@ -135,6 +141,8 @@ impl Default for Config {
             rate_limits: RateLimitConfig::default(),
             server: ServerConfig::default(),
             admin: AdminConfig::default(),
+            introspection: IntrospectionConfig::default(),
+            cors: CorsConfig::default(),
         };
         // The defaults are valid by construction; `validate` fills in the
         // derived values (issuer, resource identifier, rules).
@@ -786,6 +794,8 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        self.introspection.validate()?;
+        self.cors.validate()?;
         match (&self.admin.listen, &self.admin.token) {
             (None, None) => {}
             (Some(_), None) => {

@@ -2,8 +2,10 @@
 //! `routes.rs` are thin (decode, call one `AuthMd` method, encode).
 
 mod admin;
+mod cors;
 mod error;
 pub mod extract;
+pub mod oauth;
 mod routes;
 
 pub use admin::{DEFAULT_OPERATOR, OPERATOR_HEADER, REVOKE_ALL_CONFIRMATION, admin_router};
@@ -66,6 +68,8 @@ fn with_agent_routes(app: AuthMd, base: Router<AuthMd>) -> Router {
         )
         .route("/agent/auth/claim/complete", post(routes::complete_claim))
         .route("/agent/auth/revoke", post(routes::revoke))
+        .route("/oauth2/introspect", post(oauth::introspect))
+        .route("/oauth2/revoke", post(oauth::revoke))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             routes::agent_timeout,
@@ -77,5 +81,6 @@ fn with_agent_routes(app: AuthMd, base: Router<AuthMd>) -> Router {
         .route("/readyz", get(routes::readyz))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .with_state(app)
+        .with_state(app.clone())
+        .layer(axum::middleware::from_fn_with_state(app, cors::cors))
 }
