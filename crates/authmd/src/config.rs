@@ -21,8 +21,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
 pub use duration::{HumanDuration, parse as parse_duration, words as duration_words};
-pub use load::{ENV_PREFIX, KEYS, KeyKind, load, load_str};
 pub use introspection::{CorsConfig, IntrospectionClient, IntrospectionConfig, MIN_CLIENT_SECRET};
+pub use load::{ENV_PREFIX, KEYS, KeyKind, load, load_str};
 pub use providers::{AssertionConfig, JwksConfig, ProviderConfig};
 
 /// A configuration problem, naming the key it is about.

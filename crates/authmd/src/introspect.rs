@@ -132,7 +132,10 @@ fn form_decode(s: &str) -> Option<String> {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' => match (bytes.get(i + 1).and_then(|&b| hex(b)), bytes.get(i + 2).and_then(|&b| hex(b))) {
+            b'%' => match (
+                bytes.get(i + 1).and_then(|&b| hex(b)),
+                bytes.get(i + 2).and_then(|&b| hex(b)),
+            ) {
                 (Some(h), Some(l)) => {
                     out.push(u8::try_from(h * 16 + l).ok()?);
                     i += 2;
@@ -250,9 +253,7 @@ impl AuthMd {
         now: Timestamp,
     ) -> Result<String, Error> {
         let introspectors = self.introspectors();
-        let network = meta
-            .ip
-            .map_or_else(|| "unknown".to_owned(), client_key);
+        let network = meta.ip.map_or_else(|| "unknown".to_owned(), client_key);
         if let Some(wait) = introspectors.throttled_for(&network, now) {
             return Err(ProtocolError::RateLimited { retry_after: wait }.into());
         }
@@ -335,8 +336,16 @@ mod tests {
     #[test]
     fn secrets_match_raw_or_form_encoded() {
         let i = introspectors("kong", "s3cret+/=");
-        assert_eq!(i.verify("kong", "s3cret+/="), Some("kong"), "raw, as curl -u sends it");
-        assert_eq!(i.verify("kong", "s3cret%2B%2F%3D"), Some("kong"), "RFC 6749 §2.3.1");
+        assert_eq!(
+            i.verify("kong", "s3cret+/="),
+            Some("kong"),
+            "raw, as curl -u sends it"
+        );
+        assert_eq!(
+            i.verify("kong", "s3cret%2B%2F%3D"),
+            Some("kong"),
+            "RFC 6749 §2.3.1"
+        );
         assert_eq!(i.verify("kong", "s3cret"), None);
         assert_eq!(i.verify("other", "s3cret+/="), None);
         assert_eq!(i.verify("kong", ""), None);
@@ -349,9 +358,15 @@ mod tests {
         for n in 0..MAX_THROTTLED + 10 {
             i.throttle(format!("n{n}"), now.plus(Duration::from_secs(60)), now);
         }
-        assert_eq!(i.throttled.lock().map(|m| m.len()).unwrap_or(0), MAX_THROTTLED);
+        assert_eq!(
+            i.throttled.lock().map(|m| m.len()).unwrap_or(0),
+            MAX_THROTTLED
+        );
         assert!(i.throttled_for("n0", now).is_some());
-        assert!(i.throttled_for("n0", now.plus(Duration::from_secs(60))).is_none());
+        assert!(
+            i.throttled_for("n0", now.plus(Duration::from_secs(60)))
+                .is_none()
+        );
         // Once they expire, new ones find room again.
         let later = now.plus(Duration::from_secs(61));
         i.throttle("fresh".into(), later.plus(Duration::from_secs(5)), later);

@@ -77,7 +77,10 @@ impl IntrospectionConfig {
             // RFC 7617 §2: a user-id cannot hold a colon; keep ids printable.
             if c.id.is_empty()
                 || c.id.len() > 255
-                || !c.id.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b':')
+                || !c
+                    .id
+                    .bytes()
+                    .all(|b| (0x21..=0x7e).contains(&b) && b != b':')
             {
                 return Err(ConfigError::new(
                     format!("{key}.id"),
@@ -169,7 +172,8 @@ impl CorsConfig {
                     format!("{o:?} is not accepted: list each origin that may call the API"),
                 ));
             }
-            let u = url::Url::parse(o).map_err(|e| ConfigError::new(&key, format!("{o:?}: {e}")))?;
+            let u =
+                url::Url::parse(o).map_err(|e| ConfigError::new(&key, format!("{o:?}: {e}")))?;
             let bare = (u.path() == "/" && !o.ends_with('/'))
                 && u.query().is_none()
                 && u.fragment().is_none()

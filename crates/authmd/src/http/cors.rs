@@ -70,7 +70,8 @@ pub async fn cors(State(app): State<AuthMd>, req: Request<Body>, next: Next) -> 
     let Some(origin) = req.headers().get(header::ORIGIN).cloned() else {
         let mut r = next.run(req).await;
         if policy == Policy::Listed && !listed.is_empty() {
-            r.headers_mut().append(header::VARY, HeaderValue::from_static("Origin"));
+            r.headers_mut()
+                .append(header::VARY, HeaderValue::from_static("Origin"));
         }
         return r;
     };

@@ -151,7 +151,11 @@ fn no_store(mut r: Response) -> Response {
 
 /// `POST /oauth2/introspect`: the caller is authenticated before the body
 /// is read, so a stranger's request costs no parsing.
-pub async fn introspect(State(app): State<AuthMd>, Meta(meta): Meta, req: Request<Body>) -> Response {
+pub async fn introspect(
+    State(app): State<AuthMd>,
+    Meta(meta): Meta,
+    req: Request<Body>,
+) -> Response {
     let now = Timestamp::now();
     let auth = client_auth(req.headers());
     if let Err(e) = app.authenticate_introspector(&auth, &meta, now).await {
@@ -169,7 +173,10 @@ pub async fn introspect(State(app): State<AuthMd>, Meta(meta): Meta, req: Reques
         Ok(a) => no_store(
             (
                 StatusCode::OK,
-                [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
                 a.to_json(&app),
             )
                 .into_response(),

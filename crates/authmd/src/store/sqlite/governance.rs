@@ -148,7 +148,8 @@ pub(super) fn revoke_subject(
 
 /// Whether a registration has a credential that is neither revoked nor
 /// expired at `now`.
-const ANY_LIVE_CREDENTIAL: &str = "SELECT EXISTS (SELECT 1 FROM credentials WHERE registration_id = ?1
+const ANY_LIVE_CREDENTIAL: &str =
+    "SELECT EXISTS (SELECT 1 FROM credentials WHERE registration_id = ?1
      AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2))";
 
 /// RFC 7009 self-revocation in the writer's transaction.
@@ -164,9 +165,10 @@ pub(super) fn revoke_credential(
              RETURNING registration_id, user_id, type",
         )
         .and_then(|mut s| {
-            s.query_row(params![now, r.credential_id, r.credential.as_bytes()], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })
+            s.query_row(
+                params![now, r.credential_id, r.credential.as_bytes()],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
             .optional()
         })
         .map_err(db)?;
