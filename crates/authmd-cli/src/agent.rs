@@ -55,6 +55,13 @@ pub enum AgentCommand {
         #[arg(long)]
         json: bool,
     },
+    /// End the kept credential at the service (RFC 7009: it stops working
+    /// everywhere within a second), then forget the registration.
+    Revoke {
+        /// Which service (its issuer or an API URL); needed when several are kept.
+        #[arg(long)]
+        service: Option<String>,
+    },
     /// Forget a service's credentials (or all).
     Forget {
         #[arg(long)]
@@ -440,6 +447,7 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        AgentCommand::Revoke { service } => revoke(&client, service.as_deref()).await,
         AgentCommand::Forget { service, all } => {
             let mut kept = Kept::load()?;
             if all {
@@ -484,6 +492,36 @@ fn prompt_code() -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     Ok(line.trim().to_owned())
+}
+
+async fn revoke(client: &Client, which: Option<&str>) -> anyhow::Result<()> {
+    let mut kept = Kept::load()?;
+    let issuer = kept.find(which)?;
+    let entry = kept
+        .services
+        .get_mut(&issuer)
+        .ok_or_else(|| anyhow!("gone"))?;
+    let credential = entry.credential.clone().ok_or_else(|| {
+        anyhow!("no credential kept for {issuer}: nothing to revoke (`authmd agent forget` drops the registration)")
+    })?;
+    if entry.service.metadata.revocation_endpoint.is_none() {
+        // Kept before the service published one: read its metadata again.
+        entry.service.metadata = client
+            .authorization_server(&issuer)
+            .await
+            .map_err(|e| anyhow!(describe(&e)))?;
+    }
+    client
+        .revoke(&entry.service, &credential)
+        .await
+        .map_err(|e| anyhow!(describe(&e)))?;
+    let registration = clean(&entry.registration.registration_id);
+    kept.services.remove(&issuer);
+    kept.save()?;
+    println!(
+        "revoked: the credential of registration {registration} no longer works at {issuer}; forgotten"
+    );
+    Ok(())
 }
 
 async fn register(client: &Client, args: RegisterArgs) -> anyhow::Result<()> {
