@@ -18,6 +18,7 @@
 //! rate of authenticated callers costs no store access at all.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -97,10 +98,14 @@ impl Introspectors {
         }
     }
 
-    /// How long `network` is still refused at `now`, if it is.
-    fn throttled_for(&self, network: &str, now: Timestamp) -> Option<Duration> {
+    /// How long the network of `ip` is still refused at `now`, if it is.
+    /// Nothing is computed while no network is refused (the common case).
+    fn throttled_for(&self, ip: Option<IpAddr>, now: Timestamp) -> Option<Duration> {
         let map = self.throttled.lock().ok()?;
-        map.get(network)
+        if map.is_empty() {
+            return None;
+        }
+        map.get(&network(ip))
             .filter(|until| **until > now)
             .map(|until| now.until(*until))
     }
@@ -118,11 +123,17 @@ impl Introspectors {
     }
 }
 
+/// What a limit counts for a caller: its network, or one bucket for callers
+/// of unknown address (an embedder that serves without peer addresses).
+fn network(ip: Option<IpAddr>) -> String {
+    ip.map_or_else(|| "unknown".to_owned(), client_key)
+}
+
 /// `application/x-www-form-urlencoded` decoding of one value (`+` is a
 /// space, `%XX` a byte); `None` if there is nothing to decode, or the
 /// result is not UTF-8.
 fn form_decode(s: &str) -> Option<String> {
-    if !s.contains(['+', '%']) {
+    if !s.bytes().any(|b| b == b'+' || b == b'%') {
         return None;
     }
     let hex = |b: u8| char::from(b).to_digit(16);
@@ -151,13 +162,13 @@ fn form_decode(s: &str) -> Option<String> {
 
 /// Credentials of an `Authorization: Basic` header, as presented (the
 /// HTTP layer decodes the base64; the `:` split is RFC 7617 §2).
-#[derive(Clone, PartialEq, Eq)]
-pub struct BasicCredentials {
-    pub id: String,
-    pub secret: String,
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct BasicCredentials<'a> {
+    pub id: &'a str,
+    pub secret: &'a str,
 }
 
-impl std::fmt::Debug for BasicCredentials {
+impl std::fmt::Debug for BasicCredentials<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BasicCredentials")
             .field("id", &self.id)
@@ -167,13 +178,13 @@ impl std::fmt::Debug for BasicCredentials {
 }
 
 /// What the caller presented as client authentication.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientAuth {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth<'a> {
     /// No `Authorization` header.
     Missing,
     /// An `Authorization` header that is not well-formed Basic.
     Malformed,
-    Basic(BasicCredentials),
+    Basic(BasicCredentials<'a>),
 }
 
 /// The answer of RFC 7662 §2.2.
@@ -219,6 +230,7 @@ impl Introspection {
         let Introspection::Active(r) = self else {
             return INACTIVE.to_vec();
         };
+        let mut out = Vec::with_capacity(512);
         let body = Active {
             active: true,
             scope: r.scopes.join(" "),
@@ -237,7 +249,10 @@ impl Introspection {
             registration_type: r.registration_type.as_str(),
             email: r.verified_email(),
         };
-        serde_json::to_vec(&body).unwrap_or_else(|_| INACTIVE.to_vec())
+        match serde_json::to_writer(&mut out, &body) {
+            Ok(()) => out,
+            Err(_) => INACTIVE.to_vec(),
+        }
     }
 }
 
@@ -248,22 +263,22 @@ impl AuthMd {
     /// looked at).
     pub async fn authenticate_introspector(
         &self,
-        auth: &ClientAuth,
+        auth: ClientAuth<'_>,
         meta: &RequestMeta,
         now: Timestamp,
-    ) -> Result<String, Error> {
+    ) -> Result<&str, Error> {
         let introspectors = self.introspectors();
-        let network = meta.ip.map_or_else(|| "unknown".to_owned(), client_key);
-        if let Some(wait) = introspectors.throttled_for(&network, now) {
+        if let Some(wait) = introspectors.throttled_for(meta.ip, now) {
             return Err(ProtocolError::RateLimited { retry_after: wait }.into());
         }
         let presented = match auth {
             ClientAuth::Basic(b) => Some(b),
             ClientAuth::Missing | ClientAuth::Malformed => None,
         };
-        if let Some(id) = presented.and_then(|b| introspectors.verify(&b.id, &b.secret)) {
-            return Ok(id.to_owned());
+        if let Some(id) = presented.and_then(|b| introspectors.verify(b.id, b.secret)) {
+            return Ok(id);
         }
+        let network = network(meta.ip);
         // The id is attacker-chosen text: logged quoted and cut short; the
         // secret never.
         let shown: String = presented
@@ -355,21 +370,29 @@ mod tests {
     fn throttled_networks_are_bounded() {
         let i = introspectors("kong", "x");
         let now = Timestamp::from_secs(1000);
-        for n in 0..MAX_THROTTLED + 10 {
-            i.throttle(format!("n{n}"), now.plus(Duration::from_secs(60)), now);
+        let until = now.plus(Duration::from_secs(60));
+        let v4 = |n: u32| Some(IpAddr::from(n.to_be_bytes()));
+        assert!(i.throttled_for(v4(1), now).is_none());
+        let max = u32::try_from(MAX_THROTTLED).unwrap_or(u32::MAX);
+        for n in 0..max + 10 {
+            i.throttle(network(v4(n)), until, now);
         }
         assert_eq!(
             i.throttled.lock().map(|m| m.len()).unwrap_or(0),
             MAX_THROTTLED
         );
-        assert!(i.throttled_for("n0", now).is_some());
+        assert!(i.throttled_for(v4(0), now).is_some());
         assert!(
-            i.throttled_for("n0", now.plus(Duration::from_secs(60)))
-                .is_none()
+            i.throttled_for(v4(max + 5), now).is_none(),
+            "not remembered: full"
+        );
+        assert!(
+            i.throttled_for(v4(0), until).is_none(),
+            "over at its Retry-After"
         );
         // Once they expire, new ones find room again.
         let later = now.plus(Duration::from_secs(61));
-        i.throttle("fresh".into(), later.plus(Duration::from_secs(5)), later);
-        assert!(i.throttled_for("fresh", later).is_some());
+        i.throttle(network(None), later.plus(Duration::from_secs(5)), later);
+        assert!(i.throttled_for(None, later).is_some());
     }
 }

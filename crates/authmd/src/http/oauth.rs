@@ -3,8 +3,10 @@
 //! out (`{"error", "error_description"}`, the shape OAuth libraries read);
 //! the statuses are the one mapping of `http/error.rs`.
 
-use axum::body::Body;
-use axum::extract::{FromRequest, Request, State};
+use std::borrow::Cow;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -19,98 +21,95 @@ use crate::time::Timestamp;
 /// Form bodies of these endpoints are capped: they carry one token.
 pub const MAX_FORM: usize = 8 * 1024;
 
-/// The two parameters both endpoints take (RFC 7662 §2.1, RFC 7009 §2.1).
-/// Others are ignored (RFC 6749 §3.2); one given twice is
-/// `invalid_request` (RFC 6749 §3.1).
-#[derive(Debug)]
-pub struct TokenForm {
-    pub token: Result<String, ProtocolError>,
-}
-
-impl<S: Send + Sync> FromRequest<S> for TokenForm {
-    type Rejection = ProtocolError;
-
-    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
-        let is_form = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|m| {
-                m.trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            });
-        if !is_form {
-            return Err(ProtocolError::invalid_request(
-                "Content-Type must be application/x-www-form-urlencoded",
-            ));
-        }
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_FORM)
-            .await
-            .map_err(|e| {
-                let too_large = e
-                    .into_inner()
-                    .downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some();
-                if too_large {
-                    ProtocolError::PayloadTooLarge(MAX_FORM)
-                } else {
-                    ProtocolError::invalid_request("cannot read the request body")
-                }
-            })?;
-        if std::str::from_utf8(&bytes).is_err() {
-            return Err(ProtocolError::invalid_request("the body is not UTF-8"));
-        }
-        let mut token = None;
-        let mut hint = None;
-        for (k, v) in url::form_urlencoded::parse(&bytes) {
-            let slot = match k.as_ref() {
-                "token" => &mut token,
-                "token_type_hint" => &mut hint,
-                _ => continue,
-            };
-            if slot.replace(v).is_some() {
-                return Err(ProtocolError::invalid_request(format!(
-                    "{k} must appear once"
-                )));
-            }
-        }
-        // token_type_hint is accepted and not used: every token is looked
-        // up the same way (RFC 7662 §2.1, RFC 7009 §2.1 let a server
-        // ignore it; an unknown value is not an error).
-        let token = match token {
-            Some(t) if !t.is_empty() => Ok(t.into_owned()),
-            _ => Err(ProtocolError::invalid_request("token is required")),
+/// The `token` parameter of both endpoints (RFC 7662 §2.1, RFC 7009 §2.1),
+/// decoded once. `token_type_hint` is accepted and not used: every token is
+/// looked up the same way (both RFCs let a server ignore it; an unknown
+/// value is not an error). Other parameters are ignored (RFC 6749 §3.2); one
+/// given twice is `invalid_request` (RFC 6749 §3.1).
+pub fn token_param(form: &[u8]) -> Result<Cow<'_, str>, ProtocolError> {
+    let mut token = None;
+    let mut hint = None;
+    for (k, v) in url::form_urlencoded::parse(form) {
+        let slot = match k.as_ref() {
+            "token" => &mut token,
+            "token_type_hint" => &mut hint,
+            _ => continue,
         };
-        Ok(TokenForm { token })
+        if slot.replace(v).is_some() {
+            return Err(ProtocolError::invalid_request(format!(
+                "{k} must appear once"
+            )));
+        }
     }
+    token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ProtocolError::invalid_request("token is required"))
 }
+
+/// An `application/x-www-form-urlencoded` body of at most [`MAX_FORM`]
+/// bytes, UTF-8.
+pub async fn read_form(req: Request) -> Result<Bytes, ProtocolError> {
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(ProtocolError::invalid_request(
+            "Content-Type must be application/x-www-form-urlencoded",
+        ));
+    }
+    let bytes = axum::body::to_bytes(req.into_body(), MAX_FORM)
+        .await
+        .map_err(|e| {
+            let too_large = e
+                .into_inner()
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            if too_large {
+                ProtocolError::PayloadTooLarge(MAX_FORM)
+            } else {
+                ProtocolError::invalid_request("cannot read the request body")
+            }
+        })?;
+    if std::str::from_utf8(&bytes).is_err() {
+        return Err(ProtocolError::invalid_request("the body is not UTF-8"));
+    }
+    Ok(bytes)
+}
+
+/// Longest `Authorization: Basic` credentials read (decoded).
+const MAX_BASIC: usize = 1024;
 
 /// The client authentication of an `Authorization: Basic` header
-/// (RFC 7617 §2: base64 of `id:secret`, split at the first colon).
-pub fn client_auth(headers: &HeaderMap) -> ClientAuth {
+/// (RFC 7617 §2: base64 of `id:secret`, split at the first colon), decoded
+/// into `buf` (nothing is allocated).
+pub fn client_auth<'a>(headers: &HeaderMap, buf: &'a mut [u8; MAX_BASIC]) -> ClientAuth<'a> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return ClientAuth::Missing;
     };
-    let basic = value
+    let encoded = value
         .to_str()
         .ok()
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
-        .and_then(|(_, b64)| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .ok()
-        })
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|pair| {
-            let (id, secret) = pair.split_once(':')?;
-            Some(BasicCredentials {
-                id: id.to_owned(),
-                secret: secret.to_owned(),
-            })
-        });
-    basic.map_or(ClientAuth::Malformed, ClientAuth::Basic)
+        .map(|(_, b64)| b64.trim());
+    let Some(len) = encoded.and_then(|b64| {
+        base64::engine::general_purpose::STANDARD
+            .decode_slice(b64, buf)
+            .ok()
+    }) else {
+        return ClientAuth::Malformed;
+    };
+    let pair = std::str::from_utf8(&buf[..len]).ok();
+    match pair.and_then(|p| p.split_once(':')) {
+        Some((id, secret)) => ClientAuth::Basic(BasicCredentials { id, secret }),
+        None => ClientAuth::Malformed,
+    }
 }
 
 /// An RFC 6749 §5.2 error answer, never cached. `invalid_client` carries
@@ -157,16 +156,16 @@ pub async fn introspect(
     req: Request<Body>,
 ) -> Response {
     let now = Timestamp::now();
-    let auth = client_auth(req.headers());
-    if let Err(e) = app.authenticate_introspector(&auth, &meta, now).await {
+    let mut buf = [0u8; MAX_BASIC];
+    let auth = client_auth(req.headers(), &mut buf);
+    if let Err(e) = app.authenticate_introspector(auth, &meta, now).await {
         return oauth_error(e);
     }
-    let token = match TokenForm::from_request(req, &()).await {
-        Ok(form) => form.token,
-        Err(e) => Err(e),
-    };
-    let answer = match token {
-        Ok(t) => app.introspect(&t, now).await,
+    let answer = match read_form(req).await {
+        Ok(form) => match token_param(&form) {
+            Ok(token) => app.introspect(&token, now).await,
+            Err(e) => Err(e.into()),
+        },
         Err(e) => Err(e.into()),
     };
     match answer {
@@ -186,12 +185,12 @@ pub async fn introspect(
 }
 
 /// `POST /oauth2/revoke`: `200` with an empty body for any token.
-pub async fn revoke(
-    State(app): State<AuthMd>,
-    Meta(meta): Meta,
-    form: Result<TokenForm, ProtocolError>,
-) -> Response {
-    let token = form.and_then(|f| f.token);
+pub async fn revoke(State(app): State<AuthMd>, Meta(meta): Meta, req: Request<Body>) -> Response {
+    let form = read_form(req).await;
+    let token = form
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|f| token_param(f).map(|t| t.into_owned()));
     match app.revoke_own(token, &meta, Timestamp::now()).await {
         Ok(()) => no_store(StatusCode::OK.into_response()),
         Err(e) => oauth_error(e),
