@@ -75,16 +75,17 @@ impl Introspectors {
     /// tried: RFC 6749 §2.3.1 says clients encode them before Basic, and
     /// many (curl -u among them) do not.
     fn verify(&self, id: &str, secret: &str) -> Option<&str> {
-        let raw = self.verify_exact(id, secret);
+        if let Some(found) = self.verify_exact(id, secret) {
+            return Some(found);
+        }
         let (did, dsecret) = (form_decode(id), form_decode(secret));
-        let decoded = match (&did, &dsecret) {
-            (None, None) => None,
-            _ => self.verify_exact(
-                did.as_deref().unwrap_or(id),
-                dsecret.as_deref().unwrap_or(secret),
-            ),
-        };
-        raw.or(decoded)
+        if did.is_none() && dsecret.is_none() {
+            return None;
+        }
+        self.verify_exact(
+            did.as_deref().unwrap_or(id),
+            dsecret.as_deref().unwrap_or(secret),
+        )
     }
 
     fn verify_exact(&self, id: &str, secret: &str) -> Option<&str> {

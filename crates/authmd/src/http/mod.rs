@@ -68,8 +68,6 @@ fn with_agent_routes(app: AuthMd, base: Router<AuthMd>) -> Router {
         )
         .route("/agent/auth/claim/complete", post(routes::complete_claim))
         .route("/agent/auth/revoke", post(routes::revoke))
-        .route("/oauth2/introspect", post(oauth::introspect))
-        .route("/oauth2/revoke", post(oauth::revoke))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             routes::agent_timeout,
@@ -77,6 +75,10 @@ fn with_agent_routes(app: AuthMd, base: Router<AuthMd>) -> Router {
         .layer(DefaultBodyLimit::max(extract::MAX_BODY));
     router
         .merge(agent)
+        // Outside the agent endpoints' timeout layer: these bound their
+        // body read themselves (introspection is a hot path).
+        .route("/oauth2/introspect", post(oauth::introspect))
+        .route("/oauth2/revoke", post(oauth::revoke))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .fallback(routes::not_found)

@@ -4,6 +4,7 @@
 //! the statuses are the one mapping of `http/error.rs`.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -29,7 +30,7 @@ pub const MAX_FORM: usize = 8 * 1024;
 pub fn token_param(form: &[u8]) -> Result<Cow<'_, str>, ProtocolError> {
     let mut token = None;
     let mut hint = None;
-    for (k, v) in url::form_urlencoded::parse(form) {
+    for (k, v) in form_pairs(form) {
         let slot = match k.as_ref() {
             "token" => &mut token,
             "token_type_hint" => &mut hint,
@@ -46,25 +47,42 @@ pub fn token_param(form: &[u8]) -> Result<Cow<'_, str>, ProtocolError> {
         .ok_or_else(|| ProtocolError::invalid_request("token is required"))
 }
 
+/// The pairs of a form body. A body without escapes (`%`, `+`), the usual
+/// `token=amd_…`, is split in place; any other is decoded by the `url`
+/// crate. The body was checked to be UTF-8.
+fn form_pairs(form: &[u8]) -> Box<dyn Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> + '_> {
+    match std::str::from_utf8(form) {
+        Ok(text) if !form.iter().any(|b| *b == b'%' || *b == b'+') => {
+            Box::new(text.split('&').filter(|p| !p.is_empty()).map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (Cow::Borrowed(k), Cow::Borrowed(v))
+            }))
+        }
+        _ => Box::new(url::form_urlencoded::parse(form)),
+    }
+}
+
 /// An `application/x-www-form-urlencoded` body of at most [`MAX_FORM`]
-/// bytes, UTF-8.
-pub async fn read_form(req: Request) -> Result<Bytes, ProtocolError> {
+/// bytes, UTF-8, read within `limit` (`server.request_timeout`: a client
+/// that sends its body slowly is cut off).
+pub async fn read_form(req: Request, limit: Duration) -> Result<Bytes, ProtocolError> {
     let is_form = req
         .headers()
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
+        .and_then(|v| v.as_bytes().split(|b| *b == b';').next())
         .is_some_and(|m| {
-            m.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            m.trim_ascii()
+                .eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
         });
     if !is_form {
         return Err(ProtocolError::invalid_request(
             "Content-Type must be application/x-www-form-urlencoded",
         ));
     }
-    let bytes = axum::body::to_bytes(req.into_body(), MAX_FORM)
+    let read = tokio::time::timeout(limit, axum::body::to_bytes(req.into_body(), MAX_FORM));
+    let bytes = read
         .await
+        .map_err(|_| ProtocolError::invalid_request("request timed out"))?
         .map_err(|e| {
             let too_large = e
                 .into_inner()
@@ -161,7 +179,7 @@ pub async fn introspect(
     if let Err(e) = app.authenticate_introspector(auth, &meta, now).await {
         return oauth_error(e);
     }
-    let answer = match read_form(req).await {
+    let answer = match read_form(req, app.config().server.request_timeout.get()).await {
         Ok(form) => match token_param(&form) {
             Ok(token) => app.introspect(&token, now).await,
             Err(e) => Err(e.into()),
@@ -186,7 +204,7 @@ pub async fn introspect(
 
 /// `POST /oauth2/revoke`: `200` with an empty body for any token.
 pub async fn revoke(State(app): State<AuthMd>, Meta(meta): Meta, req: Request<Body>) -> Response {
-    let form = read_form(req).await;
+    let form = read_form(req, app.config().server.request_timeout.get()).await;
     let token = form
         .as_ref()
         .map_err(Clone::clone)
@@ -194,5 +212,30 @@ pub async fn revoke(State(app): State<AuthMd>, Meta(meta): Meta, req: Request<Bo
     match app.revoke_own(token, &meta, Timestamp::now()).await {
         Ok(()) => no_store(StatusCode::OK.into_response()),
         Err(e) => oauth_error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_read_with_or_without_escapes() {
+        let token = |form: &str| token_param(form.as_bytes()).map(Cow::into_owned);
+        assert_eq!(token("token=amd_sk_x").as_deref(), Ok("amd_sk_x"));
+        assert_eq!(token("&&token=x&token_type_hint=y&z").as_deref(), Ok("x"));
+        assert_eq!(token("token=a%2Bb").as_deref(), Ok("a+b"));
+        assert_eq!(token("token=a+b").as_deref(), Ok("a b"));
+        assert_eq!(token("x=1&token=t%26u").as_deref(), Ok("t&u"));
+        for bad in [
+            "",
+            "token",
+            "token=",
+            "tok=x",
+            "token=a&token=b",
+            "token=a%2B&token=b",
+        ] {
+            assert!(token(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -261,3 +261,26 @@ both_backends! {
         assert_eq!(t.stats().await.audit_events, 0);
     }
 }
+
+/// A body sent too slowly is cut off at `server.request_timeout`: the
+/// OAuth endpoints bound their body read themselves.
+#[tokio::test]
+async fn a_body_that_never_arrives_is_cut_off() {
+    let t = TestApp::new(Backend::Sqlite, "[server]\nrequest_timeout = \"300ms\"\n").await;
+    let stalled = futures_util::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+    let req = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri("/oauth2/revoke")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(axum::body::Body::from_stream(stalled))
+        .expect("request");
+    let started = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(5), t.send(req))
+        .await
+        .expect("answered");
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (400, "invalid_request")
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
