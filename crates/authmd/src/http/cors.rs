@@ -18,11 +18,18 @@
 //! travel in `Authorization`, which needs no cookies or credentials mode,
 //! so no origin is ever trusted with the browser's ambient credentials.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+use futures_util::future::{Either, Map};
+use tower::{Layer, Service};
 
 use crate::AuthMd;
 
@@ -61,47 +68,106 @@ fn policy(app: &AuthMd, path: &str) -> Policy {
     Policy::None
 }
 
-/// The middleware: wraps the whole router, outside every credential check.
-pub async fn cors(State(app): State<AuthMd>, req: Request<Body>, next: Next) -> Response {
-    let policy = policy(&app, req.uri().path());
-    let listed = &app.config().cors.allowed_origins;
-    // The hot path: no origin, nothing to say (beyond `Vary` where the
-    // answer would depend on one).
-    let Some(origin) = req.headers().get(header::ORIGIN).cloned() else {
-        let mut r = next.run(req).await;
-        if policy == Policy::Listed && !listed.is_empty() {
-            r.headers_mut()
-                .append(header::VARY, HeaderValue::from_static("Origin"));
-        }
-        return r;
-    };
-    let allowed = match policy {
-        Policy::None => return next.run(req).await,
-        Policy::Public => Some(ANY),
-        Policy::Listed => listed
-            .iter()
-            .any(|o| o.as_bytes() == origin.as_bytes())
-            .then_some(origin),
-    };
-    let preflight = req.method() == Method::OPTIONS
-        && req
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    if preflight {
-        return preflight_answer(policy, allowed, req.headers());
+/// The layer: wraps every route, outside every credential check.
+#[derive(Debug, Clone)]
+pub struct CorsLayer {
+    app: AuthMd,
+}
+
+impl CorsLayer {
+    pub fn new(app: AuthMd) -> CorsLayer {
+        CorsLayer { app }
     }
-    let mut r = next.run(req).await;
-    let h = r.headers_mut();
-    if policy == Policy::Listed {
-        h.append(header::VARY, HeaderValue::from_static("Origin"));
-    }
-    if let Some(allowed) = allowed {
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
-        if policy == Policy::Listed {
-            h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED);
+}
+
+impl<S> Layer<S> for CorsLayer {
+    type Service = Cors<S>;
+    fn layer(&self, inner: S) -> Cors<S> {
+        Cors {
+            inner,
+            app: self.app.clone(),
         }
     }
-    r
+}
+
+/// See [`CorsLayer`].
+#[derive(Debug, Clone)]
+pub struct Cors<S> {
+    inner: S,
+    app: AuthMd,
+}
+
+type Answer = Result<Response, Infallible>;
+type BoxedAnswer = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+fn vary_origin(r: Answer) -> Answer {
+    r.map(|mut r| {
+        r.headers_mut()
+            .append(header::VARY, HeaderValue::from_static("Origin"));
+        r
+    })
+}
+
+impl<S> Service<Request<Body>> for Cors<S>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    /// Without an `Origin` (the API's hot path) the inner future itself,
+    /// or with `Vary` added: nothing is boxed.
+    type Future = Either<Either<S::Future, Map<S::Future, fn(Answer) -> Answer>>, BoxedAnswer>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let policy = policy(&self.app, req.uri().path());
+        let listed = &self.app.config().cors.allowed_origins;
+        let Some(origin) = req.headers().get(header::ORIGIN).cloned() else {
+            // No origin, nothing to say, beyond `Vary` where the answer
+            // would depend on one.
+            return if policy == Policy::Listed && !listed.is_empty() {
+                let add: fn(Answer) -> Answer = vary_origin;
+                Either::Left(Either::Right(self.inner.call(req).map(add)))
+            } else {
+                Either::Left(Either::Left(self.inner.call(req)))
+            };
+        };
+        let allowed = match policy {
+            Policy::None => return Either::Left(Either::Left(self.inner.call(req))),
+            Policy::Public => Some(ANY),
+            Policy::Listed => listed
+                .iter()
+                .any(|o| o.as_bytes() == origin.as_bytes())
+                .then_some(origin),
+        };
+        let preflight = req.method() == Method::OPTIONS
+            && req
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        if preflight {
+            let answer = preflight_answer(policy, allowed, req.headers());
+            return Either::Right(Box::pin(std::future::ready(Ok(answer))));
+        }
+        let inner = self.inner.call(req);
+        Either::Right(Box::pin(async move {
+            let Ok(mut r) = inner.await;
+            let h = r.headers_mut();
+            if policy == Policy::Listed {
+                h.append(header::VARY, HeaderValue::from_static("Origin"));
+            }
+            if let Some(allowed) = allowed {
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+                if policy == Policy::Listed {
+                    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED);
+                }
+            }
+            Ok(r)
+        }))
+    }
 }
 
 /// `204` to a preflight: for an allowed origin, what it may send; for

@@ -84,5 +84,5 @@ fn with_agent_routes(app: AuthMd, base: Router<AuthMd>) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(app.clone())
-        .layer(axum::middleware::from_fn_with_state(app, cors::cors))
+        .layer(cors::CorsLayer::new(app))
 }
