@@ -4,7 +4,10 @@
 # loaded by its own wrk on CPU 1 at the same time, so that neighbours on a
 # shared machine affect both alike. Each line prints both rates (each
 # server gets about half the core, so compare A with B, not with load.sh)
-# and B/A. For a change to a shared path (the router, the cache, the
+# and B/A, then each server's CPU time per request (user + system, in µs;
+# steal excluded, so less noisy than the rates) and B/A. Two copies of one
+# build differ by a few percent here (the second-started side tends to win
+# the rates): run it both ways round. For a change to a shared path (the router, the cache, the
 # writer), run it with the build before and after the change.
 #   scripts/ab-load.sh OLD_BINARY NEW_BINARY
 #   PORT_A=20501 PORT_B=20502 SECS=5 ROUNDS=2 scripts/ab-load.sh /tmp/authmd.old target/release/authmd
@@ -17,6 +20,8 @@ ROUNDS=${ROUNDS:-2}
 CONNS_LIST=${CONNS_LIST:-"1 50 256"}
 . "$(dirname "$0")/load-common.sh"
 cd "$work"
+hz=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 cat > register.lua <<'LUA'
 wrk.method = "POST"
 wrk.body = '{"type":"anonymous","requested_credential_type":"api_key"}'
@@ -41,10 +46,12 @@ done
 echo "A: $A"
 echo "B: $B"
 echo "$(nproc) CPUs; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-# both SCENARIO CONNS: runs wrk on A and B at once, prints "a b b/a".
+# both SCENARIO CONNS: runs wrk on A and B at once, prints the rates, B/A,
+# the CPU per request of each, B/A.
 both() {
   local scenario=$1 c=$2 side
-  declare -A waiter
+  declare -A waiter t0
+  for side in A B; do t0[$side]=$(cpu_ticks "${server[$side]}"); done
   for side in A B; do
     local base="http://127.0.0.1:${port[$side]}"
     case $scenario in
@@ -55,9 +62,17 @@ both() {
     (taskset -c 1 wrk -t1 -c"$c" -d"${SECS}s" "$@" > "$side/out") & waiter[$side]=$!
   done
   wait "${waiter[A]}" "${waiter[B]}"
-  local a b
-  a=$(awk '/Requests\/sec/{print $2}' A/out); b=$(awk '/Requests\/sec/{print $2}' B/out)
-  echo "$a $b $(python3 -c "print(f'{$b/$a:.3f}')")"
+  python3 - "$hz" "$((${t0[A]}))" "$(cpu_ticks "${server[A]}")" "$((${t0[B]}))" "$(cpu_ticks "${server[B]}")" <<'PY'
+import re, sys
+hz, a0, a1, b0, b1 = map(int, sys.argv[1:])
+def load(side):
+    text = open(f"{side}/out").read()
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)), \
+        int(re.search(r"(\d+) requests in", text).group(1))
+(ar, an), (br, bn) = load("A"), load("B")
+au, bu = (a1 - a0) * 1e6 / hz / max(an, 1), (b1 - b0) * 1e6 / hz / max(bn, 1)
+print(f"{ar:.0f}/s {br:.0f}/s {br / ar:.3f}; CPU {au:.1f} {bu:.1f} µs/req {bu / au:.3f}")
+PY
 }
 for c in $CONNS_LIST; do
   for r in $(seq 1 "$ROUNDS"); do
