@@ -19,7 +19,7 @@ const PAGE_WAIT: Duration = Duration::from_secs(10);
 const DRIVER: &str = "/usr/bin/chromedriver";
 const BROWSER: &str = "/usr/bin/chromium";
 
-struct Driver(Child);
+pub struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -29,7 +29,7 @@ impl Drop for Driver {
 }
 
 /// A browser session, or `None` (with a message) when none is installed.
-async fn browser() -> Option<(Client, Driver)> {
+pub async fn browser() -> Option<(Client, Driver)> {
     if !Path::new(DRIVER).exists() || !Path::new(BROWSER).exists() {
         assert!(
             std::env::var("REQUIRE_BROWSER").is_err(),

@@ -263,3 +263,102 @@ async fn the_claim_page_and_introspection_are_not_cross_origin() {
         assert_no_cors(&p, path);
     }
 }
+
+/// The same, as a browser enforces it: a script on a listed origin (a real
+/// headless Chromium) discovers from the 401 challenge, registers, calls
+/// the API with its key (each a preflighted request), and ends the key; a
+/// script on another origin can read the public documents and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_agent_on_a_listed_origin_works_and_others_are_refused() {
+    use crate::support::{free_port, serve};
+    use serde_json::{Value, json};
+    let Some((client, _driver)) = crate::claim_browser::browser().await else {
+        return;
+    };
+    let (port, listed, other) = (free_port(), free_port(), free_port());
+    let toml = format!(
+        "issuer = \"http://127.0.0.1:{port}\"\nlisten = \"127.0.0.1:{port}\"\n\
+         [cors]\nallowed_origins = [\"http://127.0.0.1:{listed}\"]\n"
+    );
+    let t = TestApp::new(Backend::Sqlite, &toml).await;
+    let base = serve(authmd::http::router(t.app.clone()), port).await;
+    let page = || {
+        axum::Router::new().route(
+            "/",
+            axum::routing::get(|| async {
+                axum::response::Html("<!doctype html><title>agent</title>")
+            }),
+        )
+    };
+    let listed_origin = serve(page(), listed).await;
+    let other_origin = serve(page(), other).await;
+
+    const AGENT: &str = r#"
+        const [base, done] = arguments;
+        (async () => {
+          const out = {};
+          let r = await fetch(base + "/api/whoami");
+          out.status = r.status;
+          out.challenge = r.headers.get("www-authenticate");
+          r = await fetch(base + "/.well-known/oauth-authorization-server");
+          out.issuer = (await r.json()).issuer;
+          r = await fetch(base + "/agent/auth", {method: "POST",
+            headers: {"content-type": "application/json"},
+            body: JSON.stringify({type: "anonymous", requested_credential_type: "api_key"})});
+          const reg = await r.json();
+          r = await fetch(base + "/api/whoami", {headers: {authorization: "Bearer " + reg.credential}});
+          out.same = (await r.json()).registration_id === reg.registration_id;
+          r = await fetch(base + "/oauth2/revoke", {method: "POST",
+            body: new URLSearchParams({token: reg.credential})});
+          out.revoked = r.status;
+          r = await fetch(base + "/api/whoami", {headers: {authorization: "Bearer " + reg.credential}});
+          out.after = r.status;
+          return out;
+        })().then(done, e => done({error: String(e)}));
+    "#;
+    client
+        .goto(&format!("{listed_origin}/"))
+        .await
+        .expect("open the page");
+    let out = client
+        .execute_async(AGENT, vec![json!(base)])
+        .await
+        .expect("script");
+    assert_eq!(out["status"], 401, "{out}");
+    let challenge = out["challenge"].as_str().unwrap_or_default();
+    assert!(
+        challenge.contains("resource_metadata="),
+        "the challenge reached the script: {out}"
+    );
+    assert_eq!(out["issuer"], Value::String(base.clone()));
+    assert_eq!(out["same"], true, "{out}");
+    assert_eq!(out["revoked"], 200, "{out}");
+    assert_eq!(out["after"], 401, "{out}");
+
+    const STRANGER: &str = r#"
+        const [base, done] = arguments;
+        (async () => {
+          const out = {};
+          out.authMd = (await fetch(base + "/auth.md")).status;
+          try { await fetch(base + "/api/whoami"); out.api = "read"; }
+          catch (e) { out.api = "refused"; }
+          try { await fetch(base + "/agent/auth", {method: "POST",
+              headers: {"content-type": "application/json"}, body: "{}"}); out.register = "read"; }
+          catch (e) { out.register = "refused"; }
+          return out;
+        })().then(done, e => done({error: String(e)}));
+    "#;
+    client
+        .goto(&format!("{other_origin}/"))
+        .await
+        .expect("open the page");
+    let out = client
+        .execute_async(STRANGER, vec![json!(base)])
+        .await
+        .expect("script");
+    assert_eq!(
+        out,
+        json!({"authMd": 200, "api": "refused", "register": "refused"})
+    );
+    let _ = client.close().await;
+}
