@@ -62,6 +62,13 @@ pub enum AgentCommand {
         #[arg(long)]
         json: bool,
     },
+    /// End the kept credential at the service (RFC 7009: it stops working
+    /// everywhere within a second), then forget the registration.
+    Revoke {
+        /// Which service (its issuer or an API URL); needed when several are kept.
+        #[arg(long)]
+        service: Option<String>,
+    },
     /// Forget a service's credentials (or all).
     Forget {
         /// Which service (its issuer or an API URL); needed when several are kept.
@@ -447,6 +454,7 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        AgentCommand::Revoke { service } => revoke(&client, service.as_deref()).await,
         AgentCommand::Forget { service, all } => {
             let mut kept = Kept::load()?;
             if all {
@@ -491,6 +499,36 @@ fn prompt_code() -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     Ok(line.trim().to_owned())
+}
+
+async fn revoke(client: &Client, which: Option<&str>) -> anyhow::Result<()> {
+    let mut kept = Kept::load()?;
+    let issuer = kept.find(which)?;
+    let entry = kept
+        .services
+        .get_mut(&issuer)
+        .ok_or_else(|| anyhow!("gone"))?;
+    let credential = entry.credential.clone().ok_or_else(|| {
+        anyhow!("no credential kept for {issuer}: nothing to revoke (`authmd agent forget` drops the registration)")
+    })?;
+    if entry.service.metadata.revocation_endpoint.is_none() {
+        // Kept before the service published one: read its metadata again.
+        entry.service.metadata = client
+            .authorization_server(&issuer)
+            .await
+            .map_err(|e| anyhow!(describe(&e)))?;
+    }
+    client
+        .revoke(&entry.service, &credential)
+        .await
+        .map_err(|e| anyhow!(describe(&e)))?;
+    let registration = clean(&entry.registration.registration_id);
+    kept.services.remove(&issuer);
+    kept.save()?;
+    println!(
+        "revoked: the credential of registration {registration} no longer works at {issuer}; forgotten"
+    );
+    Ok(())
 }
 
 /// Discovery, with what it accepted under reservation shown on stderr.

@@ -477,3 +477,48 @@ async fn provider_revocation_then_the_agent_registers_again() {
     let renewed = anon.whoami().await;
     assert_ne!(renewed["registration_id"], first["registration_id"]);
 }
+
+/// RFC 7009 from the command line: `authmd agent revoke` ends the kept
+/// credential at the service (found through its metadata's
+/// `revocation_endpoint`) and forgets the registration; the key is refused
+/// afterwards, and the service recorded it.
+#[tokio::test]
+async fn an_agent_revokes_its_own_credential() {
+    let w = World::start().await;
+    let api = format!("{}/api/whoami", w.base);
+    w.agent_ok(&["register", &api, "--anonymous"]).await;
+    let me = w.whoami().await;
+    let secret = w.kept()["services"][&w.base]["credential"]["secret"]
+        .as_str()
+        .expect("kept secret")
+        .to_owned();
+
+    let out = w.agent_ok(&["revoke"]).await;
+    assert!(out.contains("revoked"), "{out}");
+    assert!(!out.contains(&secret), "{out}");
+    assert!(w.kept()["services"].get(&w.base).is_none(), "forgotten");
+    let r = reqwest::Client::new()
+        .get(&api)
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(r.status(), 401);
+    let events = authmd(w.dir.path())
+        .args(["audit", "list", "--event", "credential.revoked"])
+        .output()
+        .await
+        .expect("audit list");
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(
+        events.contains(me["registration_id"].as_str().expect("id")) && events.contains("\"self\""),
+        "{events}"
+    );
+    // Nothing kept: nothing to revoke.
+    let r = w.agent(&["revoke"]).await;
+    assert!(
+        !r.ok && r.stderr.contains("no registration kept"),
+        "{}",
+        r.stderr
+    );
+}

@@ -549,6 +549,7 @@ impl Client {
                 "revocation_uri",
                 metadata.agent_auth.revocation_uri.as_ref(),
             ),
+            ("revocation_endpoint", metadata.revocation_endpoint.as_ref()),
         ] {
             if let Some(u) = u {
                 let parsed = Url::parse(u)
@@ -785,6 +786,59 @@ impl Client {
         Ok((second, Some(service)))
     }
 
+    /// Ends `credential` at the service (RFC 7009 `revocation_endpoint`):
+    /// the token authenticates itself. The credential is only ever sent to
+    /// the issuer it came from, at an endpoint on that issuer's origin.
+    /// `Ok` means the service answered 200, which RFC 7009 §2.2 also says
+    /// for a token it did not know.
+    pub async fn revoke(
+        &self,
+        service: &Service,
+        credential: &Credential,
+    ) -> Result<(), ClientError> {
+        let endpoint = service
+            .metadata
+            .revocation_endpoint
+            .as_deref()
+            .ok_or_else(|| {
+                ClientError::Unsupported(format!(
+                    "{} publishes no revocation_endpoint",
+                    service.issuer
+                ))
+            })?;
+        if !credential.issuer.is_empty() && credential.issuer != service.issuer {
+            return Err(ClientError::Unsupported(format!(
+                "the credential is from {}, not {}: it is not sent",
+                credential.issuer, service.issuer
+            )));
+        }
+        let url = Url::parse(endpoint).map_err(|e| {
+            ClientError::Discovery(format!("revocation_endpoint {endpoint:?}: {e}"))
+        })?;
+        same_origin(&url, &service.issuer, "revocation_endpoint")?;
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("token", &credential.secret)
+            .finish();
+        let r = self
+            .http
+            .post(url)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body)
+            .send()
+            .await?;
+        let status = r.status();
+        let retry_after = retry_after(r.headers());
+        let bytes = read_capped(r).await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(refusal(status, retry_after, &bytes))
+        }
+    }
+
     async fn post_json<T: serde::de::DeserializeOwned>(
         &self,
         url: &str,
@@ -798,28 +852,38 @@ impl Client {
             .send()
             .await?;
         let status = r.status();
-        let retry_after = r
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(r.headers());
         let bytes = read_capped(r).await?;
         if !status.is_success() {
-            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            return Err(ClientError::Protocol {
-                status: status.as_u16(),
-                code: v["error"].as_str().unwrap_or("unknown").to_owned(),
-                message: v["message"]
-                    .as_str()
-                    .or(v["error_description"].as_str())
-                    .unwrap_or_default()
-                    .to_owned(),
-                retry_after,
-            });
+            return Err(refusal(status, retry_after, &bytes));
         }
         serde_json::from_slice(&bytes)
             .map_err(|e| ClientError::InvalidResponse(format!("{url}: {e}")))
+    }
+}
+
+/// `Retry-After` in seconds, if the answer has one.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// A refusal with the protocol's code: `{"error", "message"}`, or the OAuth
+/// shape `{"error", "error_description"}`.
+fn refusal(status: reqwest::StatusCode, retry_after: Option<Duration>, body: &[u8]) -> ClientError {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    ClientError::Protocol {
+        status: status.as_u16(),
+        code: v["error"].as_str().unwrap_or("unknown").to_owned(),
+        message: v["message"]
+            .as_str()
+            .or(v["error_description"].as_str())
+            .unwrap_or_default()
+            .to_owned(),
+        retry_after,
     }
 }
 

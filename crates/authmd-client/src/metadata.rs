@@ -34,6 +34,9 @@ pub struct AuthorizationServerMetadata {
     /// Kept by authmd (and the reference) for compatibility.
     #[serde(default)]
     pub resource: Option<String>,
+    /// RFC 7009: where an agent ends its own credential.
+    #[serde(default)]
+    pub revocation_endpoint: Option<String>,
     pub agent_auth: AgentAuth,
 }
 

@@ -123,6 +123,20 @@ impl Fake {
     }
 }
 
+impl Fake {
+    /// Request bodies received at `path`, as sent.
+    fn raw_bodies(&self, path: &str) -> Vec<String> {
+        self.state
+            .lock()
+            .expect("lock")
+            .bodies
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+}
+
 fn answer(
     s: &Mutex<State>,
     method: &HttpMethod,
@@ -539,4 +553,97 @@ async fn a_revoked_credential_is_renewed_once_and_a_never_working_one_is_not() {
         .expect("answer");
     assert_eq!(r.status(), 401);
     assert!(rediscovered.is_none());
+}
+
+/// RFC 7009: `revoke` posts the credential as `token=` to the service's
+/// `revocation_endpoint`, only for the issuer it came from and only on
+/// that issuer's origin; a refusal carries the OAuth error code.
+#[tokio::test]
+async fn a_credential_is_revoked_at_its_issuers_revocation_endpoint_only() {
+    let f = Fake::start().await;
+    f.well_formed();
+    let mut asm = f.asm();
+    asm["revocation_endpoint"] = json!(format!("{}/oauth2/revoke", f.base));
+    f.set(
+        "GET /.well-known/oauth-authorization-server",
+        ok(asm.clone()),
+    );
+    f.set(
+        "POST /oauth2/revoke",
+        Answer {
+            status: 200,
+            headers: vec![],
+            body: String::new(),
+        },
+    );
+    let service = client()
+        .discover(&format!("{}/api/x", f.base))
+        .await
+        .expect("discover");
+    let credential = authmd_client::Credential {
+        secret: "amd_sk_a+b/c=".into(),
+        resource: format!("{}/api/", f.base),
+        issuer: f.base.clone(),
+        registration_id: "reg_1".into(),
+        worked: true,
+    };
+    client()
+        .revoke(&service, &credential)
+        .await
+        .expect("revoke");
+    assert_eq!(
+        f.raw_bodies("/oauth2/revoke"),
+        ["token=amd_sk_a%2Bb%2Fc%3D"]
+    );
+
+    // A credential of another issuer is never sent.
+    let foreign = authmd_client::Credential {
+        issuer: "https://other.example".into(),
+        ..credential.clone()
+    };
+    let r = client().revoke(&service, &foreign).await;
+    assert!(matches!(r, Err(ClientError::Unsupported(_))), "{r:?}");
+    assert_eq!(f.raw_bodies("/oauth2/revoke").len(), 1);
+
+    // An OAuth error answer keeps its code and description.
+    f.set(
+        "POST /oauth2/revoke",
+        Answer {
+            status: 400,
+            headers: vec![("content-type", "application/json".into())],
+            body: json!({"error": "invalid_request", "error_description": "token is required"})
+                .to_string(),
+        },
+    );
+    match client().revoke(&service, &credential).await {
+        Err(ClientError::Protocol {
+            status,
+            code,
+            message,
+            ..
+        }) => {
+            assert_eq!(
+                (status, code.as_str(), message.as_str()),
+                (400, "invalid_request", "token is required")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A revocation_endpoint on another origin is refused at discovery; a
+    // service without one cannot revoke.
+    asm["revocation_endpoint"] = json!("https://collector.example/oauth2/revoke");
+    f.set(
+        "GET /.well-known/oauth-authorization-server",
+        ok(asm.clone()),
+    );
+    let m = discovery_error(client().discover(&format!("{}/api/x", f.base)).await);
+    assert!(m.contains("revocation_endpoint"), "{m}");
+    f.well_formed();
+    let plain = client()
+        .discover(&format!("{}/api/x", f.base))
+        .await
+        .expect("discover");
+    let r = client().revoke(&plain, &credential).await;
+    assert!(matches!(r, Err(ClientError::Unsupported(_))), "{r:?}");
 }

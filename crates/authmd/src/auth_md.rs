@@ -20,7 +20,7 @@ pub fn render(config: &Config, urls: &Urls) -> String {
     claim(&mut md, config, urls, flows);
     use_credential(&mut md, urls);
     errors(&mut md, urls, flows);
-    revocation(&mut md, flows);
+    revocation(&mut md, urls, flows);
     md
 }
 
@@ -393,7 +393,7 @@ fn errors(md: &mut String, urls: &Urls, flows: Flows) {
     );
 }
 
-fn revocation(md: &mut String, flows: Flows) {
+fn revocation(md: &mut String, urls: &Urls, flows: Flows) {
     let unclaimed = if flows.anonymous {
         "when its registration expires unclaimed, "
     } else {
@@ -411,7 +411,16 @@ fn revocation(md: &mut String, flows: Flows) {
          A credential stops working when it expires, {unclaimed}{provider}or when the service's \
          operators revoke it. You learn of it from a `401` with \
          `error=\"invalid_token\"` on your next request; there is no other notification. \
-         Then start again at step 1."
+         Then start again at step 1.\n\n\
+         When you are done, end your credential yourself (RFC 7009):\n\n\
+         ```http\nPOST {revoke} HTTP/1.1\nContent-Type: application/x-www-form-urlencoded\n\n\
+         token=amd_…\n```\n\n\
+         The answer is `200` with an empty body, for a token known here or not. The credential \
+         stops working at once, everywhere within a second. If it was the last live credential \
+         of its registration, the registration ends with it: register again to continue. A \
+         malformed request is `400` with `{{\"error\": \"invalid_request\", \
+         \"error_description\": \"…\"}}` (the OAuth error shape).",
+        revoke = urls.token_revocation,
     );
 }
 

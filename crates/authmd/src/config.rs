@@ -9,6 +9,7 @@
 
 mod dev;
 mod duration;
+mod introspection;
 mod load;
 mod production;
 mod providers;
@@ -23,6 +24,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
 pub use duration::{HumanDuration, parse as parse_duration, words as duration_words};
+pub use introspection::{CorsConfig, IntrospectionClient, IntrospectionConfig, MIN_CLIENT_SECRET};
 pub use load::{ENV_PREFIX, KEYS, KeyKind, load, load_str};
 pub use providers::{AssertionConfig, JwksConfig, ProviderConfig};
 pub use warnings::looks_like_placeholder;
@@ -100,6 +102,10 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub introspection: IntrospectionConfig,
+    #[serde(default)]
+    pub cors: CorsConfig,
 }
 
 /// The admin API (operator controls): off unless `listen` is set.
@@ -149,6 +155,8 @@ impl Default for Config {
             rate_limits: RateLimitConfig::default(),
             server: ServerConfig::default(),
             admin: AdminConfig::default(),
+            introspection: IntrospectionConfig::default(),
+            cors: CorsConfig::default(),
         };
         // The defaults are valid by construction; `validate` fills in the
         // derived values (issuer, resource identifier, rules).
@@ -872,6 +880,8 @@ impl Config {
                 ),
             ));
         }
+        self.introspection.validate()?;
+        self.cors.validate()?;
         match (&self.admin.listen, &self.admin.token) {
             (None, None) => {}
             (Some(_), None) => {

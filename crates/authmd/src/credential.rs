@@ -65,6 +65,11 @@ impl CredentialSource {
 pub struct UserSummary {
     pub id: String,
     pub email: Option<String>,
+    /// Whether `email` was verified (by a claim, or by the provider). Not
+    /// shown by `whoami`; what gateways and introspection pass on only
+    /// when true ([`CredentialRecord::verified_email`]).
+    #[serde(skip)]
+    pub email_verified: bool,
     pub name: Option<String>,
 }
 
@@ -138,6 +143,31 @@ impl CredentialRecord {
         Ok(())
     }
 
+    /// When the credential stops being valid by itself: its own expiry,
+    /// or, while its registration is unclaimed, the claim deadline, whichever
+    /// comes first (what [`CredentialRecord::check`] enforces). `None`:
+    /// valid until revoked.
+    pub fn valid_until(&self) -> Option<Timestamp> {
+        let deadline = match self.registration_status {
+            RegistrationStatus::Unclaimed | RegistrationStatus::PendingClaim => {
+                self.registration_expires_at
+            }
+            _ => None,
+        };
+        match (self.expires_at, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The bound user's email, only if it was verified.
+    pub fn verified_email(&self) -> Option<&str> {
+        self.user
+            .as_ref()
+            .filter(|u| u.email_verified)
+            .and_then(|u| u.email.as_deref())
+    }
+
     /// Whether every scope in `needed` was granted.
     pub fn has_scopes(&self, needed: &[String]) -> bool {
         needed.iter().all(|n| self.scopes.iter().any(|s| s == n))
@@ -198,6 +228,32 @@ mod tests {
         let mut r = record();
         r.registration_status = RegistrationStatus::Expired;
         assert_eq!(r.check(now), Err(Refusal::RegistrationInactive));
+    }
+
+    #[test]
+    fn valid_until_is_the_earlier_of_expiry_and_claim_deadline() {
+        let mut r = record();
+        assert_eq!(r.valid_until(), Some(Timestamp::from_secs(2000)));
+        r.expires_at = Some(Timestamp::from_secs(1500));
+        assert_eq!(r.valid_until(), Some(Timestamp::from_secs(1500)));
+        r.registration_status = RegistrationStatus::Claimed;
+        r.expires_at = None;
+        assert_eq!(r.valid_until(), None, "a claimed key has no deadline");
+    }
+
+    #[test]
+    fn only_a_verified_email_is_passed_on() {
+        let mut r = record();
+        let user = |verified| UserSummary {
+            id: "usr_1".into(),
+            email: Some("a@example.com".into()),
+            email_verified: verified,
+            name: None,
+        };
+        r.user = Some(user(false));
+        assert_eq!(r.verified_email(), None);
+        r.user = Some(user(true));
+        assert_eq!(r.verified_email(), Some("a@example.com"));
     }
 
     #[test]

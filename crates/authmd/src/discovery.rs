@@ -28,6 +28,10 @@ pub struct Urls {
     pub register: String,
     pub claim: String,
     pub revoke: String,
+    /// RFC 7009: where an agent ends its own credential.
+    pub token_revocation: String,
+    /// RFC 7662: where resource servers ask about a credential.
+    pub introspection: String,
     pub whoami: String,
 }
 
@@ -68,6 +72,8 @@ impl Urls {
             register: format!("{issuer}/agent/auth"),
             claim: format!("{issuer}/agent/auth/claim"),
             revoke: format!("{issuer}/agent/auth/revoke"),
+            token_revocation: format!("{issuer}/oauth2/revoke"),
+            introspection: format!("{issuer}/oauth2/introspect"),
             issuer,
             resource,
             resource_path,
@@ -168,6 +174,15 @@ pub struct AuthorizationServerMetadata<'a> {
     pub resource: &'a str,
     pub authorization_servers: [&'a str; 1],
     pub bearer_methods_supported: [&'a str; 1],
+    /// RFC 7009 for the agent's own credential: the token authenticates
+    /// itself, so no client authentication (`none`).
+    pub revocation_endpoint: &'a str,
+    pub revocation_endpoint_auth_methods_supported: [&'a str; 1],
+    /// RFC 7662, published while a caller is configured (HTTP Basic).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub introspection_endpoint: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub introspection_endpoint_auth_methods_supported: Option<[&'a str; 1]>,
     pub agent_auth: AgentAuth<'a>,
 }
 
@@ -213,6 +228,7 @@ impl Documents {
                 credential_types_supported: vec!["access_token", "api_key"],
             }
         });
+        let introspection = !config.introspection.clients.is_empty();
         let asm = AuthorizationServerMetadata {
             issuer: &urls.issuer,
             scopes_supported: scopes,
@@ -222,6 +238,11 @@ impl Documents {
             resource: &urls.resource,
             authorization_servers: [&urls.issuer],
             bearer_methods_supported: ["header"],
+            revocation_endpoint: &urls.token_revocation,
+            revocation_endpoint_auth_methods_supported: ["none"],
+            introspection_endpoint: introspection.then_some(urls.introspection.as_str()),
+            introspection_endpoint_auth_methods_supported: introspection
+                .then_some(["client_secret_basic"]),
             agent_auth: AgentAuth {
                 skill: &urls.auth_md,
                 register_uri: &urls.register,

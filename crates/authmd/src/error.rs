@@ -76,6 +76,10 @@ pub enum ProtocolError {
     /// Valid credential without the scopes the request needs (403).
     #[error("the credential lacks the scope this request needs")]
     InsufficientScope { needed: Vec<String> },
+    /// RFC 6749 §5.2 / RFC 7662 §2.1: the caller of the introspection
+    /// endpoint did not authenticate as a configured client (401).
+    #[error("client authentication failed")]
+    InvalidClient,
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -121,6 +125,7 @@ impl ProtocolError {
             ProtocolError::RateLimited { .. } => "rate_limited",
             ProtocolError::InvalidToken => "invalid_token",
             ProtocolError::InsufficientScope { .. } => "insufficient_scope",
+            ProtocolError::InvalidClient => "invalid_client",
             ProtocolError::NotFound => "not_found",
             ProtocolError::MethodNotAllowed => "method_not_allowed",
         }

@@ -24,6 +24,7 @@ pub mod discovery;
 pub mod error;
 pub mod http;
 pub mod id_jag;
+pub mod introspect;
 pub mod jwks;
 pub mod mail;
 pub mod middleware;
@@ -31,6 +32,7 @@ pub mod outbound;
 pub mod rate_limit;
 pub mod register;
 pub mod revoke;
+pub mod self_revoke;
 pub mod store;
 pub mod time;
 pub mod token;
@@ -78,6 +80,7 @@ struct Inner {
     verifier: id_jag::Verifier,
     mail_queue: mail::MailQueue,
     otp_key: claim::OtpKey,
+    introspectors: introspect::Introspectors,
     /// The poller and the sweeper, aborted when the handle is dropped.
     background: std::sync::OnceLock<Vec<tokio::task::AbortHandle>>,
 }
@@ -171,6 +174,7 @@ impl AuthMd {
             Some(k) => claim::OtpKey::new(&config::decode_key(k.expose()).unwrap_or_default()),
             None => claim::OtpKey::new(&store.secret_key().await?),
         };
+        let introspectors = introspect::Introspectors::new(&config);
         let mail_queue = mail::MailQueue::start(Arc::clone(&mailer), config.mail.retry_for.get());
         let app = AuthMd {
             inner: Arc::new(Inner {
@@ -184,6 +188,7 @@ impl AuthMd {
                 verifier,
                 mail_queue,
                 otp_key,
+                introspectors,
                 background: std::sync::OnceLock::new(),
             }),
         };
@@ -227,6 +232,11 @@ impl AuthMd {
 
     pub(crate) fn otp_key(&self) -> &claim::OtpKey {
         &self.inner.otp_key
+    }
+
+    /// The callers of the introspection endpoint.
+    pub fn introspectors(&self) -> &introspect::Introspectors {
+        &self.inner.introspectors
     }
 
     pub fn validator(&self) -> &Validator {

@@ -105,6 +105,9 @@ pub const KEYS: &[(&str, KeyKind)] = {
         ("admin.tls_cert_file", Str),
         ("admin.tls_key_file", Str),
         ("admin.allow_insecure_remote", Bool),
+        ("introspection.clients", Toml),
+        ("introspection.failures_per_ip_per_hour", Int),
+        ("cors.allowed_origins", List),
     ]
 };
 
@@ -131,6 +134,7 @@ pub fn load_str(text: &str, env: &BTreeMap<String, String>) -> Result<Config, Co
     })?;
     apply_env(&mut table, env)?;
     resolve_secret_files(&mut table)?;
+    super::introspection::resolve_client_secrets(&mut table)?;
     let value = toml::Value::Table(table);
     let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
         let mut key = e.path().to_string();
@@ -278,7 +282,7 @@ fn table_at<'a>(table: &'a mut toml::Table, path: &[&str]) -> Option<&'a mut tom
     }
 }
 
-fn read_secret_file(key: &str, path: &str) -> Result<String, ConfigError> {
+pub(super) fn read_secret_file(key: &str, path: &str) -> Result<String, ConfigError> {
     let s = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(key, format!("cannot read secret file {path}: {e}")))?;
     Ok(s.strip_suffix('\n')

@@ -41,7 +41,7 @@ pub fn status(e: &ProtocolError) -> StatusCode {
         ProtocolError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
         ProtocolError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         ProtocolError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-        ProtocolError::InvalidToken => StatusCode::UNAUTHORIZED,
+        ProtocolError::InvalidToken | ProtocolError::InvalidClient => StatusCode::UNAUTHORIZED,
         ProtocolError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
         ProtocolError::NotFound => StatusCode::NOT_FOUND,
         ProtocolError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -187,6 +187,7 @@ mod tests {
             ),
             (ProtocolError::PreviouslyClaimed, 409, "previously_claimed"),
             (ProtocolError::InvalidToken, 401, "invalid_token"),
+            (ProtocolError::InvalidClient, 401, "invalid_client"),
             (
                 ProtocolError::InsufficientScope { needed: vec![] },
                 403,

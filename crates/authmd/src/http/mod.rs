@@ -2,8 +2,10 @@
 //! `routes.rs` are thin (decode, call one `AuthMd` method, encode).
 
 mod admin;
+mod cors;
 mod error;
 pub mod extract;
+pub mod oauth;
 mod routes;
 
 pub use admin::{DEFAULT_OPERATOR, OPERATOR_HEADER, REVOKE_ALL_CONFIRMATION, admin_router};
@@ -73,9 +75,14 @@ fn with_agent_routes(app: AuthMd, base: Router<AuthMd>) -> Router {
         .layer(DefaultBodyLimit::max(extract::MAX_BODY));
     router
         .merge(agent)
+        // Outside the agent endpoints' timeout layer: these bound their
+        // body read themselves (introspection is a hot path).
+        .route("/oauth2/introspect", post(oauth::introspect))
+        .route("/oauth2/revoke", post(oauth::revoke))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .with_state(app)
+        .with_state(app.clone())
+        .layer(cors::CorsLayer::new(app))
 }

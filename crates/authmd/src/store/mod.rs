@@ -302,6 +302,52 @@ pub enum SubjectRevoked {
     Replay,
 }
 
+/// An agent ending its own credential (RFC 7009 at `POST /oauth2/revoke`):
+/// the presented token authenticated itself, so it names exactly one
+/// credential, by id and hash.
+#[derive(Debug, Clone)]
+pub struct SelfRevocation {
+    pub credential_id: String,
+    pub credential: SecretHash,
+    pub now: Timestamp,
+    pub meta: RequestMeta,
+}
+
+impl SelfRevocation {
+    /// `credential.revoked`, or `registration.revoked` when the
+    /// registration ended with it, both `by: "self"`.
+    pub(crate) fn event(
+        &self,
+        kind: EventKind,
+        registration_id: &str,
+        user_id: Option<&str>,
+        credential_type: &str,
+    ) -> AuditEvent {
+        let mut e = AuditEvent::new(kind, self.now, &self.meta)
+            .registration(registration_id)
+            .with("by", "self")
+            .with("credential_id", self.credential_id.as_str())
+            .with("credential_type", credential_type);
+        if kind == EventKind::RegistrationRevoked {
+            e = e.with("credentials_revoked", 1);
+        }
+        if let Some(u) = user_id {
+            e = e.user(u);
+        }
+        e
+    }
+}
+
+/// What a self-revocation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelfRevoked {
+    /// The credential is revoked. `registration_ended`: nothing else of its
+    /// registration was live, so the registration is `revoked` too.
+    Revoked { registration_ended: bool },
+    /// Not a live credential (already revoked, or unknown): nothing written.
+    Nothing,
+}
+
 /// What an operator revokes (§5, §11: "any ──operator revoke──▶ revoked").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevokeTarget {
@@ -517,6 +563,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Records an event that accompanies no state change (a refusal).
     async fn record_event(&self, event: AuditEvent) -> Result<(), StoreError>;
 
+    /// Counts one request against `limits` in order (the first refusal
+    /// wins and nothing is written), for requests that change nothing
+    /// else but must be throttled across replicas: failed client
+    /// authentications at the introspection endpoint.
+    async fn count_request(
+        &self,
+        limits: Vec<RateLimit>,
+        now: Timestamp,
+    ) -> Result<Result<(), RateLimited>, StoreError>;
+
     /// The credential with this id, joined with its registration and user.
     /// The caller compares the stored hash with the presented secret's.
     async fn find_credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError>;
@@ -564,6 +620,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// the delegation revoked and records `registration.revoked`. Later
     /// assertions issued before `assertions_before` are refused.
     async fn revoke_subject(&self, r: SubjectRevocation) -> Result<SubjectRevoked, StoreError>;
+
+    /// RFC 7009: revokes the one credential `r` names (id and hash) if it
+    /// is not revoked yet, records `credential.revoked` (`by: "self"`) and
+    /// appends it to the invalidation log. When no other credential of
+    /// its registration is live, the registration is `revoked` too and
+    /// `registration.revoked` is recorded; a delegation is left as it is
+    /// (the user withdrew nothing: a fresh ID-JAG registers again).
+    async fn revoke_credential(&self, r: SelfRevocation) -> Result<SelfRevoked, StoreError>;
 
     /// Revokes every live registration of the target and all their
     /// credentials; records `registration.revoked` for each and one
@@ -744,7 +808,7 @@ macro_rules! credential_columns {
     () => {
         "c.id, c.type, c.source, c.scopes, c.issued_at, c.expires_at, c.revoked_at,
          c.iss, c.sub, r.id, r.type, r.status, r.expires_at, u.id, u.email, u.name,
-         c.token_hash"
+         c.token_hash, u.email_verified"
     };
 }
 pub(crate) use credential_columns;
@@ -768,6 +832,7 @@ pub(crate) struct RawCredential {
     pub user_email: Option<String>,
     pub user_name: Option<String>,
     pub token_hash: Vec<u8>,
+    pub user_email_verified: Option<bool>,
 }
 
 impl RawCredential {
@@ -797,6 +862,7 @@ impl RawCredential {
             user: self.user_id.map(|id| UserSummary {
                 id,
                 email: self.user_email,
+                email_verified: self.user_email_verified.unwrap_or(false),
                 name: self.user_name,
             }),
             secret_hash: SecretHash::from_slice(&self.token_hash)

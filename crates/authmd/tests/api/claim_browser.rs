@@ -21,7 +21,7 @@ const PAGE_WAIT: Duration = Duration::from_secs(10);
 const DRIVER: &str = "/usr/bin/chromedriver";
 const BROWSER: &str = "/usr/bin/chromium";
 
-struct Driver(Child);
+pub struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -32,7 +32,7 @@ impl Drop for Driver {
 
 /// A browser session. The tests that call this are ignored when no browser
 /// is installed (see the module doc), so a missing one here is a failure.
-async fn browser() -> (Client, Driver) {
+pub async fn browser() -> (Client, Driver) {
     assert!(
         Path::new(DRIVER).exists() && Path::new(BROWSER).exists(),
         "the claim-page browser tests need {BROWSER} and {DRIVER} \

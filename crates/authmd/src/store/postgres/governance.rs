@@ -9,7 +9,8 @@ use tokio_postgres::types::ToSql;
 
 use super::super::listing::{self, Arg, MAX_PAGE, Query, ReadRow};
 use super::super::{
-    OperatorRevocation, RevokeReport, SubjectRevocation, SubjectRevoked, TailCursor,
+    OperatorRevocation, RevokeReport, SelfRevocation, SelfRevoked, SubjectRevocation,
+    SubjectRevoked, TailCursor,
 };
 use super::{StoreError, exec, insert_event, lock, log_invalidations, pg};
 use crate::audit::{AuditEvent, AuditRecord, EventFilter, EventKind};
@@ -162,6 +163,95 @@ pub(super) async fn revoke_subject(
     }
     log_invalidations(tx, hashes, r.now).await?;
     Ok(SubjectRevoked::Done(report))
+}
+
+/// RFC 7009 self-revocation in one transaction. The registration is
+/// locked first (`FOR UPDATE OF r`), as operator revocations and the sweep
+/// do, so "is anything else live?" cannot race an issuance into it.
+pub(super) async fn revoke_credential(
+    tx: &Transaction<'_>,
+    r: &SelfRevocation,
+) -> Result<SelfRevoked, StoreError> {
+    let now = r.now.as_millis();
+    let stmt = tx
+        .prepare_cached(
+            "SELECT r.id, r.status, c.user_id, c.type FROM credentials c
+             JOIN registrations r ON r.id = c.registration_id
+             WHERE c.id = $1 AND c.token_hash = $2 AND c.revoked_at IS NULL
+             FOR UPDATE OF r",
+        )
+        .await
+        .map_err(pg)?;
+    let Some(row) = tx
+        .query_opt(&stmt, &[&r.credential_id, &r.credential.as_bytes()])
+        .await
+        .map_err(pg)?
+    else {
+        return Ok(SelfRevoked::Nothing);
+    };
+    let (registration_id, status, user_id, credential_type): (
+        String,
+        String,
+        Option<String>,
+        String,
+    ) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    let revoked = exec(
+        tx,
+        "UPDATE credentials SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        &[&now, &r.credential_id],
+    )
+    .await?;
+    if revoked == 0 {
+        // Revoked by a transaction that committed while we waited.
+        return Ok(SelfRevoked::Nothing);
+    }
+    let stmt = tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM credentials WHERE registration_id = $1
+                 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2))",
+        )
+        .await
+        .map_err(pg)?;
+    let left: bool = tx
+        .query_one(&stmt, &[&registration_id, &now])
+        .await
+        .map_err(pg)?
+        .get(0);
+    let live = matches!(
+        status.as_str(),
+        "unclaimed" | "pending_claim" | "claimed" | "active"
+    );
+    let ended = !left && live;
+    if ended {
+        exec(
+            tx,
+            "UPDATE registrations SET status = 'revoked', updated_at = $1 WHERE id = $2",
+            &[&now, &registration_id],
+        )
+        .await?;
+    }
+    let mut events = vec![r.event(
+        EventKind::CredentialRevoked,
+        &registration_id,
+        user_id.as_deref(),
+        &credential_type,
+    )];
+    if ended {
+        events.push(r.event(
+            EventKind::RegistrationRevoked,
+            &registration_id,
+            user_id.as_deref(),
+            &credential_type,
+        ));
+    }
+    for e in &events {
+        insert_event(tx, e).await?;
+        e.log();
+    }
+    log_invalidations(tx, vec![r.credential.as_bytes().to_vec()], r.now).await?;
+    Ok(SelfRevoked::Revoked {
+        registration_ended: ended,
+    })
 }
 
 type Target = (String, Option<String>, Option<String>, Option<String>);

@@ -30,6 +30,7 @@ use super::{
     RegistrationSummary, RevokeReport, SubjectRevocation, SubjectRevoked, TailCursor, UserFilter,
     UserRecord, listing,
 };
+use super::{SelfRevocation, SelfRevoked};
 use crate::audit::{AuditEvent, AuditRecord, EventFilter, EventKind, RequestMeta};
 use crate::credential::CredentialRecord;
 use crate::rate_limit::{RateLimit, RateLimited};
@@ -624,6 +625,20 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(pg)
     }
 
+    async fn count_request(
+        &self,
+        limits: Vec<RateLimit>,
+        now: Timestamp,
+    ) -> Result<Result<(), RateLimited>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let outcome = admit(&tx, &limits, now).await?;
+        if outcome.is_ok() {
+            tx.commit().await.map_err(pg)?;
+        }
+        Ok(outcome)
+    }
+
     async fn find_credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(CREDENTIAL_QUERY).await.map_err(pg)?;
@@ -648,6 +663,7 @@ impl Store for PostgresStore {
             user_email: r.try_get(14).map_err(pg)?,
             user_name: r.try_get(15).map_err(pg)?,
             token_hash: r.try_get(16).map_err(pg)?,
+            user_email_verified: r.try_get(17).map_err(pg)?,
         };
         raw.into_record().map(Some)
     }
@@ -823,6 +839,16 @@ impl Store for PostgresStore {
         let report = governance::revoke(&tx, &r).await?;
         tx.commit().await.map_err(pg)?;
         Ok(report)
+    }
+
+    async fn revoke_credential(&self, r: SelfRevocation) -> Result<SelfRevoked, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let outcome = governance::revoke_credential(&tx, &r).await?;
+        if outcome != SelfRevoked::Nothing {
+            tx.commit().await.map_err(pg)?;
+        }
+        Ok(outcome)
     }
 
     async fn list_registrations(

@@ -7,7 +7,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::super::listing::{self, Arg, MAX_PAGE, Query, ReadRow};
 use super::super::{
-    OperatorRevocation, RevokeReport, SubjectRevocation, SubjectRevoked, TailCursor,
+    OperatorRevocation, RevokeReport, SelfRevocation, SelfRevoked, SubjectRevocation,
+    SubjectRevoked, TailCursor,
 };
 use super::{StoreError, db, insert_event, log_invalidations, retire};
 use crate::audit::{AuditRecord, EventFilter, EventKind};
@@ -143,6 +144,62 @@ pub(super) fn revoke_subject(
     }
     log_invalidations(c, hashes, r.now)?;
     Ok(SubjectRevoked::Done(report))
+}
+
+/// Whether a registration has a credential that is neither revoked nor
+/// expired at `now`.
+const ANY_LIVE_CREDENTIAL: &str =
+    "SELECT EXISTS (SELECT 1 FROM credentials WHERE registration_id = ?1
+     AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2))";
+
+/// RFC 7009 self-revocation in the writer's transaction.
+pub(super) fn revoke_credential(
+    c: &Connection,
+    r: &SelfRevocation,
+) -> Result<SelfRevoked, StoreError> {
+    let now = r.now.as_millis();
+    let revoked: Option<(String, Option<String>, String)> = c
+        .prepare_cached(
+            "UPDATE credentials SET revoked_at = ?1
+             WHERE id = ?2 AND token_hash = ?3 AND revoked_at IS NULL
+             RETURNING registration_id, user_id, type",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![now, r.credential_id, r.credential.as_bytes()],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()
+        })
+        .map_err(db)?;
+    let Some((registration_id, user_id, credential_type)) = revoked else {
+        return Ok(SelfRevoked::Nothing);
+    };
+    let left: bool = c
+        .prepare_cached(ANY_LIVE_CREDENTIAL)
+        .and_then(|mut s| s.query_row(params![registration_id, now], |row| row.get(0)))
+        .map_err(db)?;
+    let ended = !left
+        && c.prepare_cached(
+            "UPDATE registrations SET status = 'revoked', updated_at = ?1
+             WHERE id = ?2 AND status IN ('unclaimed', 'pending_claim', 'claimed', 'active')",
+        )
+        .and_then(|mut s| s.execute(params![now, registration_id]))
+        .map_err(db)?
+            > 0;
+    let mut kinds = vec![EventKind::CredentialRevoked];
+    if ended {
+        kinds.push(EventKind::RegistrationRevoked);
+    }
+    for kind in kinds {
+        let event = r.event(kind, &registration_id, user_id.as_deref(), &credential_type);
+        insert_event(c, &event)?;
+        event.log();
+    }
+    log_invalidations(c, vec![r.credential.as_bytes().to_vec()], r.now)?;
+    Ok(SelfRevoked::Revoked {
+        registration_ended: ended,
+    })
 }
 
 type Target = (String, Option<String>, Option<String>, Option<String>);

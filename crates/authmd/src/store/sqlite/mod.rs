@@ -34,6 +34,7 @@ use super::{
     RegistrationSummary, RevokeReport, SubjectRevocation, SubjectRevoked, TailCursor, UserFilter,
     UserRecord, listing,
 };
+use super::{SelfRevocation, SelfRevoked};
 use crate::audit::{AuditEvent, AuditRecord, EventFilter, EventKind, RequestMeta};
 use crate::credential::CredentialRecord;
 use crate::rate_limit::{RateLimit, RateLimited};
@@ -476,6 +477,7 @@ fn credential_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawCredential>
         user_email: r.get(14)?,
         user_name: r.get(15)?,
         token_hash: r.get(16)?,
+        user_email_verified: r.get(17)?,
     })
 }
 
@@ -771,6 +773,14 @@ impl Store for SqliteStore {
         self.write(move |c| insert_event(c, &event)).await
     }
 
+    async fn count_request(
+        &self,
+        limits: Vec<RateLimit>,
+        now: Timestamp,
+    ) -> Result<Result<(), RateLimited>, StoreError> {
+        self.write(move |c| admit(c, &limits, now)).await
+    }
+
     async fn create_email_registration(
         &self,
         reg: NewEmailRegistration,
@@ -972,6 +982,11 @@ impl Store for SqliteStore {
 
     async fn revoke(&self, r: OperatorRevocation) -> Result<RevokeReport, StoreError> {
         self.write(move |c| governance::revoke(c, &r)).await
+    }
+
+    async fn revoke_credential(&self, r: SelfRevocation) -> Result<SelfRevoked, StoreError> {
+        self.write(move |c| governance::revoke_credential(c, &r))
+            .await
     }
 
     async fn list_registrations(
