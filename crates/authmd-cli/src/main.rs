@@ -1,12 +1,13 @@
 //! The `authmd` binary: `serve`, `migrate`, `check-config`, and the
 //! operator commands (`audit`, `registrations`, `users`, `delegations`,
-//! `providers`, `revoke-all`), and the other two roles of the protocol:
+//! `providers`, `keys`, `revoke-all`), and the other two roles of the protocol:
 //! `agent` (an agent's client) and `provider` (a development agent
 //! provider).
 
 mod admin;
 mod agent;
 mod audit;
+mod keys;
 mod private;
 mod provider;
 mod serve;
@@ -60,6 +61,9 @@ enum Command {
     /// Providers: revoke everything one provider issued.
     #[command(subcommand)]
     Providers(admin::ProvidersCommand),
+    /// authmd's own signing keys: list, rotate.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Revoke every live agent registration and credential (incident
     /// response; asks for confirmation unless --yes).
     RevokeAll(admin::RevokeAllArgs),
@@ -137,6 +141,7 @@ fn server_command(command: Command, config: authmd::Config) -> anyhow::Result<()
         Command::Providers(cmd) => {
             runtime(1).and_then(|rt| rt.block_on(admin::providers(cmd, config)))
         }
+        Command::Keys(cmd) => runtime(1).and_then(|rt| rt.block_on(keys::run(cmd, config))),
         Command::RevokeAll(args) => {
             runtime(1).and_then(|rt| rt.block_on(admin::revoke_all(args, config)))
         }

@@ -461,3 +461,57 @@ async fn audit_tail_follows_the_server() {
     let _ = tail.kill();
     let _ = tail.wait();
 }
+
+/// `authmd keys rotate` on the database of a running server: the server
+/// publishes the new key (at its next reload, within 10 s) beside the old
+/// one; `keys list` shows both, the old one replaced.
+#[tokio::test]
+async fn keys_rotate_reaches_the_running_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), free_port()).await;
+    let jwks_kids = || async {
+        let doc: Value = reqwest::get(format!("{}/.well-known/jwks.json", server.base))
+            .await
+            .expect("JWKS")
+            .json()
+            .await
+            .expect("JSON");
+        let mut kids: Vec<String> = doc["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|k| k["kid"].as_str().map(str::to_owned))
+            .collect();
+        kids.sort();
+        kids
+    };
+    let before = jwks_kids().await;
+    assert_eq!(before.len(), 1);
+    let rotated = cli_json(dir.path(), &["keys", "rotate", "--json"]);
+    let new = rotated["kid"].as_str().unwrap_or_default().to_owned();
+    assert!(!new.is_empty() && new != before[0]);
+    let mut expected = vec![before[0].clone(), new.clone()];
+    expected.sort();
+    let started = Instant::now();
+    while jwks_kids().await != expected {
+        assert!(
+            started.elapsed() < Duration::from_secs(12),
+            "the server did not publish the new key"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let list = cli_json(dir.path(), &["keys", "list", "--json"]);
+    let list = list.as_array().cloned().unwrap_or_default();
+    assert_eq!(list.len(), 2);
+    let old = list.iter().find(|k| k["kid"] == before[0].as_str());
+    assert!(old.is_some_and(|k| k["published_until"].is_string() && k["opens"] == true));
+    let events = cli_lines(
+        dir.path(),
+        &["audit", "export", "--event", "operator.action"],
+    );
+    assert!(
+        events.iter().any(
+            |e| e["data"]["action"] == "rotate_signing_key" && e["data"]["kid"] == new.as_str()
+        )
+    );
+}

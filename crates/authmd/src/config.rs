@@ -96,6 +96,38 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub signing: SigningConfig,
+}
+
+/// authmd's own signing keys (`service_keys.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// The algorithm of keys generated from now on: `ES256` (default),
+    /// `EdDSA`, `RS256` or `PS256`. Existing keys keep theirs until
+    /// rotated.
+    #[serde(default = "default_signing_algorithm")]
+    pub algorithm: String,
+}
+
+fn default_signing_algorithm() -> String {
+    "ES256".into()
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        SigningConfig {
+            algorithm: default_signing_algorithm(),
+        }
+    }
+}
+
+impl SigningConfig {
+    /// The algorithm (checked by [`Config::validate`]).
+    pub fn algorithm(&self) -> authmd_jose::Algorithm {
+        authmd_jose::Algorithm::from_name(&self.algorithm).unwrap_or(authmd_jose::Algorithm::Es256)
+    }
 }
 
 /// The admin API (operator controls): off unless `listen` is set.
@@ -135,6 +167,7 @@ impl Default for Config {
             rate_limits: RateLimitConfig::default(),
             server: ServerConfig::default(),
             admin: AdminConfig::default(),
+            signing: SigningConfig::default(),
         };
         // The defaults are valid by construction; `validate` fills in the
         // derived values (issuer, resource identifier, rules).
@@ -769,6 +802,12 @@ impl Config {
             return Err(ConfigError::new(
                 "server.secret_key",
                 "must be at least 32 bytes, hex or base64 (e.g. `openssl rand -hex 32`)",
+            ));
+        }
+        if authmd_jose::Algorithm::from_name(&self.signing.algorithm).is_none() {
+            return Err(ConfigError::new(
+                "signing.algorithm",
+                "must be ES256, EdDSA, RS256 or PS256",
             ));
         }
         if !matches!(self.server.log_format.as_str(), "text" | "json") {

@@ -31,6 +31,7 @@ pub mod outbound;
 pub mod rate_limit;
 pub mod register;
 pub mod revoke;
+pub mod service_keys;
 pub mod store;
 pub mod time;
 pub mod token;
@@ -78,7 +79,9 @@ struct Inner {
     verifier: id_jag::Verifier,
     mail_queue: mail::MailQueue,
     otp_key: claim::OtpKey,
-    /// The poller and the sweeper, aborted when the handle is dropped.
+    service_keys: service_keys::ServiceKeys,
+    /// The poller, the sweeper and the key reload, aborted when the handle
+    /// is dropped.
     background: std::sync::OnceLock<Vec<tokio::task::AbortHandle>>,
 }
 
@@ -93,6 +96,8 @@ pub enum OpenError {
     Outbound(#[from] outbound::FetchError),
     #[error("cannot set up mail: {0}")]
     Mail(#[from] mail::MailError),
+    #[error("cannot set up the signing keys: {0}")]
+    Keys(#[from] service_keys::KeysError),
 }
 
 impl AuthMd {
@@ -167,10 +172,15 @@ impl AuthMd {
         );
         // Position the invalidation log before the first request is served.
         validator.poll_invalidations().await?;
-        let otp_key = match &config.server.secret_key {
-            Some(k) => claim::OtpKey::new(&config::decode_key(k.expose()).unwrap_or_default()),
-            None => claim::OtpKey::new(&store.secret_key().await?),
-        };
+        let secret = service_keys::server_secret(&config, store.as_ref()).await?;
+        let otp_key = claim::OtpKey::new(&secret);
+        let service_keys = service_keys::ServiceKeys::open(
+            Arc::clone(&store),
+            &secret,
+            config.signing.algorithm(),
+            Timestamp::now(),
+        )
+        .await?;
         let mail_queue = mail::MailQueue::start(Arc::clone(&mailer), config.mail.retry_for.get());
         let app = AuthMd {
             inner: Arc::new(Inner {
@@ -184,6 +194,7 @@ impl AuthMd {
                 verifier,
                 mail_queue,
                 otp_key,
+                service_keys,
                 background: std::sync::OnceLock::new(),
             }),
         };
@@ -227,6 +238,11 @@ impl AuthMd {
 
     pub(crate) fn otp_key(&self) -> &claim::OtpKey {
         &self.inner.otp_key
+    }
+
+    /// authmd's own signing keys: signing, the JWKS, rotation.
+    pub fn service_keys(&self) -> &service_keys::ServiceKeys {
+        &self.inner.service_keys
     }
 
     pub fn validator(&self) -> &Validator {
@@ -280,7 +296,16 @@ impl AuthMd {
                 Err(e) => tracing::warn!(error = %e, "sweep failed"),
             }
         });
-        vec![poller, sweeper]
+        let keys = every(
+            Arc::downgrade(&self.inner),
+            service_keys::RELOAD,
+            |app| async move {
+                if let Err(e) = app.service_keys().reload(Timestamp::now()).await {
+                    tracing::warn!(error = %e, "cannot read the signing keys");
+                }
+            },
+        );
+        vec![poller, sweeper, keys]
     }
 }
 

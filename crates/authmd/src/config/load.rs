@@ -96,6 +96,7 @@ pub const KEYS: &[(&str, KeyKind)] = {
         ("server.secret_key", Secret),
         ("admin.listen", Str),
         ("admin.token", Secret),
+        ("signing.algorithm", Str),
     ]
 };
 

@@ -49,7 +49,8 @@ fn with_agent_routes(app: AuthMd, base: Router<AuthMd>) -> Router {
             "/.well-known/oauth-authorization-server",
             get(routes::as_metadata),
         )
-        .route("/auth.md", get(routes::auth_md));
+        .route("/auth.md", get(routes::auth_md))
+        .route(crate::discovery::JWKS_PATH, get(routes::jwks));
     for path in &app.urls().prm_paths {
         router = router.route(path, get(routes::protected_resource_metadata));
     }

@@ -19,4 +19,5 @@ mod replicas;
 mod resource;
 mod restart;
 mod revoke;
+mod service_keys;
 mod store_contract;
