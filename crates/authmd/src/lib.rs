@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
 pub mod admin;
 pub mod audit;
 mod auth_md;

@@ -10,7 +10,8 @@ pub use admin::{DEFAULT_OPERATOR, OPERATOR_HEADER, REVOKE_ALL_CONFIRMATION, admi
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
+use tower::Layer;
 
 use crate::AuthMd;
 
@@ -22,18 +23,37 @@ pub use error::status;
 /// serve it with `into_make_service_with_connect_info::<SocketAddr>()` so
 /// that client IPs are known.
 pub fn router(app: AuthMd) -> Router {
-    // Everything under the resource path is validated before routing, so an
-    // unknown path there answers 401 to a stranger and 404 to an agent.
     let resource_path = app.urls().resource_path.clone();
-    let resource = Router::new()
+    let builtin = Router::new()
         .route(&format!("{resource_path}whoami"), get(routes::whoami))
-        .route(
-            &format!("{resource_path}{{*rest}}"),
-            any(routes::resource_not_found),
-        )
-        .route(&resource_path, any(routes::resource_not_found))
-        .layer(app.require_credential());
+        .fallback(routes::resource_not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed);
+    let resource = protect(&app, builtin);
     with_agent_routes(app, resource)
+}
+
+/// Routes everything under the resource path to `service`, behind the
+/// credential layer. The layer wraps the whole service, so validation and
+/// the scope rules come before any routing there: a stranger gets 401 and
+/// a key without the scope 403 whatever the method or path (never a 405
+/// or 404 that would tell what exists).
+fn protect<S>(app: &AuthMd, service: S) -> Router<AuthMd>
+where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let resource_path = &app.urls().resource_path;
+    let protected = app.require_credential().layer(service);
+    Router::new()
+        .route_service(&format!("{resource_path}{{*rest}}"), protected.clone())
+        .route_service(resource_path, protected)
 }
 
 /// What a service that serves its own API needs from authmd: discovery,
