@@ -10,6 +10,7 @@
 mod duration;
 mod load;
 mod providers;
+mod upstream;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Deserializer};
 pub use duration::{HumanDuration, parse as parse_duration, words as duration_words};
 pub use load::{ENV_PREFIX, KEYS, KeyKind, load, load_str};
 pub use providers::{AssertionConfig, JwksConfig, ProviderConfig};
+pub use upstream::UpstreamConfig;
 
 /// A configuration problem, naming the key it is about.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,6 +100,10 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub signing: SigningConfig,
+    /// Gateway mode: the API behind authmd. Absent: authmd serves only its
+    /// own resource (`whoami`).
+    #[serde(default)]
+    pub upstream: Option<UpstreamConfig>,
 }
 
 /// authmd's own signing keys (`service_keys.rs`).
@@ -168,6 +174,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             admin: AdminConfig::default(),
             signing: SigningConfig::default(),
+            upstream: None,
         };
         // The defaults are valid by construction; `validate` fills in the
         // derived values (issuer, resource identifier, rules).
@@ -803,6 +810,9 @@ impl Config {
                 "server.secret_key",
                 "must be at least 32 bytes, hex or base64 (e.g. `openssl rand -hex 32`)",
             ));
+        }
+        if let Some(upstream) = &self.upstream {
+            upstream.validate()?;
         }
         if authmd_jose::Algorithm::from_name(&self.signing.algorithm).is_none() {
             return Err(ConfigError::new(

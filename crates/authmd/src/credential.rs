@@ -66,6 +66,11 @@ pub struct UserSummary {
     pub id: String,
     pub email: Option<String>,
     pub name: Option<String>,
+    /// Whether `email` was proven (a claim, or a provider's
+    /// `email_verified`). Not shown by `whoami`; identity headers and
+    /// assertions carry only a verified email.
+    #[serde(skip)]
+    pub email_verified: bool,
 }
 
 /// Everything validation needs to know about one credential, read in one

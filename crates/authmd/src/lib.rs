@@ -25,6 +25,7 @@ pub mod discovery;
 pub mod error;
 pub mod http;
 pub mod id_jag;
+pub mod identity;
 pub mod jwks;
 pub mod mail;
 pub mod middleware;
@@ -81,6 +82,7 @@ struct Inner {
     mail_queue: mail::MailQueue,
     otp_key: claim::OtpKey,
     service_keys: service_keys::ServiceKeys,
+    assertions: identity::Assertions,
     /// The poller, the sweeper and the key reload, aborted when the handle
     /// is dropped.
     background: std::sync::OnceLock<Vec<tokio::task::AbortHandle>>,
@@ -196,6 +198,7 @@ impl AuthMd {
                 mail_queue,
                 otp_key,
                 service_keys,
+                assertions: identity::Assertions::default(),
                 background: std::sync::OnceLock::new(),
             }),
         };
@@ -244,6 +247,10 @@ impl AuthMd {
     /// authmd's own signing keys: signing, the JWKS, rotation.
     pub fn service_keys(&self) -> &service_keys::ServiceKeys {
         &self.inner.service_keys
+    }
+
+    pub(crate) fn assertions(&self) -> &identity::Assertions {
+        &self.inner.assertions
     }
 
     pub fn validator(&self) -> &Validator {

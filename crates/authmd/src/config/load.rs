@@ -97,6 +97,15 @@ pub const KEYS: &[(&str, KeyKind)] = {
         ("admin.listen", Str),
         ("admin.token", Secret),
         ("signing.algorithm", Str),
+        ("upstream.url", Str),
+        ("upstream.strip_prefix", Bool),
+        ("upstream.connect_timeout", Str),
+        ("upstream.timeout", Str),
+        ("upstream.forward_authorization", Bool),
+        ("upstream.assertion_header", Bool),
+        ("upstream.preserve_host", Bool),
+        ("upstream.max_idle_connections", Int),
+        ("upstream.idle_timeout", Str),
     ]
 };
 

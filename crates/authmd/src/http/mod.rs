@@ -4,6 +4,7 @@
 mod admin;
 mod error;
 pub mod extract;
+pub mod gateway;
 mod routes;
 
 pub use admin::{DEFAULT_OPERATOR, OPERATOR_HEADER, REVOKE_ALL_CONFIRMATION, admin_router};
@@ -17,9 +18,10 @@ use crate::AuthMd;
 
 pub use error::status;
 
-/// The complete authmd server: [`agent_router`] plus the built-in protected
-/// resource (`whoami`; other paths under the resource answer 404 once
-/// validated). Drive it in-process with `tower::ServiceExt::oneshot`, or
+/// The complete authmd server: [`agent_router`] plus the protected
+/// resource: with `[upstream]`, the gateway to the API behind authmd
+/// (`gateway.rs`); without, the built-in resource (`whoami`; other paths
+/// under the resource answer 404 once validated). Drive it in-process with `tower::ServiceExt::oneshot`, or
 /// serve it with `into_make_service_with_connect_info::<SocketAddr>()` so
 /// that client IPs are known.
 pub fn router(app: AuthMd) -> Router {
@@ -28,7 +30,10 @@ pub fn router(app: AuthMd) -> Router {
         .route(&format!("{resource_path}whoami"), get(routes::whoami))
         .fallback(routes::resource_not_found)
         .method_not_allowed_fallback(routes::method_not_allowed);
-    let resource = protect(&app, builtin);
+    let resource = match gateway::Gateway::new(&app) {
+        Some(gateway) => protect(&app, gateway),
+        None => protect(&app, builtin),
+    };
     with_agent_routes(app, resource)
 }
 

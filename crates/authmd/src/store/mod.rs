@@ -747,7 +747,7 @@ macro_rules! credential_columns {
     () => {
         "c.id, c.type, c.source, c.scopes, c.issued_at, c.expires_at, c.revoked_at,
          c.iss, c.sub, r.id, r.type, r.status, r.expires_at, u.id, u.email, u.name,
-         c.token_hash"
+         c.token_hash, u.email_verified"
     };
 }
 pub(crate) use credential_columns;
@@ -771,6 +771,7 @@ pub(crate) struct RawCredential {
     pub user_email: Option<String>,
     pub user_name: Option<String>,
     pub token_hash: Vec<u8>,
+    pub user_email_verified: Option<bool>,
 }
 
 impl RawCredential {
@@ -801,6 +802,7 @@ impl RawCredential {
                 id,
                 email: self.user_email,
                 name: self.user_name,
+                email_verified: self.user_email_verified.unwrap_or(false),
             }),
             secret_hash: SecretHash::from_slice(&self.token_hash)
                 .ok_or_else(|| StoreError::Corrupt("credential hash length".into()))?,

@@ -2,6 +2,7 @@
 
 mod provider;
 mod support;
+mod upstream;
 
 mod admin;
 mod claim;
@@ -9,6 +10,7 @@ mod claim_browser;
 mod claim_smtp;
 mod discovery;
 mod expiry;
+mod gateway;
 mod hostile_id_jag;
 mod id_jag;
 mod jwks;

@@ -655,6 +655,7 @@ impl Store for PostgresStore {
             user_email: r.try_get(14).map_err(pg)?,
             user_name: r.try_get(15).map_err(pg)?,
             token_hash: r.try_get(16).map_err(pg)?,
+            user_email_verified: r.try_get(17).map_err(pg)?,
         };
         raw.into_record().map(Some)
     }

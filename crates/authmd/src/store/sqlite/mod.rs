@@ -492,6 +492,7 @@ fn credential_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawCredential>
         user_email: r.get(14)?,
         user_name: r.get(15)?,
         token_hash: r.get(16)?,
+        user_email_verified: r.get(17)?,
     })
 }
 
