@@ -515,3 +515,103 @@ async fn keys_rotate_reaches_the_running_server() {
         )
     );
 }
+
+/// The gateway as users run it: `authmd serve` with `[upstream]` in front
+/// of a small API that echoes the identity assertion it receives. The
+/// assertion verifies against the server's `/.well-known/jwks.json`
+/// before and after `authmd keys rotate --now`; a credential registered
+/// after the rotation gets an assertion from the new key.
+#[tokio::test]
+async fn gateway_assertions_verify_before_and_after_keys_rotate() {
+    use authmd_jose::jwk::KeySet;
+    use authmd_jose::{Algorithm, Compact};
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let api_port = api.local_addr().expect("addr").port();
+    let echo = axum::Router::new().fallback(|h: axum::http::HeaderMap| async move {
+        h.get("x-authmd-assertion")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned()
+    });
+    tokio::spawn(async move { axum::serve(api, echo).await });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(
+        dir.path(),
+        free_port(),
+        &[(
+            "AUTHMD_UPSTREAM_URL",
+            format!("http://127.0.0.1:{api_port}"),
+        )],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let register = || async {
+        let r: Value = http
+            .post(format!("{}/agent/auth", server.base))
+            .json(&serde_json::json!({"type": "anonymous", "requested_credential_type": "api_key"}))
+            .send()
+            .await
+            .expect("register")
+            .json()
+            .await
+            .expect("JSON");
+        r["credential"].as_str().unwrap_or_default().to_owned()
+    };
+    let assertion = |key: String| {
+        let url = format!("{}/api/anything", server.base);
+        let http = http.clone();
+        async move {
+            let r = http.get(url).bearer_auth(key).send().await.expect("call");
+            assert_eq!(r.status(), 200);
+            r.text().await.expect("body")
+        }
+    };
+    let jwks = || async {
+        reqwest::get(format!("{}/.well-known/jwks.json", server.base))
+            .await
+            .expect("JWKS")
+            .bytes()
+            .await
+            .expect("bytes")
+    };
+    let check = |jwks: &[u8], token: &str| -> Option<String> {
+        let c = Compact::parse(token, 16 * 1024).ok()?;
+        let set = KeySet::parse(jwks).ok()?;
+        let kid = c.header_str("kid")?;
+        let alg = Algorithm::from_name(c.header_str("alg")?)?;
+        let key = set.keys.iter().find(|k| k.kid == kid)?;
+        key.verify(alg, c.signing_input(), &c.signature)
+            .then(|| kid.to_owned())
+    };
+    let before = assertion(register().await).await;
+    let old_kid = check(&jwks().await, &before).expect("verifies before the rotation");
+
+    let rotated = cli_json(dir.path(), &["keys", "rotate", "--now", "--json"]);
+    let new_kid = rotated["kid"].as_str().unwrap_or_default().to_owned();
+    let started = Instant::now();
+    loop {
+        let doc = jwks().await;
+        let set = KeySet::parse(&doc).expect("JWKS");
+        if set.keys.iter().any(|k| k.kid == new_kid) {
+            assert_eq!(
+                check(&doc, &before).as_deref(),
+                Some(old_kid.as_str()),
+                "the old assertion verifies after the rotation"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(12),
+            "the server did not publish the new key"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = assertion(register().await).await;
+    assert_eq!(
+        check(&jwks().await, &after).as_deref(),
+        Some(new_kid.as_str()),
+        "a new credential's assertion comes from the new key and verifies"
+    );
+}

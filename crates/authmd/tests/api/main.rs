@@ -5,6 +5,7 @@ mod support;
 mod upstream;
 
 mod admin;
+mod assertion;
 mod claim;
 mod claim_browser;
 mod claim_smtp;
