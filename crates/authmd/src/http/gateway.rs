@@ -46,7 +46,6 @@ use crate::AuthMd;
 use crate::error::ProtocolError;
 use crate::identity;
 use crate::middleware::Agent;
-use crate::time::Timestamp;
 
 type Connector = HttpsConnector<HttpConnector>;
 
@@ -219,23 +218,10 @@ impl Inner {
         if !self.preserve_host || original_host.is_none() {
             headers.insert(header::HOST, self.host.clone());
         }
-        for (name, value) in identity::headers(&agent) {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(HeaderName::from_static(name), v);
-            }
-        }
-        if self.assertion {
-            match self.app.identity_assertion(&agent.0, Timestamp::now()) {
-                Ok(token) => {
-                    if let Ok(v) = HeaderValue::from_str(&token) {
-                        headers.insert(HeaderName::from_static(identity::ASSERTION), v);
-                    }
-                }
-                Err(e) => {
-                    // Fail closed: the upstream expects proof.
-                    return crate::Error::internal(e).into_response();
-                }
-            }
+        if let Err(refused) =
+            super::identity_headers::add(&self.app, &agent, &mut headers, self.assertion)
+        {
+            return refused.into_response();
         }
         if let Some(protocol) = &upgrade {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

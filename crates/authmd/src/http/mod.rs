@@ -4,14 +4,16 @@
 mod admin;
 mod error;
 pub mod extract;
+pub mod forward_auth;
 pub mod gateway;
+mod identity_headers;
 mod routes;
 
 pub use admin::{DEFAULT_OPERATOR, OPERATOR_HEADER, REVOKE_ALL_CONFIRMATION, admin_router};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use tower::Layer;
 
 use crate::AuthMd;
@@ -75,7 +77,12 @@ fn with_agent_routes(app: AuthMd, base: Router<AuthMd>) -> Router {
             get(routes::as_metadata),
         )
         .route("/auth.md", get(routes::auth_md))
-        .route(crate::discovery::JWKS_PATH, get(routes::jwks));
+        .route(crate::discovery::JWKS_PATH, get(routes::jwks))
+        .route(forward_auth::PATH, any(forward_auth::forward_auth))
+        .route(
+            &format!("{}/{{*original}}", forward_auth::PATH),
+            any(forward_auth::forward_auth),
+        );
     for path in &app.urls().prm_paths {
         router = router.route(path, get(routes::protected_resource_metadata));
     }
