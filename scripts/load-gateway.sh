@@ -97,10 +97,13 @@ PY
 taskset -c "$CLIENT_CPU" python3 sink.py "$P_SINK" & pids+=("$!")
 
 # authmd: the gateway (rate limits off: one address registers the keys).
+# Anonymous keys may write (the upload is a PUT).
 cat > gateway.toml <<TOML
 listen = "127.0.0.1:$P_GW"
 [database]
 url = "sqlite://$work/gw.db"
+[resource]
+pre_claim_scopes = ["api.read", "api.write"]
 [rate_limits]
 enabled = false
 [server]
@@ -171,6 +174,8 @@ cat > upload.toml <<TOML
 listen = "127.0.0.1:$((BASE_PORT + 7))"
 [database]
 url = "sqlite://$work/gw.db"
+[resource]
+pre_claim_scopes = ["api.read", "api.write"]
 [rate_limits]
 enabled = false
 [upstream]
@@ -181,3 +186,4 @@ wait_port $((BASE_PORT + 7))
 before=$(awk '/VmRSS/{print $2}' /proc/$gw/status)
 up=$(peak_rss curl -s -o "$work/uploaded" -T big.bin -H "$auth" "http://127.0.0.1:$((BASE_PORT + 7))/api/upload")
 echo "upload $STREAM_BYTES bytes through the gateway: RSS before ${before} kB, peak ${up} kB; the upstream counted $(cat "$work/uploaded") bytes"
+[ "$(cat "$work/uploaded")" = "$STREAM_BYTES" ] || { echo "the upload did not arrive whole" >&2; exit 1; }
