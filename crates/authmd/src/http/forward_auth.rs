@@ -4,7 +4,8 @@
 //! the gateway (`AuthMd::authorize`) and the same answers:
 //!
 //! - `200` with the identity headers and `X-Authmd-Assertion`, for the
-//!   proxy to copy onto the request it forwards;
+//!   proxy to copy onto the request it forwards (every identity header,
+//!   empty when there is no value: proxies copy a fixed list);
 //! - `401` with the protocol's `WWW-Authenticate` challenge and body (the
 //!   proxy must pass the challenge to the client: the agent's discovery
 //!   starts there);
@@ -62,7 +63,7 @@ pub async fn forward_auth(State(app): State<AuthMd>, req: Request) -> Response {
         Ok(Access::Granted(record)) => {
             let mut r = StatusCode::OK.into_response();
             if let Err(refused) =
-                super::identity_headers::add(&app, &Agent(record), r.headers_mut(), true)
+                super::identity_headers::add(&app, &Agent(record), r.headers_mut(), true, true)
             {
                 return refused.into_response();
             }

@@ -219,7 +219,7 @@ impl Inner {
             headers.insert(header::HOST, self.host.clone());
         }
         if let Err(refused) =
-            super::identity_headers::add(&self.app, &agent, &mut headers, self.assertion)
+            super::identity_headers::add(&self.app, &agent, &mut headers, self.assertion, false)
         {
             return refused.into_response();
         }

@@ -58,7 +58,10 @@ both_backends! {
         assert_eq!(r.header("x-authmd-registration-type"), Some("anonymous"));
         assert_eq!(r.header("x-authmd-scopes"), Some("api.read"));
         assert_eq!(r.header("x-authmd-credential-type"), Some("api_key"));
-        assert!(r.header("x-authmd-email").is_none(), "nothing is echoed");
+        // Every identity header, empty when unknown; nothing echoed.
+        for empty in ["x-authmd-email", "x-authmd-user", "x-authmd-provider", "x-authmd-subject"] {
+            assert_eq!(r.header(empty), Some(""), "{empty}");
+        }
         assert_eq!(r.header("cache-control"), Some("no-store"));
         let assertion = r.header("x-authmd-assertion").unwrap_or_default().to_owned();
         let jwks = t.get("/.well-known/jwks.json", None).await.body;
