@@ -6,8 +6,11 @@
 //!   PostgreSQL half of every `both_backends!` test is then ignored.
 //! - `authmd_no_browser`: `/usr/bin/chromium` or `/usr/bin/chromedriver`
 //!   is missing. The claim-page browser tests are then ignored.
+//! - `authmd_no_nginx`: no nginx binary. The test that runs the shipped
+//!   nginx configuration is then ignored.
 //!
-//! `REQUIRE_POSTGRES=1` and `REQUIRE_BROWSER=1` (set by `.ci/run`) keep the
+//! `REQUIRE_POSTGRES=1`, `REQUIRE_BROWSER=1` and `REQUIRE_NGINX=1` (set by
+//! `.ci/run`) keep the
 //! tests in: a missing component is then a failure, never a skip. The lib
 //! itself never reads these cfgs.
 
@@ -15,12 +18,20 @@ use std::path::Path;
 
 const BROWSER: &str = "/usr/bin/chromium";
 const DRIVER: &str = "/usr/bin/chromedriver";
+/// Where nginx is looked for (`tests/api/nginx.rs` uses the first found).
+const NGINX: [&str; 3] = ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"];
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(authmd_no_postgres)");
     println!("cargo::rustc-check-cfg=cfg(authmd_no_browser)");
+    println!("cargo::rustc-check-cfg=cfg(authmd_no_nginx)");
     println!("cargo::rerun-if-changed=build.rs");
-    for var in ["TEST_POSTGRES_URL", "REQUIRE_POSTGRES", "REQUIRE_BROWSER"] {
+    for var in [
+        "TEST_POSTGRES_URL",
+        "REQUIRE_POSTGRES",
+        "REQUIRE_BROWSER",
+        "REQUIRE_NGINX",
+    ] {
         println!("cargo::rerun-if-env-changed={var}");
     }
 
@@ -41,6 +52,13 @@ fn main() {
         println!("cargo::rerun-if-changed=/usr/bin");
         if !required("REQUIRE_BROWSER") {
             println!("cargo::rustc-cfg=authmd_no_browser");
+        }
+    }
+
+    if !NGINX.iter().any(|p| Path::new(p).exists()) {
+        println!("cargo::rerun-if-changed=/usr/sbin");
+        if !required("REQUIRE_NGINX") {
+            println!("cargo::rustc-cfg=authmd_no_nginx");
         }
     }
 }

@@ -200,7 +200,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(store)
 }
 
-fn meta() -> RequestMeta {
+pub(crate) fn meta() -> RequestMeta {
     RequestMeta::new(
         None,
         Some(concat!("authmd-cli/", env!("CARGO_PKG_VERSION"))),
@@ -214,7 +214,7 @@ fn admin_error(e: AdminError) -> anyhow::Error {
     }
 }
 
-fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value)?;
     out.write_all(b"\n")?;
@@ -222,7 +222,7 @@ fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 }
 
 /// Prints rows as aligned columns.
-fn table(header: &[&str], rows: Vec<Vec<String>>) -> anyhow::Result<()> {
+pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) -> anyhow::Result<()> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {

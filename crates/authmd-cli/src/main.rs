@@ -1,6 +1,6 @@
 //! The `authmd` binary: `serve`, `migrate`, `check-config`, and the
 //! operator commands (`audit`, `registrations`, `users`, `delegations`,
-//! `providers`, `revoke-all`), and the other two roles of the protocol:
+//! `providers`, `keys`, `revoke-all`), and the other two roles of the protocol:
 //! `agent` (an agent's client) and `provider` (a development agent
 //! provider).
 
@@ -9,6 +9,7 @@ mod agent;
 mod audit;
 #[cfg(test)]
 mod help_tests;
+mod keys;
 mod listen;
 mod private;
 mod provider;
@@ -95,6 +96,8 @@ enum Command {
     /// Providers: revoke everything one provider issued (asks for
     /// confirmation unless --yes).
     Providers(Operator<admin::ProvidersCommand>),
+    /// authmd's own signing keys: list, rotate.
+    Keys(Operator<keys::KeysCommand>),
     /// Revoke every live agent registration and credential (incident
     /// response; asks for confirmation unless --yes).
     RevokeAll {
@@ -122,6 +125,7 @@ impl Command {
             Command::Users(o) => Some(&o.config),
             Command::Delegations(o) => Some(&o.config),
             Command::Providers(o) => Some(&o.config),
+            Command::Keys(o) => Some(&o.config),
             Command::RevokeAll { config, .. } => Some(config),
             Command::Agent(_) | Command::Provider(_) => None,
         }
@@ -254,6 +258,7 @@ fn server_command(
         Command::Providers(o) => {
             runtime(1).and_then(|rt| rt.block_on(admin::providers(o.command, config)))
         }
+        Command::Keys(o) => runtime(1).and_then(|rt| rt.block_on(keys::run(o.command, config))),
         Command::RevokeAll { args, .. } => {
             runtime(1).and_then(|rt| rt.block_on(admin::revoke_all(args, config)))
         }

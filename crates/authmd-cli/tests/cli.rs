@@ -461,3 +461,157 @@ async fn audit_tail_follows_the_server() {
     let _ = tail.kill();
     let _ = tail.wait();
 }
+
+/// `authmd keys rotate` on the database of a running server: the server
+/// publishes the new key (at its next reload, within 10 s) beside the old
+/// one; `keys list` shows both, the old one replaced.
+#[tokio::test]
+async fn keys_rotate_reaches_the_running_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), free_port()).await;
+    let jwks_kids = || async {
+        let doc: Value = reqwest::get(format!("{}/.well-known/jwks.json", server.base))
+            .await
+            .expect("JWKS")
+            .json()
+            .await
+            .expect("JSON");
+        let mut kids: Vec<String> = doc["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|k| k["kid"].as_str().map(str::to_owned))
+            .collect();
+        kids.sort();
+        kids
+    };
+    let before = jwks_kids().await;
+    assert_eq!(before.len(), 1);
+    let rotated = cli_json(dir.path(), &["keys", "rotate", "--json"]);
+    let new = rotated["kid"].as_str().unwrap_or_default().to_owned();
+    assert!(!new.is_empty() && new != before[0]);
+    let mut expected = vec![before[0].clone(), new.clone()];
+    expected.sort();
+    let started = Instant::now();
+    while jwks_kids().await != expected {
+        assert!(
+            started.elapsed() < Duration::from_secs(12),
+            "the server did not publish the new key"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let list = cli_json(dir.path(), &["keys", "list", "--json"]);
+    let list = list.as_array().cloned().unwrap_or_default();
+    assert_eq!(list.len(), 2);
+    let old = list.iter().find(|k| k["kid"] == before[0].as_str());
+    assert!(old.is_some_and(|k| k["published_until"].is_string() && k["opens"] == true));
+    let events = cli_lines(
+        dir.path(),
+        &["audit", "export", "--event", "operator.action"],
+    );
+    assert!(
+        events.iter().any(
+            |e| e["data"]["action"] == "rotate_signing_key" && e["data"]["kid"] == new.as_str()
+        )
+    );
+}
+
+/// The gateway as users run it: `authmd serve` with `[upstream]` in front
+/// of a small API that echoes the identity assertion it receives. The
+/// assertion verifies against the server's `/.well-known/jwks.json`
+/// before and after `authmd keys rotate --now`; a credential registered
+/// after the rotation gets an assertion from the new key.
+#[tokio::test]
+async fn gateway_assertions_verify_before_and_after_keys_rotate() {
+    use authmd_jose::jwk::KeySet;
+    use authmd_jose::{Algorithm, Compact};
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let api_port = api.local_addr().expect("addr").port();
+    let echo = axum::Router::new().fallback(|h: axum::http::HeaderMap| async move {
+        h.get("x-authmd-assertion")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned()
+    });
+    tokio::spawn(async move { axum::serve(api, echo).await });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(
+        dir.path(),
+        free_port(),
+        &[(
+            "AUTHMD_UPSTREAM_URL",
+            format!("http://127.0.0.1:{api_port}"),
+        )],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let register = || async {
+        let r: Value = http
+            .post(format!("{}/agent/auth", server.base))
+            .json(&serde_json::json!({"type": "anonymous", "requested_credential_type": "api_key"}))
+            .send()
+            .await
+            .expect("register")
+            .json()
+            .await
+            .expect("JSON");
+        r["credential"].as_str().unwrap_or_default().to_owned()
+    };
+    let assertion = |key: String| {
+        let url = format!("{}/api/anything", server.base);
+        let http = http.clone();
+        async move {
+            let r = http.get(url).bearer_auth(key).send().await.expect("call");
+            assert_eq!(r.status(), 200);
+            r.text().await.expect("body")
+        }
+    };
+    let jwks = || async {
+        reqwest::get(format!("{}/.well-known/jwks.json", server.base))
+            .await
+            .expect("JWKS")
+            .bytes()
+            .await
+            .expect("bytes")
+    };
+    let check = |jwks: &[u8], token: &str| -> Option<String> {
+        let c = Compact::parse(token, 16 * 1024).ok()?;
+        let set = KeySet::parse(jwks).ok()?;
+        let kid = c.header_str("kid")?;
+        let alg = Algorithm::from_name(c.header_str("alg")?)?;
+        let key = set.keys.iter().find(|k| k.kid == kid)?;
+        key.verify(alg, c.signing_input(), &c.signature)
+            .then(|| kid.to_owned())
+    };
+    let before = assertion(register().await).await;
+    let old_kid = check(&jwks().await, &before).expect("verifies before the rotation");
+
+    let rotated = cli_json(dir.path(), &["keys", "rotate", "--now", "--json"]);
+    let new_kid = rotated["kid"].as_str().unwrap_or_default().to_owned();
+    let started = Instant::now();
+    loop {
+        let doc = jwks().await;
+        let set = KeySet::parse(&doc).expect("JWKS");
+        if set.keys.iter().any(|k| k.kid == new_kid) {
+            assert_eq!(
+                check(&doc, &before).as_deref(),
+                Some(old_kid.as_str()),
+                "the old assertion verifies after the rotation"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(12),
+            "the server did not publish the new key"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = assertion(register().await).await;
+    assert_eq!(
+        check(&jwks().await, &after).as_deref(),
+        Some(new_kid.as_str()),
+        "a new credential's assertion comes from the new key and verifies"
+    );
+}

@@ -18,7 +18,7 @@ pub fn render(config: &Config, urls: &Urls) -> String {
     pick(&mut md, config, flows);
     register(&mut md, config, urls, flows);
     claim(&mut md, config, urls, flows);
-    use_credential(&mut md, urls);
+    use_credential(&mut md, config, urls);
     errors(&mut md, urls, flows);
     revocation(&mut md, urls, flows);
     md
@@ -315,21 +315,55 @@ fn claim(md: &mut String, config: &Config, urls: &Urls, flows: Flows) {
     );
 }
 
-fn use_credential(md: &mut String, urls: &Urls) {
+fn use_credential(md: &mut String, config: &Config, urls: &Urls) {
+    if config.upstream.is_some() {
+        // Gateway mode: every path under the resource is the API's own.
+        let _ = writeln!(
+            md,
+            "## 5. Use the credential\n\n\
+             Send it in the `Authorization` header of every API request under \
+             `{resource}` (never in a URL):\n\n\
+             ```http\nGET {resource} HTTP/1.1\nAuthorization: Bearer amd_…\n```\n\n\
+             This service checks it, then passes the request to the API behind it; \
+             the API learns who you are from this service, never from your credential.\n",
+            resource = urls.resource,
+        );
+    } else {
+        let _ = writeln!(
+            md,
+            "## 5. Use the credential\n\n\
+             Send it in the `Authorization` header of every API request (never in a URL):\n\n\
+             ```http\nGET {whoami} HTTP/1.1\nAuthorization: Bearer amd_…\n```\n\n\
+             `GET {whoami}` answers what your credential is: `registration_id`, \
+             `registration_type`, `scopes`, `credential_type`, `credential_expires` and \
+             the bound `user` (or `null`).\n",
+            whoami = urls.whoami,
+        );
+    }
     let _ = writeln!(
         md,
-        "## 5. Use the credential\n\n\
-         Send it in the `Authorization` header of every API request (never in a URL):\n\n\
-         ```http\nGET {whoami} HTTP/1.1\nAuthorization: Bearer amd_…\n```\n\n\
-         `GET {whoami}` answers what your credential is: `registration_id`, \
-         `registration_type`, `scopes`, `credential_type`, `credential_expires` and \
-         the bound `user` (or `null`).\n\n\
-         - `401` with `error=\"invalid_token\"` in `WWW-Authenticate`: the credential \
+        "- `401` with `error=\"invalid_token\"` in `WWW-Authenticate`: the credential \
          is unknown, expired or revoked. Discard it and start again at step 1; do not \
          retry with it.\n\
          - `403` with `error=\"insufficient_scope\"`: the credential is valid but lacks \
-         the scope named in the challenge's `scope` parameter.\n",
-        whoami = urls.whoami,
+         the scope named in the challenge's `scope` parameter.\n\
+         - The credential is checked before anything else: a request without it is \
+         `401` whatever its method or path."
+    );
+    if config.upstream.is_some() {
+        let _ = writeln!(
+            md,
+            "- `502` `upstream_unavailable` or `504` `upstream_timeout`: the API behind \
+             this service is down or slow. Your credential is fine; retry later, with \
+             backoff."
+        );
+    }
+    md.push('\n');
+    let _ = writeln!(
+        md,
+        "What this service signs (the identity assertions it gives the API) \
+         verifies against its keys at `{jwks}` (`jwks_uri` in its metadata).\n",
+        jwks = urls.jwks,
     );
 }
 

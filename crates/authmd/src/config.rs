@@ -13,6 +13,7 @@ mod introspection;
 mod load;
 mod production;
 mod providers;
+mod upstream;
 mod warnings;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ pub use duration::{HumanDuration, parse as parse_duration, words as duration_wor
 pub use introspection::{CorsConfig, IntrospectionClient, IntrospectionConfig, MIN_CLIENT_SECRET};
 pub use load::{ENV_PREFIX, KEYS, KeyKind, load, load_str};
 pub use providers::{AssertionConfig, JwksConfig, ProviderConfig};
+pub use upstream::UpstreamConfig;
 pub use warnings::looks_like_placeholder;
 
 /// A configuration problem, naming the key it is about.
@@ -106,6 +108,42 @@ pub struct Config {
     pub introspection: IntrospectionConfig,
     #[serde(default)]
     pub cors: CorsConfig,
+    #[serde(default)]
+    pub signing: SigningConfig,
+    /// Gateway mode: the API behind authmd. Absent: authmd serves only its
+    /// own resource (`whoami`).
+    #[serde(default)]
+    pub upstream: Option<UpstreamConfig>,
+}
+
+/// authmd's own signing keys (`service_keys.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// The algorithm of keys generated from now on: `ES256` (default),
+    /// `EdDSA`, `RS256` or `PS256`. Existing keys keep theirs until
+    /// rotated.
+    #[serde(default = "default_signing_algorithm")]
+    pub algorithm: String,
+}
+
+fn default_signing_algorithm() -> String {
+    "ES256".into()
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        SigningConfig {
+            algorithm: default_signing_algorithm(),
+        }
+    }
+}
+
+impl SigningConfig {
+    /// The algorithm (checked by [`Config::validate`]).
+    pub fn algorithm(&self) -> authmd_jose::Algorithm {
+        authmd_jose::Algorithm::from_name(&self.algorithm).unwrap_or(authmd_jose::Algorithm::Es256)
+    }
 }
 
 /// The admin API (operator controls): off unless `listen` is set.
@@ -157,6 +195,8 @@ impl Default for Config {
             admin: AdminConfig::default(),
             introspection: IntrospectionConfig::default(),
             cors: CorsConfig::default(),
+            signing: SigningConfig::default(),
+            upstream: None,
         };
         // The defaults are valid by construction; `validate` fills in the
         // derived values (issuer, resource identifier, rules).
@@ -837,6 +877,15 @@ impl Config {
             return Err(ConfigError::new(
                 "server.secret_key",
                 "must be at least 32 bytes, hex or base64 (e.g. `openssl rand -hex 32`)",
+            ));
+        }
+        if let Some(upstream) = &self.upstream {
+            upstream.validate()?;
+        }
+        if authmd_jose::Algorithm::from_name(&self.signing.algorithm).is_none() {
+            return Err(ConfigError::new(
+                "signing.algorithm",
+                "must be ES256, EdDSA, RS256 or PS256",
             ));
         }
         if !matches!(self.server.log_format.as_str(), "text" | "json") {

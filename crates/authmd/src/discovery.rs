@@ -9,6 +9,9 @@ use serde::Serialize;
 
 use crate::config::Config;
 
+/// Where authmd publishes its own public keys (RFC 8414 `jwks_uri`).
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
 /// Every URL authmd publishes or serves, derived once from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Urls {
@@ -24,6 +27,8 @@ pub struct Urls {
     /// Local paths that serve the protected resource metadata.
     pub prm_paths: Vec<String>,
     pub as_metadata: String,
+    /// authmd's own public keys (`service_keys.rs`).
+    pub jwks: String,
     pub auth_md: String,
     pub register: String,
     pub claim: String,
@@ -68,6 +73,7 @@ impl Urls {
         };
         Urls {
             as_metadata: format!("{issuer}/.well-known/oauth-authorization-server"),
+            jwks: format!("{issuer}{JWKS_PATH}"),
             auth_md: format!("{issuer}/auth.md"),
             register: format!("{issuer}/agent/auth"),
             claim: format!("{issuer}/agent/auth/claim"),
@@ -166,6 +172,8 @@ pub struct CredentialTypes<'a> {
 #[derive(Debug, Serialize)]
 pub struct AuthorizationServerMetadata<'a> {
     pub issuer: &'a str,
+    /// The keys that verify what authmd signs (identity assertions).
+    pub jwks_uri: &'a str,
     pub scopes_supported: Vec<&'a str>,
     pub response_types_supported: [&'a str; 0],
     pub grant_types_supported: [&'a str; 0],
@@ -231,6 +239,7 @@ impl Documents {
         let introspection = !config.introspection.clients.is_empty();
         let asm = AuthorizationServerMetadata {
             issuer: &urls.issuer,
+            jwks_uri: &urls.jwks,
             scopes_supported: scopes,
             response_types_supported: [],
             grant_types_supported: [],

@@ -84,6 +84,13 @@ pub enum ProtocolError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// Gateway mode: the upstream refused the connection or failed (502).
+    /// Never names the upstream.
+    #[error("the API behind this service is unavailable")]
+    UpstreamUnavailable,
+    /// Gateway mode: no response head within `upstream.timeout` (504).
+    #[error("the API behind this service did not answer in time")]
+    UpstreamTimeout,
 }
 
 /// Seconds for `Retry-After`, rounded up, at least one.
@@ -128,6 +135,8 @@ impl ProtocolError {
             ProtocolError::InvalidClient => "invalid_client",
             ProtocolError::NotFound => "not_found",
             ProtocolError::MethodNotAllowed => "method_not_allowed",
+            ProtocolError::UpstreamUnavailable => "upstream_unavailable",
+            ProtocolError::UpstreamTimeout => "upstream_timeout",
         }
     }
 

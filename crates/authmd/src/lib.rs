@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
 pub mod admin;
 pub mod audit;
 mod auth_md;
@@ -24,6 +25,7 @@ pub mod discovery;
 pub mod error;
 pub mod http;
 pub mod id_jag;
+pub mod identity;
 pub mod introspect;
 pub mod jwks;
 pub mod mail;
@@ -33,6 +35,7 @@ pub mod rate_limit;
 pub mod register;
 pub mod revoke;
 pub mod self_revoke;
+pub mod service_keys;
 pub mod store;
 pub mod time;
 pub mod token;
@@ -81,7 +84,10 @@ struct Inner {
     mail_queue: mail::MailQueue,
     otp_key: claim::OtpKey,
     introspectors: introspect::Introspectors,
-    /// The poller and the sweeper, aborted when the handle is dropped.
+    service_keys: service_keys::ServiceKeys,
+    assertions: identity::Assertions,
+    /// The poller, the sweeper and the key reload, aborted when the handle
+    /// is dropped.
     background: std::sync::OnceLock<Vec<tokio::task::AbortHandle>>,
 }
 
@@ -96,6 +102,8 @@ pub enum OpenError {
     Outbound(#[from] outbound::FetchError),
     #[error("cannot set up mail: {0}")]
     Mail(#[from] mail::MailError),
+    #[error("cannot set up the signing keys: {0}")]
+    Keys(#[from] service_keys::KeysError),
 }
 
 impl AuthMd {
@@ -170,10 +178,15 @@ impl AuthMd {
         );
         // Position the invalidation log before the first request is served.
         validator.poll_invalidations().await?;
-        let otp_key = match &config.server.secret_key {
-            Some(k) => claim::OtpKey::new(&config::decode_key(k.expose()).unwrap_or_default()),
-            None => claim::OtpKey::new(&store.secret_key().await?),
-        };
+        let secret = service_keys::server_secret(&config, store.as_ref()).await?;
+        let otp_key = claim::OtpKey::new(&secret);
+        let service_keys = service_keys::ServiceKeys::open(
+            Arc::clone(&store),
+            &secret,
+            config.signing.algorithm(),
+            Timestamp::now(),
+        )
+        .await?;
         let introspectors = introspect::Introspectors::new(&config);
         let mail_queue = mail::MailQueue::start(Arc::clone(&mailer), config.mail.retry_for.get());
         let app = AuthMd {
@@ -189,6 +202,8 @@ impl AuthMd {
                 mail_queue,
                 otp_key,
                 introspectors,
+                service_keys,
+                assertions: identity::Assertions::default(),
                 background: std::sync::OnceLock::new(),
             }),
         };
@@ -237,6 +252,15 @@ impl AuthMd {
     /// The callers of the introspection endpoint.
     pub fn introspectors(&self) -> &introspect::Introspectors {
         &self.inner.introspectors
+    }
+
+    /// authmd's own signing keys: signing, the JWKS, rotation.
+    pub fn service_keys(&self) -> &service_keys::ServiceKeys {
+        &self.inner.service_keys
+    }
+
+    pub(crate) fn assertions(&self) -> &identity::Assertions {
+        &self.inner.assertions
     }
 
     pub fn validator(&self) -> &Validator {
@@ -290,7 +314,16 @@ impl AuthMd {
                 Err(e) => tracing::warn!(error = %e, "sweep failed"),
             }
         });
-        vec![poller, sweeper]
+        let keys = every(
+            Arc::downgrade(&self.inner),
+            service_keys::RELOAD,
+            |app| async move {
+                if let Err(e) = app.service_keys().reload(Timestamp::now()).await {
+                    tracing::warn!(error = %e, "cannot read the signing keys");
+                }
+            },
+        );
+        vec![poller, sweeper, keys]
     }
 }
 

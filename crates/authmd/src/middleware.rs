@@ -34,10 +34,10 @@ use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 
 use crate::AuthMd;
+use crate::access::Access;
 use crate::credential::CredentialRecord;
 use crate::error::ProtocolError;
 use crate::time::Timestamp;
-use crate::validation::Validation;
 
 /// The two 401 answers, rendered once per handle.
 #[derive(Debug, Clone)]
@@ -150,44 +150,43 @@ where
         let app = self.app.clone();
         Box::pin(async move {
             let bearer = bearer_token(req.headers());
-            let validation = match app
-                .validate(bearer.as_ref().map(|b| b.0), Timestamp::now())
-                .await
-            {
-                Ok(v) => v,
-                Err(e) => return Ok(e.into_response()),
-            };
-            let record = match validation {
-                Validation::Valid(record) => record,
-                Validation::Missing => return Ok(app.unauthorized(false)),
-                Validation::Invalid(reason) => {
-                    // The reason is logged, never told (docs/protocol.md §2.1).
-                    tracing::debug!(reason = reason.as_str(), "credential refused");
-                    return Ok(app.unauthorized(true));
-                }
-            };
             let path = req
                 .extensions()
                 .get::<OriginalUri>()
                 .map_or_else(|| req.uri().path(), |o| o.0.path());
-            if let Some(needed) = app.scopes_needed(req.method(), path)
-                && !record.has_scopes(needed)
-            {
-                return Ok(app.forbidden(needed));
+            let access = app
+                .authorize(
+                    bearer.as_ref().map(|b| b.0),
+                    req.method().as_str(),
+                    path,
+                    Timestamp::now(),
+                )
+                .await;
+            match access {
+                Ok(Access::Granted(record)) => {
+                    req.extensions_mut().insert(Agent(record));
+                    inner.call(req).await
+                }
+                Ok(refused) => Ok(app.refusal(&refused)),
+                Err(e) => Ok(e.into_response()),
             }
-            req.extensions_mut().insert(Agent(record));
-            inner.call(req).await
         })
     }
 }
 
 /// A bearer token as presented (`Authorization: Bearer <token>`).
-struct Bearer<'a>(&'a str);
+pub struct Bearer<'a>(pub &'a str);
+
+impl std::fmt::Debug for Bearer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bearer(***)")
+    }
+}
 
 /// The token of an `Authorization: Bearer` header, if the request has one.
 /// Another scheme counts as no credential; a `Bearer` header with an empty
 /// token is a presented (and invalid) credential.
-fn bearer_token(headers: &axum::http::HeaderMap) -> Option<Bearer<'_>> {
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<Bearer<'_>> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok();
     let Some(value) = value else {
         return Some(Bearer(""));
@@ -201,14 +200,29 @@ fn bearer_token(headers: &axum::http::HeaderMap) -> Option<Bearer<'_>> {
 impl AuthMd {
     /// Scopes a request needs: the first matching rule's, if any.
     pub fn scopes_needed(&self, method: &Method, path: &str) -> Option<&[String]> {
-        self.config()
-            .rules()
-            .iter()
-            .find(|r| {
-                path.starts_with(&r.path_prefix)
-                    && (r.methods.is_empty() || r.methods.iter().any(|m| m == method.as_str()))
-            })
-            .map(|r| r.scopes.as_slice())
+        self.scopes_for(method.as_str(), path)
+    }
+
+    /// The answer to a request [`AuthMd::authorize`] refused.
+    pub fn refusal(&self, access: &Access) -> Response {
+        match access {
+            Access::Missing => self.unauthorized(false),
+            Access::Invalid(reason) => {
+                // The reason is logged, never told (docs/protocol.md §2.1).
+                tracing::debug!(reason = reason.as_str(), "credential refused");
+                self.unauthorized(true)
+            }
+            Access::DotSegments => {
+                ProtocolError::invalid_request("the path must not have . or .. segments")
+                    .into_response()
+            }
+            Access::Forbidden(needed) => self.forbidden(needed),
+            Access::Granted(_) => {
+                tracing::error!("refusal() called for a granted request");
+                crate::Error::internal(std::io::Error::other("granted request refused"))
+                    .into_response()
+            }
+        }
     }
 
     /// The 401 answer: the challenge names the protected resource metadata,

@@ -108,6 +108,16 @@ pub const KEYS: &[(&str, KeyKind)] = {
         ("introspection.clients", Toml),
         ("introspection.failures_per_ip_per_hour", Int),
         ("cors.allowed_origins", List),
+        ("signing.algorithm", Str),
+        ("upstream.url", Str),
+        ("upstream.strip_prefix", Bool),
+        ("upstream.connect_timeout", Str),
+        ("upstream.timeout", Str),
+        ("upstream.forward_authorization", Bool),
+        ("upstream.assertion_header", Bool),
+        ("upstream.preserve_host", Bool),
+        ("upstream.max_idle_connections", Int),
+        ("upstream.idle_timeout", Str),
     ]
 };
 

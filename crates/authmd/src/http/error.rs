@@ -45,6 +45,8 @@ pub fn status(e: &ProtocolError) -> StatusCode {
         ProtocolError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
         ProtocolError::NotFound => StatusCode::NOT_FOUND,
         ProtocolError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ProtocolError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+        ProtocolError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
     }
 }
 
@@ -188,6 +190,12 @@ mod tests {
             (ProtocolError::PreviouslyClaimed, 409, "previously_claimed"),
             (ProtocolError::InvalidToken, 401, "invalid_token"),
             (ProtocolError::InvalidClient, 401, "invalid_client"),
+            (
+                ProtocolError::UpstreamUnavailable,
+                502,
+                "upstream_unavailable",
+            ),
+            (ProtocolError::UpstreamTimeout, 504, "upstream_timeout"),
             (
                 ProtocolError::InsufficientScope { needed: vec![] },
                 403,

@@ -5,6 +5,9 @@ mod admin;
 mod cors;
 mod error;
 pub mod extract;
+pub mod forward_auth;
+pub mod gateway;
+mod identity_headers;
 pub mod oauth;
 mod routes;
 
@@ -13,29 +16,53 @@ pub use admin::{DEFAULT_OPERATOR, OPERATOR_HEADER, REVOKE_ALL_CONFIRMATION, admi
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get, post};
+use tower::Layer;
 
 use crate::AuthMd;
 
 pub use error::status;
 
-/// The complete authmd server: [`agent_router`] plus the built-in protected
-/// resource (`whoami`; other paths under the resource answer 404 once
-/// validated). Drive it in-process with `tower::ServiceExt::oneshot`, or
+/// The complete authmd server: [`agent_router`] plus the protected
+/// resource: with `[upstream]`, the gateway to the API behind authmd
+/// (`gateway.rs`); without, the built-in resource (`whoami`; other paths
+/// under the resource answer 404 once validated). Drive it in-process with `tower::ServiceExt::oneshot`, or
 /// serve it with `into_make_service_with_connect_info::<SocketAddr>()` so
 /// that client IPs are known.
 pub fn router(app: AuthMd) -> Router {
-    // Everything under the resource path is validated before routing, so an
-    // unknown path there answers 401 to a stranger and 404 to an agent.
     let resource_path = app.urls().resource_path.clone();
-    let resource = Router::new()
+    let builtin = Router::new()
         .route(&format!("{resource_path}whoami"), get(routes::whoami))
-        .route(
-            &format!("{resource_path}{{*rest}}"),
-            any(routes::resource_not_found),
-        )
-        .route(&resource_path, any(routes::resource_not_found))
-        .layer(app.require_credential());
+        .fallback(routes::resource_not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed);
+    let resource = match gateway::Gateway::new(&app) {
+        Some(gateway) => protect(&app, gateway),
+        None => protect(&app, builtin),
+    };
     with_agent_routes(app, resource)
+}
+
+/// Routes everything under the resource path to `service`, behind the
+/// credential layer. The layer wraps the whole service, so validation and
+/// the scope rules come before any routing there: a stranger gets 401 and
+/// a key without the scope 403 whatever the method or path (never a 405
+/// or 404 that would tell what exists).
+fn protect<S>(app: &AuthMd, service: S) -> Router<AuthMd>
+where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let resource_path = &app.urls().resource_path;
+    let protected = app.require_credential().layer(service);
+    Router::new()
+        .route_service(&format!("{resource_path}{{*rest}}"), protected.clone())
+        .route_service(resource_path, protected)
 }
 
 /// What a service that serves its own API needs from authmd: discovery,
@@ -51,7 +78,13 @@ fn with_agent_routes(app: AuthMd, base: Router<AuthMd>) -> Router {
             "/.well-known/oauth-authorization-server",
             get(routes::as_metadata),
         )
-        .route("/auth.md", get(routes::auth_md));
+        .route("/auth.md", get(routes::auth_md))
+        .route(crate::discovery::JWKS_PATH, get(routes::jwks))
+        .route(forward_auth::PATH, any(forward_auth::forward_auth))
+        .route(
+            &format!("{}/{{*original}}", forward_auth::PATH),
+            any(forward_auth::forward_auth),
+        );
     for path in &app.urls().prm_paths {
         router = router.route(path, get(routes::protected_resource_metadata));
     }

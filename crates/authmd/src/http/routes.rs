@@ -66,6 +66,27 @@ pub async fn as_metadata(State(app): State<AuthMd>) -> Response {
     document(app.documents().authorization_server.clone(), JSON)
 }
 
+/// `GET /.well-known/jwks.json`: authmd's own public keys, including
+/// those rotated out but still verifying what they signed.
+pub async fn jwks(State(app): State<AuthMd>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(JSON)),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static(JWKS_CACHE_CONTROL),
+            ),
+        ],
+        app.service_keys().jwks(),
+    )
+        .into_response()
+}
+
+/// `max-age` is `service_keys::JWKS_MAX_AGE`: a rotated key signs only
+/// after verifiers that cache this long have seen it.
+const JWKS_CACHE_CONTROL: &str = "public, max-age=300";
+const _: () = assert!(crate::service_keys::JWKS_MAX_AGE.as_secs() == 300);
+
 pub async fn auth_md(State(app): State<AuthMd>) -> Response {
     document(
         app.documents().auth_md.clone(),

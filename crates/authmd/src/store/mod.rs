@@ -458,6 +458,33 @@ impl std::str::FromStr for TailCursor {
     }
 }
 
+/// One of authmd's own signing keys as stored (`service_keys.rs`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKeyRow {
+    pub kid: String,
+    pub alg: String,
+    /// The public JWK (JSON text).
+    pub public_jwk: String,
+    /// The PKCS#8 private key, sealed (`service_keys::seal`).
+    pub private_key: Vec<u8>,
+    pub created_at: Timestamp,
+    /// From when it is the signing key (until a newer key's `signs_from`).
+    pub signs_from: Timestamp,
+    /// Published until then; `None` for the newest key.
+    pub published_until: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for SigningKeyRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeyRow")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("signs_from", &self.signs_from)
+            .field("published_until", &self.published_until)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Row counts, for operators and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -560,6 +587,25 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// (shared by replicas).
     async fn secret_key(&self) -> Result<Vec<u8>, StoreError>;
 
+    /// authmd's signing keys still published at `now` (`published_until`
+    /// unset or later), the most recent `signs_from` first.
+    async fn signing_keys(&self, now: Timestamp) -> Result<Vec<SigningKeyRow>, StoreError>;
+
+    /// Adds `key` as the first signing key, unless a current key (one
+    /// without `published_until`) exists: replicas starting together on an
+    /// empty database create one key between them. Whether it was added.
+    async fn add_first_signing_key(&self, key: SigningKeyRow) -> Result<bool, StoreError>;
+
+    /// Rotation: every current key is published until `retire_until`, `key`
+    /// becomes the current one, and `event` (an `operator.action`) is
+    /// recorded, in one transaction.
+    async fn rotate_signing_key(
+        &self,
+        key: SigningKeyRow,
+        retire_until: Timestamp,
+        event: AuditEvent,
+    ) -> Result<(), StoreError>;
+
     /// Records an event that accompanies no state change (a refusal).
     async fn record_event(&self, event: AuditEvent) -> Result<(), StoreError>;
 
@@ -601,7 +647,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Deletes bookkeeping that can no longer matter at `now`: rate-limit
     /// state older than its window, invalidation entries older than
-    /// `keep_invalidations_since`.
+    /// `keep_invalidations_since`, signing keys no longer published.
     async fn purge(
         &self,
         now: Timestamp,

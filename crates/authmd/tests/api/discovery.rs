@@ -168,3 +168,19 @@ async fn discovery_documents_are_get_only() {
         .await;
     assert_eq!(r.status, 405);
 }
+
+/// In gateway mode the API behind authmd owns every path under the
+/// resource: /auth.md does not promise `whoami`, and lists the gateway's
+/// own refusals.
+#[tokio::test]
+async fn auth_md_in_gateway_mode_is_pinned() {
+    let t = TestApp::new(
+        Backend::Sqlite,
+        "[upstream]\nurl = \"http://127.0.0.1:3000\"",
+    )
+    .await;
+    let md = t.get("/auth.md", None).await.text();
+    assert!(!md.contains("/api/whoami"));
+    assert!(md.contains("upstream_unavailable") && md.contains("upstream_timeout"));
+    insta::assert_snapshot!("auth_md_gateway", md);
+}

@@ -2,20 +2,25 @@
 
 mod provider;
 mod support;
+mod upstream;
 
 mod admin;
+mod assertion;
 mod claim;
 mod claim_browser;
 mod claim_smtp;
 mod cors;
 mod discovery;
 mod expiry;
+mod forward_auth;
+mod gateway;
 mod hostile_id_jag;
 mod id_jag;
 mod introspect;
 mod jwks;
 mod linking;
 mod middleware;
+mod nginx;
 mod rate_limits;
 mod register_anonymous;
 mod replicas;
@@ -23,4 +28,5 @@ mod resource;
 mod restart;
 mod revoke;
 mod self_revocation;
+mod service_keys;
 mod store_contract;

@@ -150,3 +150,50 @@ async fn paths_outside_the_resource_are_not_protected() {
     assert_eq!(t.get("/healthz", None).await.status, 200);
     assert_eq!(t.get("/readyz", None).await.status, 200);
 }
+
+both_backends! {
+    /// Validation and the scope rules come before routing under the
+    /// resource path: a method the path does not serve is 401 to a
+    /// stranger and 403 to a key without the scope, never 405.
+    async fn validation_comes_before_routing(backend: Backend) {
+        let t = TestApp::new(backend, "").await;
+        let r = t.send(request(Method::POST, "/api/whoami", None, None)).await;
+        assert_eq!(r.status, 401, "{}", r.text());
+        assert_eq!(r.header("www-authenticate"), Some(CHALLENGE));
+        assert_eq!(r.code(), "invalid_token");
+        assert!(r.header("allow").is_none());
+        let r = t.send(request(Method::POST, "/api/whoami", Some("amd_sk_garbage"), None)).await;
+        assert_eq!((r.status.as_u16(), r.header("www-authenticate")), (401, Some(INVALID)));
+
+        let key = t.register_anonymous().await["credential"].as_str().unwrap_or_default().to_owned();
+        for method in [Method::POST, Method::PUT, Method::DELETE] {
+            let r = t.send(request(method.clone(), "/api/whoami", Some(&key), None)).await;
+            assert_eq!((r.status.as_u16(), r.code()), (403, "insufficient_scope".into()), "{method}");
+        }
+        // Methods no rule covers pass the rules, then meet the router.
+        let r = t.send(request(Method::OPTIONS, "/api/whoami", Some(&key), None)).await;
+        assert_eq!((r.status.as_u16(), r.code()), (405, "method_not_allowed".into()));
+        let r = t.send(request(Method::HEAD, "/api/whoami", Some(&key), None)).await;
+        assert_eq!(r.status, 200);
+    }
+}
+
+/// A path with dot segments is refused once validated: the scope rules
+/// match prefixes, and whatever serves the path might resolve the dots.
+#[tokio::test]
+async fn dot_segments_are_refused() {
+    let t = TestApp::new(Backend::Sqlite, "").await;
+    let key = t.register_anonymous().await["credential"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for path in ["/api/x/../whoami", "/api/x/%2e%2e/whoami", "/api/./whoami"] {
+        let r = t.get(path, Some(&key)).await;
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (400, "invalid_request".into()),
+            "{path}"
+        );
+        assert_eq!(t.get(path, None).await.status, 401, "{path}");
+    }
+}

@@ -8,6 +8,7 @@
 
 mod claims;
 mod governance;
+mod keys;
 
 use std::str::FromStr;
 
@@ -19,7 +20,8 @@ use tokio_postgres::types::ToSql;
 use super::migrate::POSTGRES;
 use super::{
     AgentRegistered, Invalidation, NewAgentRegistration, NewAnonymousRegistration, RawCredential,
-    STATS_QUERY, Stats, Store, StoreError, SweepReport, credential_columns, join_scopes,
+    STATS_QUERY, SigningKeyRow, Stats, Store, StoreError, SweepReport, credential_columns,
+    join_scopes,
 };
 use super::{
     AttemptAction, AttemptView, ClaimRequest, ClaimStarted, CompleteClaim, Completed,
@@ -639,6 +641,31 @@ impl Store for PostgresStore {
         Ok(outcome)
     }
 
+    async fn signing_keys(&self, now: Timestamp) -> Result<Vec<SigningKeyRow>, StoreError> {
+        let client = self.client().await?;
+        keys::published(&client, now).await
+    }
+
+    async fn add_first_signing_key(&self, key: SigningKeyRow) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let added = keys::add_first(&tx, &key).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(added)
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        key: SigningKeyRow,
+        retire_until: Timestamp,
+        event: AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        keys::rotate(&tx, &key, retire_until, &event).await?;
+        tx.commit().await.map_err(pg)
+    }
+
     async fn find_credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(CREDENTIAL_QUERY).await.map_err(pg)?;
@@ -801,7 +828,14 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(pg)?;
-        Ok(a + b + j)
+        let k = client
+            .execute(
+                "DELETE FROM signing_keys WHERE published_until <= $1",
+                &[&now.as_millis()],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(a + b + j + k)
     }
 
     async fn stats(&self) -> Result<Stats, StoreError> {

@@ -11,6 +11,7 @@
 mod claims;
 mod governance;
 mod jti;
+mod keys;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
@@ -23,7 +24,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use super::migrate::{Migration, SQLITE};
 use super::{
     AgentRegistered, Invalidation, NewAgentRegistration, NewAnonymousRegistration, RawCredential,
-    STATS_QUERY, Stats, Store, StoreError, SweepReport, credential_columns, join_scopes,
+    STATS_QUERY, SigningKeyRow, Stats, Store, StoreError, SweepReport, credential_columns,
+    join_scopes,
 };
 use super::{
     AttemptAction, AttemptView, ClaimRequest, ClaimStarted, CompleteClaim, Completed,
@@ -842,6 +844,24 @@ impl Store for SqliteStore {
         self.write(claims::secret_key).await
     }
 
+    async fn signing_keys(&self, now: Timestamp) -> Result<Vec<SigningKeyRow>, StoreError> {
+        self.read_now(move |c| keys::published(c, now)).await
+    }
+
+    async fn add_first_signing_key(&self, key: SigningKeyRow) -> Result<bool, StoreError> {
+        self.write(move |c| keys::add_first(c, &key)).await
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        key: SigningKeyRow,
+        retire_until: Timestamp,
+        event: AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.write(move |c| keys::rotate(c, &key, retire_until, &event))
+            .await
+    }
+
     async fn find_credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError> {
         let id = id.to_owned();
         self.read_now(move |c| {
@@ -949,7 +969,8 @@ impl Store for SqliteStore {
                 )
                 .map_err(db)?;
             let j = seen.purge(c, now)?;
-            Ok(u64::try_from(a + b + j).unwrap_or(u64::MAX))
+            let k = keys::purge(c, now)?;
+            Ok(u64::try_from(a + b + j + k).unwrap_or(u64::MAX))
         })
         .await
     }

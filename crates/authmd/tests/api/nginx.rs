@@ -1,0 +1,191 @@
+//! Debian's nginx in front of an API with authmd as its auth service,
+//! configured by the example the repository ships
+//! (`deploy/nginx/authmd.conf`), and an agent that starts with nothing:
+//! it meets the 401 through nginx, discovers, registers and calls the API
+//! through nginx.
+//!
+//! Needs nginx (`apt-get install nginx`); ignored with that reason without
+//! it (`authmd_no_nginx`, see build.rs), unless `REQUIRE_NGINX` is set
+//! (CI), where its absence fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use authmd::Timestamp;
+
+use crate::both_backends;
+use crate::service_keys::verifies;
+use crate::support::{Backend, TestApp, free_port, serve};
+use crate::upstream::Upstream;
+
+const EXAMPLE: &str = include_str!("../../../../deploy/nginx/authmd.conf");
+
+fn nginx_binary() -> PathBuf {
+    ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("this test needs nginx (apt-get install nginx)")
+}
+
+/// nginx in the foreground, one process, everything in `dir`.
+struct Nginx {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Nginx {
+    /// The shipped example with its three addresses replaced by the test's.
+    fn start(binary: &Path, listen: u16, authmd: u16, api: u16) -> Nginx {
+        let mut site = EXAMPLE.to_owned();
+        for (from, to) in [
+            (
+                "server 127.0.0.1:8080;",
+                format!("server 127.0.0.1:{authmd};"),
+            ),
+            ("server 127.0.0.1:3000;", format!("server 127.0.0.1:{api};")),
+            ("listen 80;", format!("listen 127.0.0.1:{listen};")),
+        ] {
+            assert!(site.contains(from), "the example no longer has {from:?}");
+            site = site.replace(from, &to);
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().display();
+        std::fs::write(dir.path().join("authmd.conf"), site).expect("write site");
+        let main = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log info;\nevents {{ worker_connections 256; }}\n\
+             http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n\
+             proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
+             uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  include {d}/authmd.conf;\n}}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), main).expect("write conf");
+        let child = Command::new(binary)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nginx");
+        let mut nginx = Nginx { child, dir };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", listen)).is_err() {
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                panic!("nginx exited ({status}): {}", nginx.log());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "nginx did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        nginx
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+both_backends! {
+    unless authmd_no_nginx = "needs nginx (apt-get install nginx)";
+    async fn an_agent_discovers_registers_and_calls_through_nginx(backend: Backend) {
+        let binary = nginx_binary();
+        let up = Upstream::start().await;
+        let (listen, authmd_port) = (free_port(), free_port());
+        let base = format!("http://127.0.0.1:{listen}");
+        let toml = format!(
+            "issuer = \"{base}\"\n[server]\ntrusted_proxies = [\"127.0.0.1\"]\n"
+        );
+        let t = TestApp::new(backend, &toml).await;
+        serve(t.router.clone(), authmd_port).await;
+        let nginx = Nginx::start(&binary, listen, authmd_port, up.port);
+        let http = reqwest::Client::new();
+        let api = format!("{base}/api/things");
+
+        // A stranger: nginx answers with authmd's challenge and the
+        // protocol's body; the API never sees the request.
+        let r = http.get(&api).send().await.expect("through nginx");
+        assert_eq!(r.status(), 401, "{}", nginx.log());
+        let challenges: Vec<String> = r.headers().get_all("www-authenticate").iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned)).collect();
+        assert_eq!(
+            challenges,
+            vec![format!("Bearer resource_metadata=\"{base}/.well-known/oauth-protected-resource/api\"")]
+        );
+        let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap_or_default()).unwrap_or_default();
+        assert_eq!(body["error"], "invalid_token");
+        assert_eq!(up.hits(), 0);
+
+        // The agent: from nothing, through nginx only.
+        let client = authmd_client::Client::new().unwrap_or_else(|e| panic!("{e}"));
+        let service = client.discover(&api).await.unwrap_or_else(|e| panic!("{e}: {}", nginx.log()));
+        assert_eq!(service.issuer, base);
+        let registration = client
+            .register(&service, &authmd_client::Method::Anonymous)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut credential = registration.credential(&service).unwrap_or_else(|e| panic!("{e}"));
+        let r = client
+            .call(&mut credential, reqwest::Method::GET, &format!("{api}?page=2"), |b| {
+                b.header("x-authmd-email", "forged@example.com")
+                    .header("x-authmd-registration", "reg_forged")
+                    .header("x-authmd-assertion", "forged")
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status(), 201, "{}", nginx.log());
+        let seen = up.last();
+        assert_eq!(seen.uri, "/api/things?page=2");
+        assert_eq!(seen.header("x-authmd-registration"), Some(credential.registration_id.as_str()));
+        assert_eq!(seen.headers.get_all("x-authmd-registration").iter().count(), 1);
+        assert_eq!(seen.header("x-authmd-scopes"), Some("api.read"));
+        assert!(seen.header("x-authmd-email").is_none(), "a forged header reached the API");
+        assert!(seen.header("authorization").is_none(), "the credential reached the API");
+        let assertion = seen.header("x-authmd-assertion").unwrap_or_default().to_owned();
+        let jwks = http.get(format!("{base}/.well-known/jwks.json")).send().await
+            .expect("JWKS through nginx").bytes().await.unwrap_or_default();
+        assert!(verifies(&jwks, &assertion), "the assertion verifies against the JWKS nginx serves");
+
+        // A write with a read-only key: 403 with the step-up challenge.
+        let r = client.call(&mut credential, reqwest::Method::POST, &api, |b| b.body("x"))
+            .await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status(), 403);
+        assert!(r.headers().get("www-authenticate").and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.contains("insufficient_scope") && c.contains("api.write")));
+        let hits = up.hits();
+
+        // Revoked: refused through nginx within a second.
+        authmd::admin::Admin::new(std::sync::Arc::clone(t.app.store()))
+            .revoke(authmd::store::RevokeTarget::Registration(credential.registration_id.clone()),
+                    "ops", None, &Default::default(), Timestamp::now())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let start = Instant::now();
+        loop {
+            let r = http.get(&api).bearer_auth(&credential.secret).send().await.expect("nginx");
+            if r.status() == 401 {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(1), "still let through after 1 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let before = up.hits();
+        let r = http.get(&api).bearer_auth(&credential.secret).send().await.expect("nginx");
+        assert_eq!(r.status(), 401);
+        assert_eq!(up.hits(), before, "a refused request reached the API");
+        assert!(before >= hits);
+    }
+}
