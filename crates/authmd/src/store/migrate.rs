@@ -34,6 +34,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "jti_by_expiry",
         sql: include_str!("../../migrations/sqlite/0005_jti_by_expiry.sql"),
     },
+    Migration {
+        version: 6,
+        name: "hardening",
+        sql: include_str!("../../migrations/sqlite/0006_hardening.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -61,6 +66,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 5,
         name: "jti_by_expiry",
         sql: include_str!("../../migrations/postgres/0005_jti_by_expiry.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "hardening",
+        sql: include_str!("../../migrations/postgres/0006_hardening.sql"),
     },
 ];
 

@@ -269,7 +269,8 @@ pub struct Invalidation {
 }
 
 /// A verified logout token to apply (§5): the credentials of the
-/// delegation `(iss, sub)` issued up to `issued_through` are revoked.
+/// delegation `(iss, sub)` whose assertions were issued up to
+/// `assertions_through` are revoked.
 #[derive(Debug, Clone)]
 pub struct SubjectRevocation {
     pub iss: String,
@@ -279,9 +280,13 @@ pub struct SubjectRevocation {
     /// The replay-table key of the token and how long it is kept.
     pub jti_key: [u8; 16],
     pub jti_until: Timestamp,
-    /// The token's `iat` plus the clock skew: credentials issued later
-    /// (after the provider consented again) are kept.
-    pub issued_through: Timestamp,
+    /// The token's `iat` plus the clock skew (the provider's clock): a
+    /// credential whose ID-JAG was issued up to then is revoked, however
+    /// late it was redeemed (the user withdrew the consent it carried); one
+    /// whose ID-JAG was issued later (the provider consented again) is kept.
+    /// A credential without a recorded assertion `iat` (issued before
+    /// migration 0006) is revoked.
+    pub assertions_through: Timestamp,
     /// The token's `iat` (the provider's clock): assertions issued before
     /// it no longer register for this subject.
     pub assertions_before: Timestamp,
@@ -554,10 +559,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn list_events(&self, filter: &EventFilter) -> Result<Vec<AuditRecord>, StoreError>;
 
     /// Applies a verified logout token (§5) atomically: refuses a used
-    /// `jti`, records it, revokes the subject's credentials issued up to
-    /// `issued_through`, and when none is left marks the registration and
-    /// the delegation revoked and records `registration.revoked`. Later
-    /// assertions issued before `assertions_before` are refused.
+    /// `jti`, records it, revokes the subject's credentials whose
+    /// assertions were issued up to `assertions_through`, and when none is
+    /// left marks the registration and the delegation revoked and records
+    /// `registration.revoked`. Later assertions issued before
+    /// `assertions_before` are refused.
     async fn revoke_subject(&self, r: SubjectRevocation) -> Result<SubjectRevoked, StoreError>;
 
     /// Revokes every live registration of the target and all their

@@ -109,7 +109,8 @@ pub(super) async fn revoke_subject(
     let stmt = tx
         .prepare_cached(
             "UPDATE credentials SET revoked_at = $1
-             WHERE registration_id = $2 AND revoked_at IS NULL AND issued_at <= $3
+             WHERE registration_id = $2 AND revoked_at IS NULL
+               AND (assertion_iat IS NULL OR assertion_iat <= $3)
              RETURNING token_hash",
         )
         .await
@@ -117,7 +118,7 @@ pub(super) async fn revoke_subject(
     let hashes: Vec<Vec<u8>> = tx
         .query(
             &stmt,
-            &[&now, &registration_id, &r.issued_through.as_millis()],
+            &[&now, &registration_id, &r.assertions_through.as_millis()],
         )
         .await
         .map_err(pg)?

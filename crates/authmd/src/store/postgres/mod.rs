@@ -348,8 +348,8 @@ async fn register_agent_tx(
     exec(
         tx,
         "INSERT INTO credentials (id, token_hash, registration_id, user_id, type, source, scopes,
-                                  issued_at, expires_at, iss, sub, aud)
-         VALUES ($1, $2, $3, $4, $5, 'provider', $6, $7, $8, $9, $10, $11)",
+                                  issued_at, expires_at, iss, sub, aud, assertion_iat)
+         VALUES ($1, $2, $3, $4, $5, 'provider', $6, $7, $8, $9, $10, $11, $12)",
         &[
             &reg.credential_id,
             &reg.credential.as_bytes(),
@@ -362,6 +362,7 @@ async fn register_agent_tx(
             &reg.iss,
             &reg.sub,
             &reg.aud,
+            &reg.issued_at.as_millis(),
         ],
     )
     .await?;

@@ -102,13 +102,14 @@ pub(super) fn revoke_subject(
         let mut s = c
             .prepare_cached(
                 "UPDATE credentials SET revoked_at = ?1
-                 WHERE registration_id = ?2 AND revoked_at IS NULL AND issued_at <= ?3
+                 WHERE registration_id = ?2 AND revoked_at IS NULL
+                   AND (assertion_iat IS NULL OR assertion_iat <= ?3)
                  RETURNING token_hash",
             )
             .map_err(db)?;
         let rows = s
             .query_map(
-                params![now, registration_id, r.issued_through.as_millis()],
+                params![now, registration_id, r.assertions_through.as_millis()],
                 |row| row.get(0),
             )
             .map_err(db)?;

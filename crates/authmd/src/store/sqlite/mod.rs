@@ -629,8 +629,8 @@ fn register_agent_tx(
     };
     c.prepare_cached(
         "INSERT INTO credentials (id, token_hash, registration_id, user_id, type, source, scopes,
-                                  issued_at, expires_at, iss, sub, aud)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'provider', ?6, ?7, ?8, ?9, ?10, ?11)",
+                                  issued_at, expires_at, iss, sub, aud, assertion_iat)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'provider', ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -645,6 +645,7 @@ fn register_agent_tx(
             reg.iss,
             reg.sub,
             reg.aud,
+            reg.issued_at.as_millis(),
         ])
     })
     .map_err(db)?;

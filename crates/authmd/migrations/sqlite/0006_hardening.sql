@@ -1,0 +1,11 @@
+-- Hardening (issue 15): revocation by the assertion's issue time.
+
+-- The `iat` of the ID-JAG a provider-issued credential came from (the
+-- provider's clock, milliseconds). A logout token ends every credential
+-- whose assertion was issued up to the token's `iat` (plus the skew),
+-- however late the assertion was redeemed. NULL for credentials that came
+-- from no assertion, and for provider credentials issued before this
+-- migration: their assertion's `iat` was not kept, and a logout treats an
+-- unknown issue time as "before" (revokes): the user withdrew consent, and
+-- an agent that still has it registers again with a fresh ID-JAG.
+ALTER TABLE credentials ADD COLUMN assertion_iat INTEGER;
