@@ -258,7 +258,7 @@ impl AuthMd {
         for e in &events {
             e.log();
         }
-        self.send_claim_email(email, &link, link_expires_at)?;
+        self.send_claim_email(email, &link, link_expires_at);
         Ok(Registered::Email(EmailRegistered {
             registration_id,
             registration_type: RegistrationType::EmailVerification,
@@ -319,7 +319,7 @@ impl AuthMd {
                 attempt_id,
                 expires_at,
             } => {
-                self.send_claim_email(email, &link, expires_at)?;
+                self.send_claim_email(email, &link, expires_at);
                 (attempt_id, expires_at)
             }
             ClaimStarted::InFlight {
@@ -527,8 +527,9 @@ impl AuthMd {
         };
         match self.store().complete_claim(req).await? {
             Completed::Claimed { issued, .. } => {
-                // The scope change must reach this replica's cache at once.
-                self.validator().poll_invalidations().await?;
+                // The scope change must reach this replica's cache at once;
+                // the claim is committed whatever happens to that.
+                self.refresh_after_commit().await;
                 let scopes = config.resource.post_claim_scopes.clone();
                 let (credential_type, credential, credential_expires, scopes) = match issued {
                     None => (None, None, None, None),
@@ -583,16 +584,11 @@ impl AuthMd {
         })
     }
 
-    /// Queues the claim email. Fails (a 500 for the agent) only if nothing
-    /// could be queued.
-    fn send_claim_email(
-        &self,
-        to: &str,
-        link: &PlainSecret,
-        expires: Timestamp,
-    ) -> Result<(), Error> {
+    /// Queues the claim email, after the attempt committed: the agent gets
+    /// its answer whatever the queue does (it waits for room, or logs).
+    fn send_claim_email(&self, to: &str, link: &PlainSecret, expires: Timestamp) {
         let email = claim_email(self, to, link, expires);
-        self.mail_queue().submit(email).map_err(Error::internal)
+        self.mail_queue().submit(email);
     }
 }
 

@@ -242,6 +242,21 @@ impl AuthMd {
         Ok(self.inner.validator.validate(bearer, now).await?)
     }
 
+    /// After a commit that changed credentials: drops them from this
+    /// replica's cache at once (the others drop them at their next poll of
+    /// the invalidation log). Never fails, because the change is committed
+    /// and the request must get its committed result: if the log cannot be
+    /// read, the failure is logged, this replica's cache stops answering
+    /// until a later poll succeeds, and the poller retries every
+    /// `server.revocation_poll`.
+    pub async fn refresh_after_commit(&self) {
+        if let Err(e) = self.inner.validator.poll_invalidations().await {
+            tracing::warn!(error = %e,
+                "cannot read the invalidation log after a change; the credential cache is bypassed until it can");
+            self.inner.validator.distrust();
+        }
+    }
+
     /// Expires what is due and purges stale bookkeeping; what the periodic
     /// sweep runs. Returns the number of registrations expired.
     pub async fn sweep(&self, now: Timestamp) -> Result<usize, StoreError> {

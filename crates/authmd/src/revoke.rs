@@ -213,12 +213,7 @@ impl AuthMd {
             SubjectRevoked::Replay => Err(ProtocolError::ReplayDetected.into()),
             SubjectRevoked::Done(report) => {
                 if report.credentials > 0 {
-                    // This replica drops them at once; the others at their
-                    // next poll of the invalidation log (so does this one,
-                    // if this poll fails).
-                    if let Err(e) = self.validator().poll_invalidations().await {
-                        tracing::warn!(error = %e, "cannot read the invalidation log");
-                    }
+                    self.refresh_after_commit().await;
                 }
                 Ok(Revoked {
                     revoked: report.credentials,

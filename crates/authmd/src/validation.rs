@@ -74,6 +74,9 @@ pub struct Validator {
     started: Instant,
     /// Milliseconds after `started` of the last successful poll.
     last_poll_ok: AtomicU64,
+    /// Milliseconds after `started` of the last [`Validator::distrust`]:
+    /// the cache answers only after a poll that started later succeeded.
+    distrusted: AtomicU64,
 }
 
 impl std::fmt::Debug for Validator {
@@ -98,6 +101,7 @@ impl Validator {
             watermark: AtomicI64::new(i64::MAX),
             started: Instant::now(),
             last_poll_ok: AtomicU64::new(0),
+            distrusted: AtomicU64::new(0),
         }
     }
 
@@ -110,7 +114,17 @@ impl Validator {
         let elapsed =
             u64::try_from(at.duration_since(self.started).as_millis()).unwrap_or(u64::MAX);
         let last = self.last_poll_ok.load(Ordering::Relaxed);
-        elapsed.saturating_sub(last) < MAX_STALENESS.as_millis() as u64
+        last >= self.distrusted.load(Ordering::Relaxed)
+            && elapsed.saturating_sub(last) < MAX_STALENESS.as_millis() as u64
+    }
+
+    /// Stops the cache from answering until a poll that starts after this
+    /// call succeeds: for a change committed here whose invalidation could
+    /// not be read back at once (the log is unreachable), so that this
+    /// replica asks the store instead of serving what it cached before the
+    /// change.
+    pub fn distrust(&self) {
+        self.distrusted.fetch_max(self.elapsed_ms().max(1), Ordering::SeqCst);
     }
 
     /// Validates the token of an `Authorization: Bearer` header (`None` when

@@ -330,10 +330,8 @@ async fn revoke(
         .admin
         .revoke(target, &operator(headers), reason, meta, Timestamp::now())
         .await;
-    if result.is_ok()
-        && let Err(e) = s.app.validator().poll_invalidations().await
-    {
-        tracing::warn!(error = %e, "cannot read the invalidation log");
+    if result.is_ok() {
+        s.app.refresh_after_commit().await;
     }
     json(result)
 }

@@ -9,6 +9,7 @@ mod claim_browser;
 mod claim_smtp;
 mod discovery;
 mod expiry;
+mod followups;
 mod hostile_id_jag;
 mod id_jag;
 mod jwks;
