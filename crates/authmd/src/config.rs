@@ -112,6 +112,13 @@ pub struct AdminConfig {
     pub token: Option<SecretString>,
 }
 
+/// Longest `server.credential_cache_ttl` accepted: a sixth of the hour the
+/// invalidation log is kept (`validation::INVALIDATION_RETENTION`). An entry
+/// cached before a change must be re-read long before the log forgets the
+/// change, whatever a replica's poller, clock or sweep timing did; the
+/// margin is 50 minutes.
+pub const MAX_CREDENTIAL_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Shortest admin token accepted.
 pub const MIN_ADMIN_TOKEN: usize = 32;
 
@@ -423,7 +430,7 @@ pub struct ServerConfig {
     pub credential_cache_capacity: usize,
     /// Upper bound on how long a cached validation is reused before it is
     /// read again from the store (revocations arrive sooner, see
-    /// `revocation_poll`).
+    /// `revocation_poll`). At most [`MAX_CREDENTIAL_CACHE_TTL`].
     #[serde(default = "default_cache_ttl")]
     pub credential_cache_ttl: HumanDuration,
     /// How often each replica reads the store's invalidation log.
@@ -672,6 +679,16 @@ impl Config {
             if d.get().is_zero() {
                 return Err(ConfigError::new(key, "must be longer than zero"));
             }
+        }
+        if self.server.credential_cache_ttl.get() > MAX_CREDENTIAL_CACHE_TTL {
+            return Err(ConfigError::new(
+                "server.credential_cache_ttl",
+                format!(
+                    "must be at most {}: cached credentials must be re-read well within \
+                     the hour the invalidation log is kept",
+                    duration_words(MAX_CREDENTIAL_CACHE_TTL)
+                ),
+            ));
         }
         if self.server.revocation_poll.get() > std::time::Duration::from_millis(500) {
             return Err(ConfigError::new(
@@ -957,6 +974,14 @@ mod tests {
             (
                 "[server]\nrevocation_poll = \"5s\"",
                 "server.revocation_poll",
+            ),
+            (
+                "[server]\ncredential_cache_ttl = \"2h\"",
+                "server.credential_cache_ttl",
+            ),
+            (
+                "[server]\ncredential_cache_ttl = \"11m\"",
+                "server.credential_cache_ttl",
             ),
             (
                 "[[providers]]\nissuer = \"http://provider.example\"",

@@ -53,10 +53,6 @@ use outbound::Outbound;
 use store::{Store, StoreError};
 use validation::{Validation, Validator};
 
-/// How long the invalidation log is kept: a replica that cannot read it for
-/// longer than this starts over with an empty cache anyway (see
-/// [`Validator::poll_invalidations`]).
-const INVALIDATION_RETENTION: Duration = Duration::from_secs(3600);
 /// Registrations expired per sweep transaction.
 const SWEEP_BATCH: u32 = 500;
 
@@ -269,7 +265,7 @@ impl AuthMd {
             }
         }
         self.store()
-            .purge(now, now.minus(INVALIDATION_RETENTION))
+            .purge(now, now.minus(validation::INVALIDATION_RETENTION))
             .await?;
         if expired > 0 {
             // Drop local cache entries at once rather than at the next poll.

@@ -4,3 +4,11 @@
 -- SQLite migration 0006 for why NULL, the value of earlier rows, means
 -- "revoked by any logout of its subject").
 ALTER TABLE credentials ADD COLUMN assertion_iat BIGINT;
+
+-- The newest invalidation `seq` the sweep has purged (one row; see the
+-- SQLite migration 0006).
+CREATE TABLE invalidations_purged (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    through_seq BIGINT NOT NULL
+);
+INSERT INTO invalidations_purged (id, through_seq) VALUES (1, 0);

@@ -9,3 +9,12 @@
 -- unknown issue time as "before" (revokes): the user withdrew consent, and
 -- an agent that still has it registers again with a fresh ID-JAG.
 ALTER TABLE credentials ADD COLUMN assertion_iat INTEGER;
+
+-- The newest invalidation `seq` the sweep has purged (one row). A replica
+-- whose last read `seq` is below it missed entries (it could not read the
+-- log for longer than the log is kept) and drops its whole cache.
+CREATE TABLE invalidations_purged (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    through_seq INTEGER NOT NULL
+);
+INSERT INTO invalidations_purged (id, through_seq) VALUES (1, 0);

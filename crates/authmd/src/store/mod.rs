@@ -530,8 +530,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         limit: u32,
     ) -> Result<Vec<Invalidation>, StoreError>;
 
-    /// The newest invalidation `seq` (0 when the log is empty).
+    /// The newest invalidation `seq` (0 when the log is empty), counting
+    /// purged entries.
     async fn latest_invalidation(&self) -> Result<i64, StoreError>;
+
+    /// The newest `seq` purged from the invalidation log (0 if none): a
+    /// reader whose position is below it may have missed entries.
+    async fn purged_invalidations(&self) -> Result<i64, StoreError>;
 
     /// Expires up to `limit` registrations still unclaimed or pending at
     /// `now`: marks them `expired`, revokes their credentials, logs the
@@ -545,7 +550,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Deletes bookkeeping that can no longer matter at `now`: rate-limit
     /// state older than its window, invalidation entries older than
-    /// `keep_invalidations_since`.
+    /// `keep_invalidations_since` (recording the newest `seq` purged, see
+    /// [`Store::purged_invalidations`]).
     async fn purge(
         &self,
         now: Timestamp,

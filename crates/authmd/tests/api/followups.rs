@@ -27,6 +27,18 @@ use crate::support::{Backend, TestApp, TestDb, config, form_request, link_token,
 pub struct FlakyLog {
     pub inner: Arc<dyn Store>,
     pub fail: AtomicBool,
+    /// Credential lookups asked of the store.
+    pub finds: std::sync::atomic::AtomicUsize,
+}
+
+impl FlakyLog {
+    pub fn new(inner: Arc<dyn Store>) -> Arc<FlakyLog> {
+        Arc::new(FlakyLog {
+            inner,
+            fail: AtomicBool::new(false),
+            finds: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
 }
 
 #[async_trait]
@@ -107,6 +119,7 @@ impl Store for FlakyLog {
         self.inner.record_event(event).await
     }
     async fn find_credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError> {
+        self.finds.fetch_add(1, Ordering::SeqCst);
         self.inner.find_credential(id).await
     }
     async fn invalidations_after(
@@ -121,6 +134,9 @@ impl Store for FlakyLog {
     }
     async fn latest_invalidation(&self) -> Result<i64, StoreError> {
         self.inner.latest_invalidation().await
+    }
+    async fn purged_invalidations(&self) -> Result<i64, StoreError> {
+        self.inner.purged_invalidations().await
     }
     async fn expire_registrations(
         &self,
@@ -184,13 +200,14 @@ impl Store for FlakyLog {
 
 /// An app over a [`FlakyLog`] store.
 async fn flaky(backend: Backend) -> (TestApp, Arc<FlakyLog>) {
-    let db = Arc::new(TestDb::new(backend).await);
-    let store = Arc::new(FlakyLog {
-        inner: db.store().await,
-        fail: AtomicBool::new(false),
-    });
+    flaky_on(Arc::new(TestDb::new(backend).await), "").await
+}
+
+/// An app (a replica) on `db` over a [`FlakyLog`] store.
+pub async fn flaky_on(db: Arc<TestDb>, toml: &str) -> (TestApp, Arc<FlakyLog>) {
+    let store = FlakyLog::new(db.store().await);
     let mailer = MemoryMailer::new();
-    let app = AuthMd::new(config(""), store.clone(), Arc::new(mailer.clone()))
+    let app = AuthMd::new(config(toml), store.clone(), Arc::new(mailer.clone()))
         .await
         .expect("build app");
     let router = authmd::http::router(app.clone());

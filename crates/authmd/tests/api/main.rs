@@ -4,6 +4,7 @@ mod provider;
 mod support;
 
 mod admin;
+mod cache;
 mod claim;
 mod claim_browser;
 mod claim_smtp;

@@ -664,10 +664,23 @@ impl Store for PostgresStore {
     async fn latest_invalidation(&self) -> Result<i64, StoreError> {
         let client = self.client().await?;
         let row = client
-            .query_one("SELECT COALESCE(MAX(seq), 0) FROM invalidations", &[])
+            .query_one(
+                "SELECT GREATEST((SELECT COALESCE(MAX(seq), 0) FROM invalidations),
+                                 (SELECT through_seq FROM invalidations_purged))",
+                &[],
+            )
             .await
             .map_err(pg)?;
         Ok(row.get(0))
+    }
+
+    async fn purged_invalidations(&self) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT through_seq FROM invalidations_purged")
+            .await
+            .map_err(pg)?;
+        Ok(client.query_one(&stmt, &[]).await.map_err(pg)?.get(0))
     }
 
     async fn expire_registrations(
@@ -752,11 +765,25 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(pg)?;
-        let b = client
-            .execute(
-                "DELETE FROM invalidations WHERE at < $1",
+        // The marker first, then exactly the entries it covers (seq order is
+        // commit order, so nothing below it commits later).
+        let through: i64 = client
+            .query_one(
+                "SELECT COALESCE(MAX(seq), 0) FROM invalidations WHERE at < $1",
                 &[&keep_invalidations_since.as_millis()],
             )
+            .await
+            .map_err(pg)?
+            .get(0);
+        client
+            .execute(
+                "UPDATE invalidations_purged SET through_seq = GREATEST(through_seq, $1)",
+                &[&through],
+            )
+            .await
+            .map_err(pg)?;
+        let b = client
+            .execute("DELETE FROM invalidations WHERE seq <= $1", &[&through])
             .await
             .map_err(pg)?;
         let j = client

@@ -880,10 +880,22 @@ impl Store for SqliteStore {
 
     async fn latest_invalidation(&self) -> Result<i64, StoreError> {
         self.read_now(|c| {
-            c.query_row("SELECT COALESCE(MAX(seq), 0) FROM invalidations", [], |r| {
-                r.get(0)
-            })
+            c.query_row(
+                "SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM invalidations),
+                            (SELECT through_seq FROM invalidations_purged))",
+                [],
+                |r| r.get(0),
+            )
             .map_err(db)
+        })
+        .await
+    }
+
+    async fn purged_invalidations(&self) -> Result<i64, StoreError> {
+        self.read_now(|c| {
+            c.prepare_cached("SELECT through_seq FROM invalidations_purged")
+                .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                .map_err(db)
         })
         .await
     }
@@ -938,11 +950,21 @@ impl Store for SqliteStore {
             let a = c
                 .execute("DELETE FROM rate_limits WHERE tat < ?1", [now.as_millis()])
                 .map_err(db)?;
-            let b = c
-                .execute(
-                    "DELETE FROM invalidations WHERE at < ?1",
+            // The marker first, then exactly the entries it covers.
+            let through: i64 = c
+                .query_row(
+                    "SELECT COALESCE(MAX(seq), 0) FROM invalidations WHERE at < ?1",
                     [keep_invalidations_since.as_millis()],
+                    |r| r.get(0),
                 )
+                .map_err(db)?;
+            c.execute(
+                "UPDATE invalidations_purged SET through_seq = MAX(through_seq, ?1)",
+                [through],
+            )
+            .map_err(db)?;
+            let b = c
+                .execute("DELETE FROM invalidations WHERE seq <= ?1", [through])
                 .map_err(db)?;
             let j = seen.purge(c, now)?;
             Ok(u64::try_from(a + b + j).unwrap_or(u64::MAX))
