@@ -227,14 +227,16 @@ impl AuthMd {
                 .with("email", email)
                 .with("claim_attempt_id", attempt_id.as_str()),
         ];
+        // Buckets of its own (never the agent-verified ones), then the
+        // recipient's.
         let rl = &config.rate_limits;
         let mut limits = self.limits(
-            "identity_assertion",
+            "verified_email",
             meta,
-            rl.identity_assertion_per_ip_per_hour,
-            rl.identity_assertion_per_hour,
+            rl.verified_email_per_ip_per_hour,
+            rl.verified_email_per_hour,
         );
-        limits.extend(self.address_limit(email));
+        limits.extend(self.address_limits(email));
         let new = NewEmailRegistration {
             registration_id: registration_id.clone(),
             claim_token: claim_token.hash(),
@@ -301,7 +303,7 @@ impl AuthMd {
                 rl.claim_emails_per_registration_per_hour,
             ));
         }
-        limits.extend(self.address_limit(email));
+        limits.extend(self.address_limits(email));
         let req = ClaimRequest {
             registration_id: registration_id.clone(),
             claim_token: presented.hash,
@@ -570,18 +572,26 @@ impl AuthMd {
         }
     }
 
-    /// Claim emails per address (§9), counted with the other limits.
-    fn address_limit(&self, email: &str) -> Option<crate::rate_limit::RateLimit> {
+    /// Claim emails per recipient mailbox (§9), per hour and per day,
+    /// across every registration and flow, counted with the other limits:
+    /// each message goes to an address the requester chose.
+    fn address_limits(&self, email: &str) -> Vec<crate::rate_limit::RateLimit> {
+        use crate::rate_limit::RateLimit;
         let rl = &self.config().rate_limits;
-        rl.enabled.then(|| {
-            crate::rate_limit::RateLimit::per_hour(
-                format!(
-                    "claim:address:{}",
-                    crate::users::normalize_email(email).unwrap_or_else(|| email.to_owned())
-                ),
+        if !rl.enabled {
+            return Vec::new();
+        }
+        let mailbox = crate::users::mailbox_key(email);
+        vec![
+            RateLimit::per_hour(
+                format!("claim:address:{mailbox}"),
                 rl.claim_emails_per_address_per_hour,
-            )
-        })
+            ),
+            RateLimit::per_day(
+                format!("claim:address-day:{mailbox}"),
+                rl.claim_emails_per_address_per_day,
+            ),
+        ]
     }
 
     /// Queues the claim email, after the attempt committed: the agent gets

@@ -375,10 +375,24 @@ pub struct RateLimitConfig {
     pub identity_assertion_per_ip_per_hour: u32,
     #[serde(default = "n1000")]
     pub identity_assertion_per_hour: u32,
+    /// Email-required registrations (§3.2): buckets of their own, so that
+    /// they never use up the agent-verified budget.
+    #[serde(default = "n5")]
+    pub verified_email_per_ip_per_hour: u32,
+    #[serde(default = "n100")]
+    pub verified_email_per_hour: u32,
     #[serde(default = "n3")]
     pub claim_emails_per_registration_per_hour: u32,
+    /// Claim emails to one mailbox (case and `+tag` ignored), across every
+    /// registration and flow.
     #[serde(default = "n5")]
     pub claim_emails_per_address_per_hour: u32,
+    #[serde(default = "n10")]
+    pub claim_emails_per_address_per_day: u32,
+}
+
+fn n10() -> u32 {
+    10
 }
 
 fn n3() -> u32 {
@@ -407,8 +421,11 @@ impl Default for RateLimitConfig {
             anonymous_per_hour: n100(),
             identity_assertion_per_ip_per_hour: n60(),
             identity_assertion_per_hour: n1000(),
+            verified_email_per_ip_per_hour: n5(),
+            verified_email_per_hour: n100(),
             claim_emails_per_registration_per_hour: n3(),
             claim_emails_per_address_per_hour: n5(),
+            claim_emails_per_address_per_day: n10(),
         }
     }
 }
