@@ -52,7 +52,7 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let router = authmd::http::router(app);
+    let router = authmd::http::router(app.clone());
     // Small request/response exchanges: send each response at once.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
@@ -66,6 +66,10 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
     .context("server failed")?;
     if let Some(admin) = admin {
         admin.abort();
+    }
+    // Refused registrations counted since the last flush.
+    if let Err(e) = app.flush_refusals().await {
+        tracing::warn!(error = %e, "cannot record the last refused registrations");
     }
     tracing::info!("authmd stopped");
     Ok(())

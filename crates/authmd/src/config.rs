@@ -96,6 +96,30 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// The audit trail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// How long events are kept; the sweep deletes older ones. Keep more
+    /// by exporting (`authmd audit export --after <last id>`).
+    #[serde(default = "d400d")]
+    pub retention: HumanDuration,
+}
+
+fn d400d() -> HumanDuration {
+    HumanDuration::secs(400 * 86_400)
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            retention: d400d(),
+        }
+    }
 }
 
 /// The admin API (operator controls): off unless `listen` is set.
@@ -142,6 +166,7 @@ impl Default for Config {
             rate_limits: RateLimitConfig::default(),
             server: ServerConfig::default(),
             admin: AdminConfig::default(),
+            audit: AuditConfig::default(),
         };
         // The defaults are valid by construction; `validate` fills in the
         // derived values (issuer, resource identifier, rules).
@@ -696,6 +721,12 @@ impl Config {
             if d.get().is_zero() {
                 return Err(ConfigError::new(key, "must be longer than zero"));
             }
+        }
+        if self.audit.retention.get() < std::time::Duration::from_secs(86_400) {
+            return Err(ConfigError::new(
+                "audit.retention",
+                "must be at least 1d (export events to keep them elsewhere, not to keep fewer)",
+            ));
         }
         if self.server.credential_cache_ttl.get() > MAX_CREDENTIAL_CACHE_TTL {
             return Err(ConfigError::new(

@@ -29,6 +29,7 @@ pub mod mail;
 pub mod middleware;
 pub mod outbound;
 pub mod rate_limit;
+pub mod refusals;
 pub mod register;
 pub mod revoke;
 pub mod store;
@@ -46,6 +47,7 @@ pub use error::{Error, ProtocolError};
 pub use middleware::{Agent, RequireCredentialLayer};
 pub use time::Timestamp;
 
+use audit::AuditEvent;
 use discovery::{Documents, Urls};
 use jwks::{HttpKeySource, KeySource};
 use mail::{Mailer, OutboxMailer};
@@ -55,6 +57,8 @@ use validation::{Validation, Validator};
 
 /// Registrations expired per sweep transaction.
 const SWEEP_BATCH: u32 = 500;
+/// Audit events deleted per sweep transaction.
+const AUDIT_PURGE_BATCH: u32 = 5000;
 
 /// The authmd handle. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -74,6 +78,8 @@ struct Inner {
     verifier: id_jag::Verifier,
     mail_queue: mail::MailQueue,
     otp_key: claim::OtpKey,
+    /// Refused registrations counted since the last flush.
+    refusals: refusals::Refusals,
     /// The poller and the sweeper, aborted when the handle is dropped.
     background: std::sync::OnceLock<Vec<tokio::task::AbortHandle>>,
 }
@@ -180,6 +186,7 @@ impl AuthMd {
                 verifier,
                 mail_queue,
                 otp_key,
+                refusals: refusals::Refusals::default(),
                 background: std::sync::OnceLock::new(),
             }),
         };
@@ -225,6 +232,37 @@ impl AuthMd {
         &self.inner.otp_key
     }
 
+    pub(crate) fn refusals(&self) -> &refusals::Refusals {
+        &self.inner.refusals
+    }
+
+    /// Writes the refusals counted since the last flush, one
+    /// `registration.rejected` per client network, code and flow, in one
+    /// transaction; returns how many events were written. Runs every
+    /// [`refusals::FLUSH_INTERVAL`] and should run at shutdown. If the
+    /// write fails, the counts are kept for the next flush.
+    pub async fn flush_refusals(&self) -> Result<usize, StoreError> {
+        let taken = self.inner.refusals.take();
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        let events = taken.events();
+        let n = events.len();
+        let logged = AuditEvent::logged().then(|| events.clone());
+        match self.store().record_events(events).await {
+            Ok(()) => {
+                for e in logged.iter().flatten() {
+                    e.log();
+                }
+                Ok(n)
+            }
+            Err(e) => {
+                self.inner.refusals.restore(taken);
+                Err(e)
+            }
+        }
+    }
+
     pub fn validator(&self) -> &Validator {
         &self.inner.validator
     }
@@ -267,6 +305,20 @@ impl AuthMd {
         self.store()
             .purge(now, now.minus(validation::INVALIDATION_RETENTION))
             .await?;
+        // [audit] retention, in batches (on SQLite each is one short job
+        // for the writer, between other writes).
+        let keep_since = now.minus(self.config().audit.retention.get());
+        let mut purged = 0;
+        loop {
+            let n = self.store().purge_audit(keep_since, AUDIT_PURGE_BATCH).await?;
+            purged += n;
+            if n < u64::from(AUDIT_PURGE_BATCH) {
+                break;
+            }
+        }
+        if purged > 0 {
+            tracing::info!(events = purged, "audit events past [audit] retention deleted");
+        }
         if expired > 0 {
             // Drop local cache entries at once rather than at the next poll.
             self.inner.validator.poll_invalidations().await?;
@@ -291,7 +343,16 @@ impl AuthMd {
                 Err(e) => tracing::warn!(error = %e, "sweep failed"),
             }
         });
-        vec![poller, sweeper]
+        let flusher = every(
+            Arc::downgrade(&self.inner),
+            refusals::FLUSH_INTERVAL,
+            |app| async move {
+                if let Err(e) = app.flush_refusals().await {
+                    tracing::warn!(error = %e, "cannot record refused registrations; kept for the next flush");
+                }
+            },
+        );
+        vec![poller, sweeper, flusher]
     }
 }
 

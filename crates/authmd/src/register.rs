@@ -140,7 +140,8 @@ pub enum Registered {
 impl AuthMd {
     /// `POST /agent/auth`. `request` is the parsed body, or the reason it
     /// could not be parsed: every refusal, including a malformed body, is
-    /// recorded as `registration.rejected` with its code.
+    /// counted for `registration.rejected` (per client network, code and
+    /// flow, written periodically: see `refusals.rs`).
     pub async fn register(
         &self,
         request: Result<RegisterRequest, ProtocolError>,
@@ -166,13 +167,8 @@ impl AuthMd {
             Err(e) => Err(e.into()),
         };
         if let Err(Error::Protocol(e)) = &result {
-            let mut event =
-                AuditEvent::new(EventKind::RegistrationRejected, now, meta).with("code", e.code());
-            if let Some(flow) = flow {
-                event = event.with("flow", flow);
-            }
-            event.log();
-            self.store().record_event(event).await?;
+            tracing::debug!(code = e.code(), flow, ip = ?meta.ip, reason = %e, "registration refused");
+            self.refusals().count(meta, e.code(), flow, now);
         }
         result
     }

@@ -99,6 +99,7 @@ pub const KEYS: &[(&str, KeyKind)] = {
         ("server.secret_key", Secret),
         ("admin.listen", Str),
         ("admin.token", Secret),
+        ("audit.retention", Str),
     ]
 };
 

@@ -517,6 +517,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Records an event that accompanies no state change (a refusal).
     async fn record_event(&self, event: AuditEvent) -> Result<(), StoreError>;
 
+    /// Records events that accompany no state change, in one transaction
+    /// (counted refusals, see `refusals.rs`).
+    async fn record_events(&self, events: Vec<AuditEvent>) -> Result<(), StoreError>;
+
+    /// Deletes up to `limit` audit events recorded before `before`, oldest
+    /// first (`[audit] retention`); returns how many. Safe on several
+    /// replicas at once.
+    async fn purge_audit(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError>;
+
     /// The credential with this id, joined with its registration and user.
     /// The caller compares the stored hash with the presented secret's.
     async fn find_credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError>;

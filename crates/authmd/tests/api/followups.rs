@@ -118,6 +118,12 @@ impl Store for FlakyLog {
     async fn record_event(&self, event: AuditEvent) -> Result<(), StoreError> {
         self.inner.record_event(event).await
     }
+    async fn record_events(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+        self.inner.record_events(events).await
+    }
+    async fn purge_audit(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError> {
+        self.inner.purge_audit(before, limit).await
+    }
     async fn find_credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError> {
         self.finds.fetch_add(1, Ordering::SeqCst);
         self.inner.find_credential(id).await

@@ -16,6 +16,7 @@ mod id_jag;
 mod jwks;
 mod middleware;
 mod rate_limits;
+mod refusals;
 mod register_anonymous;
 mod replicas;
 mod resource;

@@ -251,7 +251,7 @@ pub(super) async fn revoke(
 }
 
 /// Many events in one statement.
-async fn insert_events(tx: &Transaction<'_>, events: &[AuditEvent]) -> Result<(), StoreError> {
+pub(super) async fn insert_events(tx: &Transaction<'_>, events: &[AuditEvent]) -> Result<(), StoreError> {
     let at: Vec<i64> = events.iter().map(|e| e.at.as_millis()).collect();
     let kind: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     let reg: Vec<Option<&str>> = events

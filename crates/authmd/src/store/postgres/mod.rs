@@ -605,6 +605,27 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(pg)
     }
 
+    async fn record_events(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        governance::insert_events(&tx, &events).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn purge_audit(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError> {
+        // SKIP LOCKED: replicas sweeping at once delete disjoint batches.
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM audit_events WHERE id IN
+                     (SELECT id FROM audit_events WHERE at < $1 ORDER BY at LIMIT $2
+                      FOR UPDATE SKIP LOCKED)",
+                &[&before.as_millis(), &i64::from(limit)],
+            )
+            .await
+            .map_err(pg)
+    }
+
     async fn find_credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(CREDENTIAL_QUERY).await.map_err(pg)?;

@@ -777,6 +777,24 @@ impl Store for SqliteStore {
         self.write(move |c| insert_event(c, &event)).await
     }
 
+    async fn record_events(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+        self.write(move |c| events.iter().try_for_each(|e| insert_event(c, e)))
+            .await
+    }
+
+    async fn purge_audit(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "DELETE FROM audit_events WHERE id IN
+                     (SELECT id FROM audit_events WHERE at < ?1 ORDER BY at LIMIT ?2)",
+            )
+            .and_then(|mut s| s.execute(params![before.as_millis(), limit]))
+            .map(|n| n as u64)
+            .map_err(db)
+        })
+        .await
+    }
+
     async fn create_email_registration(
         &self,
         reg: NewEmailRegistration,
