@@ -209,6 +209,8 @@ impl AuthMd {
                 )
             })?,
         };
+        // An address an operator blocked gets no registration and no mail.
+        self.refuse_blocked_address(email).await?;
         let registration_id = new_id("reg_");
         let claim_token = PlainSecret::generate(SecretKind::ClaimToken, &registration_id);
         let attempt_id = new_id("cla_");
@@ -290,6 +292,7 @@ impl AuthMd {
         }
         let presented =
             recognize(token, &[SecretKind::ClaimToken]).ok_or(ProtocolError::InvalidClaimToken)?;
+        self.refuse_blocked_address(email).await?;
         let registration_id = presented.id();
         let config = self.config();
         let attempt_id = new_id("cla_");
@@ -569,7 +572,18 @@ impl AuthMd {
             .into()),
             Completed::Invalid => Err(ProtocolError::OtpInvalid.into()),
             Completed::NotProvisioned => Err(ProtocolError::UserNotProvisioned.into()),
+            Completed::Blocked => Err(ProtocolError::Blocked.into()),
         }
+    }
+
+    /// Refuses an address an operator blocked (before any work or mail;
+    /// completing a claim checks again, with the user, in its transaction).
+    async fn refuse_blocked_address(&self, email: &str) -> Result<(), Error> {
+        let keys = crate::store::block_keys(None, None, Some(email));
+        if self.store().blocked(keys).await? {
+            return Err(ProtocolError::Blocked.into());
+        }
+        Ok(())
     }
 
     /// Claim emails per recipient mailbox (§9), per hour and per day,

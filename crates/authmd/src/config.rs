@@ -288,6 +288,11 @@ pub struct RegistrationConfig {
     /// revoke the old one) instead of upgrading the key in place.
     #[serde(default)]
     pub rotate_key_on_claim: bool,
+    /// Live API keys per delegation `(iss, sub)`: each ID-JAG presented for
+    /// an `api_key` adds a key that never expires, so past this many the
+    /// oldest is revoked.
+    #[serde(default = "n10")]
+    pub max_api_keys_per_delegation: u32,
 }
 
 fn yes() -> bool {
@@ -302,6 +307,7 @@ impl Default for RegistrationConfig {
             identity_assertion: true,
             jit_provisioning: true,
             rotate_key_on_claim: false,
+            max_api_keys_per_delegation: n10(),
         }
     }
 }
@@ -721,6 +727,12 @@ impl Config {
             if d.get().is_zero() {
                 return Err(ConfigError::new(key, "must be longer than zero"));
             }
+        }
+        if !(1..=1000).contains(&self.registration.max_api_keys_per_delegation) {
+            return Err(ConfigError::new(
+                "registration.max_api_keys_per_delegation",
+                "must be between 1 and 1000",
+            ));
         }
         if self.audit.retention.get() < std::time::Duration::from_secs(86_400) {
             return Err(ConfigError::new(

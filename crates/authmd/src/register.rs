@@ -126,6 +126,10 @@ pub struct AgentRegistered {
     pub credential: String,
     pub credential_expires: Option<String>,
     pub scopes: Vec<String>,
+    /// For an `api_key`: how many of this delegation's keys stay live;
+    /// presenting more ID-JAGs for keys revokes the oldest past it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_live_api_keys: Option<u32>,
 }
 
 /// A successful `POST /agent/auth`.
@@ -374,6 +378,7 @@ impl AuthMd {
             credential_type,
             scopes: scopes.clone(),
             expires_at,
+            max_api_keys: config.registration.max_api_keys_per_delegation,
             now,
             meta: meta.clone(),
             audit,
@@ -406,6 +411,8 @@ impl AuthMd {
                     credential: secret.expose().to_owned(),
                     credential_expires: expires_at.map(Timestamp::to_rfc3339),
                     scopes,
+                    max_live_api_keys: (credential_type == CredentialType::ApiKey)
+                        .then_some(config.registration.max_api_keys_per_delegation),
                 }))
             }
             StoreOutcome::Replay => Err(ProtocolError::ReplayDetected.into()),
@@ -413,6 +420,7 @@ impl AuthMd {
             // Minted before the user's consent was withdrawn: a fresh
             // assertion registers again.
             StoreOutcome::IssuedBeforeRevocation => Err(ProtocolError::Expired.into()),
+            StoreOutcome::Blocked => Err(ProtocolError::Blocked.into()),
             StoreOutcome::Limited(l) => Err(ProtocolError::RateLimited {
                 retry_after: l.retry_after,
             }

@@ -12,3 +12,16 @@ CREATE TABLE invalidations_purged (
     through_seq BIGINT NOT NULL
 );
 INSERT INTO invalidations_purged (id, through_seq) VALUES (1, 0);
+
+-- Operator blocks (see the SQLite migration 0006).
+CREATE TABLE blocks (
+    key        TEXT PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    iss        TEXT,
+    sub        TEXT,
+    user_id    TEXT,
+    email      TEXT,
+    created_at BIGINT NOT NULL,
+    operator   TEXT NOT NULL,
+    reason     TEXT
+);

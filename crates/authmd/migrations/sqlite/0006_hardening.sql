@@ -18,3 +18,18 @@ CREATE TABLE invalidations_purged (
     through_seq INTEGER NOT NULL
 );
 INSERT INTO invalidations_purged (id, through_seq) VALUES (1, 0);
+
+-- Operator blocks: who may not register again. One key per target:
+-- `subject:<iss>\n<sub>`, `user:<id>`, `email:<mailbox>` (lower-cased,
+-- `+tag` dropped). Checked inside every registering transaction.
+CREATE TABLE blocks (
+    key        TEXT PRIMARY KEY,
+    kind       TEXT NOT NULL,     -- subject | user | email
+    iss        TEXT,
+    sub        TEXT,
+    user_id    TEXT,
+    email      TEXT,
+    created_at INTEGER NOT NULL,
+    operator   TEXT NOT NULL,
+    reason     TEXT
+) WITHOUT ROWID;

@@ -59,6 +59,7 @@ pub const KEYS: &[(&str, KeyKind)] = {
         ("registration.identity_assertion", Bool),
         ("registration.jit_provisioning", Bool),
         ("registration.rotate_key_on_claim", Bool),
+        ("registration.max_api_keys_per_delegation", Int),
         ("ttl.registration", Str),
         ("ttl.claim_link", Str),
         ("ttl.otp", Str),

@@ -86,6 +86,9 @@ pub struct NewAgentRegistration {
     pub credential_type: CredentialType,
     pub scopes: Vec<String>,
     pub expires_at: Option<Timestamp>,
+    /// Live API keys kept per delegation: issuing one more revokes the
+    /// oldest (`registration.max_api_keys_per_delegation`).
+    pub max_api_keys: u32,
     pub now: Timestamp,
     pub meta: RequestMeta,
     /// Extra audit fields (`agent_platform`, `agent_context_id`).
@@ -107,6 +110,9 @@ pub enum AgentRegistered {
     /// The assertion was issued before the provider (or an operator)
     /// revoked this delegation (nothing written).
     IssuedBeforeRevocation,
+    /// The subject, its user or its verified email is blocked by an
+    /// operator (nothing written).
+    Blocked,
     Limited(RateLimited),
 }
 
@@ -258,6 +264,9 @@ pub enum Completed {
     /// Wrong code (counted).
     Invalid,
     NotProvisioned,
+    /// The user the claim would bind to, or its address, is blocked by an
+    /// operator (nothing written).
+    Blocked,
 }
 
 /// One entry of the invalidation log: a credential whose validity or
@@ -363,6 +372,141 @@ impl OperatorRevocation {
     }
 }
 
+/// Who an operator stops from registering again (issue 15: revocation
+/// that lasts). Each has one key in the `blocks` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockTarget {
+    /// A provider's subject: its ID-JAGs no longer register.
+    Subject { iss: String, sub: String },
+    /// A user: no registration is bound to it any more (its delegations,
+    /// a subject linked to it by verified email, a claim).
+    User(String),
+    /// An address: no email registration, claim or ID-JAG with it, and no
+    /// claim email to it. Stored as its mailbox (`users::mailbox_key`).
+    Email(String),
+}
+
+impl BlockTarget {
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            BlockTarget::Subject { .. } => "subject",
+            BlockTarget::User(_) => "user",
+            BlockTarget::Email(_) => "email",
+        }
+    }
+
+    /// The table key. No part can hold a newline (identifiers and operator
+    /// input refuse control characters), so the subject's two parts are
+    /// joined by one.
+    pub fn key(&self) -> String {
+        match self {
+            BlockTarget::Subject { iss, sub } => subject_block(iss, sub),
+            BlockTarget::User(id) => user_block(id),
+            BlockTarget::Email(email) => email_block(email),
+        }
+    }
+}
+
+pub(crate) fn subject_block(iss: &str, sub: &str) -> String {
+    format!("subject:{iss}\n{sub}")
+}
+pub(crate) fn user_block(id: &str) -> String {
+    format!("user:{id}")
+}
+pub(crate) fn email_block(email: &str) -> String {
+    format!("email:{}", crate::users::mailbox_key(email))
+}
+
+/// An operator's block or unblock: what, who, why.
+#[derive(Debug, Clone)]
+pub struct BlockChange {
+    pub target: BlockTarget,
+    pub operator: String,
+    pub reason: Option<String>,
+    pub now: Timestamp,
+    pub meta: RequestMeta,
+}
+
+impl BlockChange {
+    /// The `operator.action` that records it (`block` or `unblock`).
+    pub(crate) fn event(&self, action: &str) -> AuditEvent {
+        let mut e = AuditEvent::new(EventKind::OperatorAction, self.now, &self.meta)
+            .with("action", action)
+            .with("operator", self.operator.as_str())
+            .with("reason", self.reason.clone())
+            .with("kind", self.target.kind());
+        match &self.target {
+            BlockTarget::Subject { iss, sub } => {
+                e = e.with("iss", iss.as_str()).with("sub", sub.as_str());
+            }
+            BlockTarget::User(id) => e = e.user(id),
+            BlockTarget::Email(email) => {
+                e = e.with("email", crate::users::mailbox_key(email));
+            }
+        }
+        e
+    }
+
+    /// The columns of its row: key, kind, iss, sub, user, email.
+    pub(crate) fn columns(
+        &self,
+    ) -> (
+        String,
+        &'static str,
+        Option<&str>,
+        Option<&str>,
+        Option<&str>,
+        Option<String>,
+    ) {
+        let t = &self.target;
+        match t {
+            BlockTarget::Subject { iss, sub } => {
+                (t.key(), t.kind(), Some(iss), Some(sub), None, None)
+            }
+            BlockTarget::User(id) => (t.key(), t.kind(), None, None, Some(id), None),
+            BlockTarget::Email(email) => (
+                t.key(),
+                t.kind(),
+                None,
+                None,
+                None,
+                Some(crate::users::mailbox_key(email)),
+            ),
+        }
+    }
+}
+
+/// A block in force.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BlockRecord {
+    pub kind: String,
+    pub iss: Option<String>,
+    pub sub: Option<String>,
+    pub user_id: Option<String>,
+    pub email: Option<String>,
+    pub created_at: Timestamp,
+    pub operator: String,
+    pub reason: Option<String>,
+}
+
+/// The block keys that refuse a registration: its subject, its user (when
+/// matched) and its address (when given). At most three.
+pub(crate) fn block_keys(
+    subject: Option<(&str, &str)>,
+    user: Option<&str>,
+    email: Option<&str>,
+) -> [Option<String>; 3] {
+    [
+        subject.map(|(iss, sub)| subject_block(iss, sub)),
+        user.map(user_block),
+        email.map(email_block),
+    ]
+}
+
+/// The query that lists blocks (both backends).
+pub(crate) const BLOCKS_QUERY: &str = "SELECT kind, iss, sub, user_id, email, created_at, operator, reason
+     FROM blocks ORDER BY created_at, key";
+
 /// What a revocation ended.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RevokeReport {
@@ -457,6 +601,21 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         reg: NewAgentRegistration,
         limits: Vec<RateLimit>,
     ) -> Result<AgentRegistered, StoreError>;
+
+    /// Records a block and `operator.action` (`block`); `false` (and
+    /// nothing written) if it was in force already.
+    async fn block(&self, b: BlockChange) -> Result<bool, StoreError>;
+
+    /// Lifts a block and records `operator.action` (`unblock`); `false`
+    /// (and nothing written) if there was none.
+    async fn unblock(&self, b: BlockChange) -> Result<bool, StoreError>;
+
+    /// The blocks in force, oldest first.
+    async fn list_blocks(&self) -> Result<Vec<BlockRecord>, StoreError>;
+
+    /// Whether any of `keys` (see [`block_keys`]) is blocked: a read, for
+    /// refusing before any work (the registering transactions check again).
+    async fn blocked(&self, keys: [Option<String>; 3]) -> Result<bool, StoreError>;
 
     /// Whether a `jti` key is remembered (a read; `register_agent` is the
     /// atomic check).
@@ -655,6 +814,33 @@ pub(crate) fn parse_enum<T>(
 }
 
 impl NewAgentRegistration {
+    /// The block keys of this registration once its user is known.
+    pub(crate) fn block_keys(&self, user: Option<&str>) -> [Option<String>; 3] {
+        block_keys(
+            Some((&self.iss, &self.sub)),
+            user,
+            self.identity.verified_email().as_deref(),
+        )
+    }
+
+    /// `credential.revoked` for an API key past the per-delegation cap.
+    pub(crate) fn capped_event(
+        &self,
+        registration_id: &str,
+        user_id: &str,
+        credential_id: &str,
+    ) -> AuditEvent {
+        AuditEvent::new(EventKind::CredentialRevoked, self.now, &self.meta)
+            .registration(registration_id)
+            .user(user_id)
+            .with("iss", self.iss.as_str())
+            .with("sub", self.sub.as_str())
+            .with("credential_id", credential_id)
+            .with("by", "cap")
+            .with("reason", "max_api_keys_per_delegation")
+            .with("max_live_api_keys", self.max_api_keys)
+    }
+
     /// Whether the assertion predates the delegation's last revocation
     /// (`delegations.revoked_before`). Both times are the provider's clock
     /// for a logout; an assertion issued in the same second is accepted.

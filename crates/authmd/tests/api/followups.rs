@@ -66,6 +66,18 @@ impl Store for FlakyLog {
     async fn jti_used(&self, key: [u8; 16]) -> Result<bool, StoreError> {
         self.inner.jti_used(key).await
     }
+    async fn block(&self, b: BlockChange) -> Result<bool, StoreError> {
+        self.inner.block(b).await
+    }
+    async fn unblock(&self, b: BlockChange) -> Result<bool, StoreError> {
+        self.inner.unblock(b).await
+    }
+    async fn list_blocks(&self) -> Result<Vec<BlockRecord>, StoreError> {
+        self.inner.list_blocks().await
+    }
+    async fn blocked(&self, keys: [Option<String>; 3]) -> Result<bool, StoreError> {
+        self.inner.blocked(keys).await
+    }
     async fn create_email_registration(
         &self,
         reg: NewEmailRegistration,

@@ -4,6 +4,7 @@ mod provider;
 mod support;
 
 mod admin;
+mod blocks;
 mod cache;
 mod claim;
 mod claim_browser;

@@ -9,7 +9,8 @@ use tokio_postgres::types::ToSql;
 
 use super::super::listing::{self, Arg, MAX_PAGE, Query, ReadRow};
 use super::super::{
-    OperatorRevocation, RevokeReport, SubjectRevocation, SubjectRevoked, TailCursor,
+    BLOCKS_QUERY, BlockChange, BlockRecord, OperatorRevocation, RevokeReport, SubjectRevocation,
+    SubjectRevoked, TailCursor,
 };
 use super::{StoreError, exec, insert_event, lock, log_invalidations, pg};
 use crate::audit::{AuditEvent, AuditRecord, EventFilter, EventKind};
@@ -279,6 +280,80 @@ pub(super) async fn insert_events(tx: &Transaction<'_>, events: &[AuditEvent]) -
     )
     .await?;
     Ok(())
+}
+
+/// Whether any of `keys` is blocked.
+pub(super) async fn is_blocked(
+    client: &impl GenericClient,
+    keys: &[Option<String>; 3],
+) -> Result<bool, StoreError> {
+    let stmt = client
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM blocks WHERE key IN ($1, $2, $3))")
+        .await
+        .map_err(pg)?;
+    Ok(client
+        .query_one(&stmt, &[&keys[0], &keys[1], &keys[2]])
+        .await
+        .map_err(pg)?
+        .get(0))
+}
+
+/// A block and its event in one transaction.
+pub(super) async fn block(tx: &Transaction<'_>, b: &BlockChange) -> Result<bool, StoreError> {
+    let (key, kind, iss, sub, user, email) = b.columns();
+    let inserted = exec(
+        tx,
+        "INSERT INTO blocks (key, kind, iss, sub, user_id, email, created_at, operator, reason)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (key) DO NOTHING",
+        &[
+            &key,
+            &kind,
+            &iss,
+            &sub,
+            &user,
+            &email,
+            &b.now.as_millis(),
+            &b.operator,
+            &b.reason,
+        ],
+    )
+    .await?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    let event = b.event("block");
+    insert_event(tx, &event).await?;
+    event.log();
+    Ok(true)
+}
+
+pub(super) async fn unblock(tx: &Transaction<'_>, b: &BlockChange) -> Result<bool, StoreError> {
+    let deleted = exec(tx, "DELETE FROM blocks WHERE key = $1", &[&b.target.key()]).await?;
+    if deleted == 0 {
+        return Ok(false);
+    }
+    let event = b.event("unblock");
+    insert_event(tx, &event).await?;
+    event.log();
+    Ok(true)
+}
+
+pub(super) async fn blocks(client: &impl GenericClient) -> Result<Vec<BlockRecord>, StoreError> {
+    let rows = client.query(BLOCKS_QUERY, &[]).await.map_err(pg)?;
+    rows.iter()
+        .map(|r| {
+            Ok(BlockRecord {
+                kind: r.try_get(0).map_err(pg)?,
+                iss: r.try_get(1).map_err(pg)?,
+                sub: r.try_get(2).map_err(pg)?,
+                user_id: r.try_get(3).map_err(pg)?,
+                email: r.try_get(4).map_err(pg)?,
+                created_at: crate::time::Timestamp::from_millis(r.try_get(5).map_err(pg)?),
+                operator: r.try_get(6).map_err(pg)?,
+                reason: r.try_get(7).map_err(pg)?,
+            })
+        })
+        .collect()
 }
 
 pub(super) async fn events(

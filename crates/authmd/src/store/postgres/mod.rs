@@ -26,12 +26,12 @@ use super::{
     NewEmailRegistration,
 };
 use super::{
-    CredentialSummary, DelegationFilter, DelegationRecord, OperatorRevocation, RegistrationFilter,
-    RegistrationSummary, RevokeReport, SubjectRevocation, SubjectRevoked, TailCursor, UserFilter,
-    UserRecord, listing,
+    BlockChange, BlockRecord, CredentialSummary, DelegationFilter, DelegationRecord,
+    OperatorRevocation, RegistrationFilter, RegistrationSummary, RevokeReport, SubjectRevocation,
+    SubjectRevoked, TailCursor, UserFilter, UserRecord, listing,
 };
 use crate::audit::{AuditEvent, AuditRecord, EventFilter, EventKind, RequestMeta};
-use crate::credential::CredentialRecord;
+use crate::credential::{CredentialRecord, CredentialType};
 use crate::rate_limit::{RateLimit, RateLimited};
 use crate::time::Timestamp;
 use crate::token::SecretHash;
@@ -289,6 +289,10 @@ async fn register_agent_tx(
             .await?;
         }
     }
+    // An operator's block on the subject, the user or the address.
+    if governance::is_blocked(tx, &reg.block_keys(existing_user.as_deref())).await? {
+        return Ok(AgentRegistered::Blocked);
+    }
     if existing_user.is_none() && !reg.jit_provisioning {
         return Ok(AgentRegistered::NotProvisioned);
     }
@@ -368,6 +372,40 @@ async fn register_agent_tx(
     .await?;
     for e in reg.events(&registration_id, &user_id, provisioned) {
         insert_event(tx, &e).await?;
+    }
+    if reg.credential_type == CredentialType::ApiKey {
+        // Past the cap, the oldest live keys of the delegation end (ids
+        // are time-ordered). Issuances for one subject take turns (its
+        // advisory lock), so each sees the keys of the one before.
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE credentials SET revoked_at = $1 WHERE id IN
+                     (SELECT id FROM credentials
+                      WHERE registration_id = $2 AND type = 'api_key' AND revoked_at IS NULL
+                      ORDER BY id DESC OFFSET $3)
+                 RETURNING id, token_hash",
+            )
+            .await
+            .map_err(pg)?;
+        let capped = tx
+            .query(
+                &stmt,
+                &[&now, &registration_id, &i64::from(reg.max_api_keys)],
+            )
+            .await
+            .map_err(pg)?;
+        let mut hashes = Vec::with_capacity(capped.len());
+        let mut events = Vec::with_capacity(capped.len());
+        for row in &capped {
+            let id: String = row.get(0);
+            events.push(reg.capped_event(&registration_id, &user_id, &id));
+            hashes.push(row.get::<_, Vec<u8>>(1));
+        }
+        for e in &events {
+            insert_event(tx, e).await?;
+            e.log();
+        }
+        log_invalidations(tx, hashes, reg.now).await?;
     }
     Ok(AgentRegistered::Issued {
         registration_id,
@@ -492,6 +530,30 @@ impl Store for PostgresStore {
             tx.commit().await.map_err(pg)?;
         }
         Ok(outcome)
+    }
+
+    async fn block(&self, b: BlockChange) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let changed = governance::block(&tx, &b).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(changed)
+    }
+
+    async fn unblock(&self, b: BlockChange) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let changed = governance::unblock(&tx, &b).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(changed)
+    }
+
+    async fn list_blocks(&self) -> Result<Vec<BlockRecord>, StoreError> {
+        governance::blocks(&self.client().await?).await
+    }
+
+    async fn blocked(&self, keys: [Option<String>; 3]) -> Result<bool, StoreError> {
+        governance::is_blocked(&self.client().await?, &keys).await
     }
 
     async fn jti_used(&self, key: [u8; 16]) -> Result<bool, StoreError> {

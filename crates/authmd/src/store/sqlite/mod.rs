@@ -31,12 +31,12 @@ use super::{
     NewEmailRegistration,
 };
 use super::{
-    CredentialSummary, DelegationFilter, DelegationRecord, OperatorRevocation, RegistrationFilter,
-    RegistrationSummary, RevokeReport, SubjectRevocation, SubjectRevoked, TailCursor, UserFilter,
-    UserRecord, listing,
+    BlockChange, BlockRecord, CredentialSummary, DelegationFilter, DelegationRecord,
+    OperatorRevocation, RegistrationFilter, RegistrationSummary, RevokeReport, SubjectRevocation,
+    SubjectRevoked, TailCursor, UserFilter, UserRecord, listing,
 };
 use crate::audit::{AuditEvent, AuditRecord, EventFilter, EventKind, RequestMeta};
-use crate::credential::CredentialRecord;
+use crate::credential::{CredentialRecord, CredentialType};
 use crate::rate_limit::{RateLimit, RateLimited};
 use crate::time::Timestamp;
 use crate::token::SecretHash;
@@ -561,6 +561,10 @@ fn register_agent_tx(
             None => find_user(USER_BY_VERIFIED_PHONE, reg.identity.verified_phone())?,
         },
     };
+    // An operator's block on the subject, the user or the address.
+    if governance::is_blocked(c, &reg.block_keys(existing_user.as_deref()))? {
+        return Ok(AgentRegistered::Blocked);
+    }
     // (4) provision, or refuse.
     if existing_user.is_none() && !reg.jit_provisioning {
         return Ok(AgentRegistered::NotProvisioned);
@@ -651,6 +655,35 @@ fn register_agent_tx(
     .map_err(db)?;
     for e in reg.events(&registration_id, &user_id, provisioned) {
         insert_event(c, &e)?;
+    }
+    if reg.credential_type == CredentialType::ApiKey {
+        // Past the cap, the oldest live keys of the delegation end (ids
+        // are time-ordered).
+        let capped: Vec<(String, Vec<u8>)> = {
+            let mut s = c
+                .prepare_cached(
+                    "UPDATE credentials SET revoked_at = ?1 WHERE id IN
+                         (SELECT id FROM credentials
+                          WHERE registration_id = ?2 AND type = 'api_key' AND revoked_at IS NULL
+                          ORDER BY id DESC LIMIT -1 OFFSET ?3)
+                     RETURNING id, token_hash",
+                )
+                .map_err(db)?;
+            let rows = s
+                .query_map(params![now, registration_id, reg.max_api_keys], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .map_err(db)?;
+            rows.collect::<Result<_, _>>().map_err(db)?
+        };
+        let mut hashes = Vec::with_capacity(capped.len());
+        for (id, hash) in capped {
+            let e = reg.capped_event(&registration_id, &user_id, &id);
+            insert_event(c, &e)?;
+            e.log();
+            hashes.push(hash);
+        }
+        log_invalidations(c, hashes, reg.now)?;
     }
     Ok(AgentRegistered::Issued {
         registration_id,
@@ -762,6 +795,22 @@ impl Store for SqliteStore {
         let seen = Arc::clone(&self.seen);
         self.write(move |c| register_agent_tx(c, &seen, &reg, &limits))
             .await
+    }
+
+    async fn block(&self, b: BlockChange) -> Result<bool, StoreError> {
+        self.write(move |c| governance::block(c, &b)).await
+    }
+
+    async fn unblock(&self, b: BlockChange) -> Result<bool, StoreError> {
+        self.write(move |c| governance::unblock(c, &b)).await
+    }
+
+    async fn list_blocks(&self) -> Result<Vec<BlockRecord>, StoreError> {
+        self.read(governance::blocks).await
+    }
+
+    async fn blocked(&self, keys: [Option<String>; 3]) -> Result<bool, StoreError> {
+        self.read_now(move |c| governance::is_blocked(c, &keys)).await
     }
 
     async fn jti_used(&self, key: [u8; 16]) -> Result<bool, StoreError> {
@@ -1086,6 +1135,7 @@ mod tests {
         for (sql, params, uses) in [
             (CREDENTIAL_QUERY, 1, "USING PRIMARY KEY"),
             (DELEGATION_QUERY, 2, "USING PRIMARY KEY"),
+            (governance::BLOCKED, 3, "USING PRIMARY KEY"),
             (USER_BY_VERIFIED_EMAIL, 1, "USING INDEX users_email"),
             (USER_BY_VERIFIED_PHONE, 1, "USING INDEX users_phone"),
         ] {
