@@ -147,16 +147,16 @@ pub struct RevokeAllArgs {
 /// Who acts, and why (recorded in the audit trail).
 #[derive(Args)]
 pub struct Who {
-    /// Why (recorded with the revocation).
+    /// Why (recorded with the revocation or block).
     #[arg(long)]
-    reason: Option<String>,
+    pub(crate) reason: Option<String>,
     /// Your name in the audit trail (default: $USER).
     #[arg(long)]
     operator: Option<String>,
 }
 
 impl Who {
-    fn operator(&self) -> String {
+    pub(crate) fn operator(&self) -> String {
         self.operator.clone().unwrap_or_else(|| {
             let user = std::env::var("USER")
                 .or_else(|_| std::env::var("LOGNAME"))
@@ -178,21 +178,21 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(store)
 }
 
-fn meta() -> RequestMeta {
+pub(crate) fn meta() -> RequestMeta {
     RequestMeta::new(
         None,
         Some(concat!("authmd-cli/", env!("CARGO_PKG_VERSION"))),
     )
 }
 
-fn admin_error(e: AdminError) -> anyhow::Error {
+pub(crate) fn admin_error(e: AdminError) -> anyhow::Error {
     match e {
         AdminError::Store(e) => anyhow::Error::new(e),
         other => anyhow::anyhow!("{other}"),
     }
 }
 
-fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value)?;
     out.write_all(b"\n")?;
@@ -200,7 +200,7 @@ fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 }
 
 /// Prints rows as aligned columns.
-fn table(header: &[&str], rows: Vec<Vec<String>>) -> anyhow::Result<()> {
+pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) -> anyhow::Result<()> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -232,7 +232,7 @@ fn page_footer<T>(page: &Page<T>) {
     }
 }
 
-fn or_dash(s: Option<&str>) -> String {
+pub(crate) fn or_dash(s: Option<&str>) -> String {
     s.unwrap_or("-").to_owned()
 }
 

@@ -1,12 +1,13 @@
 //! The `authmd` binary: `serve`, `migrate`, `check-config`, and the
 //! operator commands (`audit`, `registrations`, `users`, `delegations`,
-//! `providers`, `revoke-all`), and the other two roles of the protocol:
+//! `providers`, `revoke-all`, `block`, `unblock`), and the other two roles of the protocol:
 //! `agent` (an agent's client) and `provider` (a development agent
 //! provider).
 
 mod admin;
 mod agent;
 mod audit;
+mod blocks;
 mod private;
 mod provider;
 mod serve;
@@ -63,6 +64,13 @@ enum Command {
     /// Revoke every live agent registration and credential (incident
     /// response; asks for confirmation unless --yes).
     RevokeAll(admin::RevokeAllArgs),
+    /// Stop a provider subject, a user or an email address from
+    /// registering again; list the blocks in force.
+    #[command(subcommand)]
+    Block(blocks::BlockCommand),
+    /// Lift a block.
+    #[command(subcommand)]
+    Unblock(blocks::UnblockCommand),
     /// Be an agent: discover a service, register, claim, call its API.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
@@ -139,6 +147,10 @@ fn server_command(command: Command, config: authmd::Config) -> anyhow::Result<()
         }
         Command::RevokeAll(args) => {
             runtime(1).and_then(|rt| rt.block_on(admin::revoke_all(args, config)))
+        }
+        Command::Block(cmd) => runtime(1).and_then(|rt| rt.block_on(blocks::block(cmd, config))),
+        Command::Unblock(cmd) => {
+            runtime(1).and_then(|rt| rt.block_on(blocks::unblock(cmd, config)))
         }
         Command::Agent(_) | Command::Provider(_) => unreachable!("handled by main"),
     }
