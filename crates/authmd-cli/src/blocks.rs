@@ -77,11 +77,7 @@ pub enum UnblockCommand {
 }
 
 /// The request, the operator and `--json` of a block or unblock.
-fn request(
-    kind: &str,
-    values: [Option<String>; 4],
-    who: &Who,
-) -> BlockRequest {
+fn request(kind: &str, values: [Option<String>; 4], who: &Who) -> BlockRequest {
     let [iss, sub, user, email] = values;
     BlockRequest {
         kind: Some(kind.to_owned()),
@@ -102,17 +98,31 @@ pub async fn block(cmd: BlockCommand, config: Config) -> anyhow::Result<()> {
             sub,
             who,
             json,
-        } => (request("subject", [Some(iss), Some(sub), None, None], &who), who, json),
-        BlockCommand::User { user, who, json } => {
-            (request("user", [None, None, Some(user), None], &who), who, json)
-        }
-        BlockCommand::Email { email, who, json } => {
-            (request("email", [None, None, None, Some(email)], &who), who, json)
-        }
+        } => (
+            request("subject", [Some(iss), Some(sub), None, None], &who),
+            who,
+            json,
+        ),
+        BlockCommand::User { user, who, json } => (
+            request("user", [None, None, Some(user), None], &who),
+            who,
+            json,
+        ),
+        BlockCommand::Email { email, who, json } => (
+            request("email", [None, None, None, Some(email)], &who),
+            who,
+            json,
+        ),
     };
     let target = req.target().map_err(admin_error)?;
     let result = admin
-        .block(target, &who.operator(), req.reason, &meta(), Timestamp::now())
+        .block(
+            target,
+            &who.operator(),
+            req.reason,
+            &meta(),
+            Timestamp::now(),
+        )
         .await
         .map_err(admin_error)?;
     if json {
@@ -137,17 +147,31 @@ pub async fn unblock(cmd: UnblockCommand, config: Config) -> anyhow::Result<()> 
             sub,
             who,
             json,
-        } => (request("subject", [Some(iss), Some(sub), None, None], &who), who, json),
-        UnblockCommand::User { user, who, json } => {
-            (request("user", [None, None, Some(user), None], &who), who, json)
-        }
-        UnblockCommand::Email { email, who, json } => {
-            (request("email", [None, None, None, Some(email)], &who), who, json)
-        }
+        } => (
+            request("subject", [Some(iss), Some(sub), None, None], &who),
+            who,
+            json,
+        ),
+        UnblockCommand::User { user, who, json } => (
+            request("user", [None, None, Some(user), None], &who),
+            who,
+            json,
+        ),
+        UnblockCommand::Email { email, who, json } => (
+            request("email", [None, None, None, Some(email)], &who),
+            who,
+            json,
+        ),
     };
     let target = req.target().map_err(admin_error)?;
     let result = admin
-        .unblock(target, &who.operator(), req.reason, &meta(), Timestamp::now())
+        .unblock(
+            target,
+            &who.operator(),
+            req.reason,
+            &meta(),
+            Timestamp::now(),
+        )
         .await
         .map_err(admin_error)?;
     if json {

@@ -407,7 +407,14 @@ async fn each_operator_command_matches_its_admin_api_twin() {
             "type": "identity_assertion", "assertion_type": "verified_email",
             "assertion": address, "requested_credential_type": "api_key",
         });
-        async move { http.post(url).json(&body).send().await.expect("register").status() }
+        async move {
+            http.post(url)
+                .json(&body)
+                .send()
+                .await
+                .expect("register")
+                .status()
+        }
     };
     assert_eq!(email_registration("blocked@example.com").await, 403);
     let cli = cli_json(d, &["unblock", "email", "blocked@example.com", "--json"]);

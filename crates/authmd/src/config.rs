@@ -116,9 +116,7 @@ fn d400d() -> HumanDuration {
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig {
-            retention: d400d(),
-        }
+        AuditConfig { retention: d400d() }
     }
 }
 

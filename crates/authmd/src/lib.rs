@@ -310,14 +310,20 @@ impl AuthMd {
         let keep_since = now.minus(self.config().audit.retention.get());
         let mut purged = 0;
         loop {
-            let n = self.store().purge_audit(keep_since, AUDIT_PURGE_BATCH).await?;
+            let n = self
+                .store()
+                .purge_audit(keep_since, AUDIT_PURGE_BATCH)
+                .await?;
             purged += n;
             if n < u64::from(AUDIT_PURGE_BATCH) {
                 break;
             }
         }
         if purged > 0 {
-            tracing::info!(events = purged, "audit events past [audit] retention deleted");
+            tracing::info!(
+                events = purged,
+                "audit events past [audit] retention deleted"
+            );
         }
         if expired > 0 {
             // Drop local cache entries at once rather than at the next poll.

@@ -148,7 +148,12 @@ mod tests {
         let meta = |i: u32| RequestMeta::new(Some([10, 0, (i >> 8) as u8, i as u8].into()), None);
         for i in 0..(MAX_GROUPS as u32 + 50) {
             r.count(&meta(i), "invalid_request", None, now);
-            r.count(&meta(i), "invalid_request", None, now.plus(Duration::from_secs(5)));
+            r.count(
+                &meta(i),
+                "invalid_request",
+                None,
+                now.plus(Duration::from_secs(5)),
+            );
         }
         let taken = r.take();
         let events = taken.events();

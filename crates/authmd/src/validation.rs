@@ -152,7 +152,8 @@ impl Validator {
     /// replica asks the store instead of serving what it cached before the
     /// change.
     pub fn distrust(&self) {
-        self.distrusted.fetch_max(self.elapsed_ms().max(1), Ordering::SeqCst);
+        self.distrusted
+            .fetch_max(self.elapsed_ms().max(1), Ordering::SeqCst);
     }
 
     /// Validates the token of an `Authorization: Bearer` header (`None` when
@@ -283,9 +284,12 @@ impl Validator {
         let previous = self.last_poll_ok.load(Ordering::Relaxed);
         let retention_ms = INVALIDATION_RETENTION.as_millis() as u64;
         if purged > from || started.saturating_sub(previous) > retention_ms / 2 {
-            tracing::warn!(position = from, purged_through = purged,
+            tracing::warn!(
+                position = from,
+                purged_through = purged,
                 "the invalidation log has a gap for this replica (entries it had not read were purged, \
-                 or it could not read the log for a long time); dropping the whole credential cache");
+                 or it could not read the log for a long time); dropping the whole credential cache"
+            );
             self.clear();
         }
         // What was read reflects the log as of when this poll started.

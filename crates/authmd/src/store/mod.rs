@@ -447,33 +447,36 @@ impl BlockChange {
         e
     }
 
-    /// The columns of its row: key, kind, iss, sub, user, email.
-    pub(crate) fn columns(
-        &self,
-    ) -> (
-        String,
-        &'static str,
-        Option<&str>,
-        Option<&str>,
-        Option<&str>,
-        Option<String>,
-    ) {
+    /// The columns of its row.
+    pub(crate) fn columns(&self) -> BlockColumns<'_> {
         let t = &self.target;
+        let mut c = BlockColumns {
+            key: t.key(),
+            kind: t.kind(),
+            iss: None,
+            sub: None,
+            user: None,
+            email: None,
+        };
         match t {
             BlockTarget::Subject { iss, sub } => {
-                (t.key(), t.kind(), Some(iss), Some(sub), None, None)
+                (c.iss, c.sub) = (Some(iss.as_str()), Some(sub.as_str()))
             }
-            BlockTarget::User(id) => (t.key(), t.kind(), None, None, Some(id), None),
-            BlockTarget::Email(email) => (
-                t.key(),
-                t.kind(),
-                None,
-                None,
-                None,
-                Some(crate::users::mailbox_key(email)),
-            ),
+            BlockTarget::User(id) => c.user = Some(id.as_str()),
+            BlockTarget::Email(email) => c.email = Some(crate::users::mailbox_key(email)),
         }
+        c
     }
+}
+
+/// The row of a block.
+pub(crate) struct BlockColumns<'a> {
+    pub key: String,
+    pub kind: &'static str,
+    pub iss: Option<&'a str>,
+    pub sub: Option<&'a str>,
+    pub user: Option<&'a str>,
+    pub email: Option<String>,
 }
 
 /// A block in force.
@@ -504,7 +507,8 @@ pub(crate) fn block_keys(
 }
 
 /// The query that lists blocks (both backends).
-pub(crate) const BLOCKS_QUERY: &str = "SELECT kind, iss, sub, user_id, email, created_at, operator, reason
+pub(crate) const BLOCKS_QUERY: &str =
+    "SELECT kind, iss, sub, user_id, email, created_at, operator, reason
      FROM blocks ORDER BY created_at, key";
 
 /// What a revocation ended.

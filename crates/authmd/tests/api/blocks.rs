@@ -18,15 +18,30 @@ async fn setup(backend: Backend, extra: &str) -> (TestApp, axum::Router, JwksSer
     let server = JwksServer::start().await;
     let k = key(Algorithm::Es256, "k1");
     server.set_keys(&[&k]);
-    let t = TestApp::new(backend, &admin_toml(&format!("{extra}\n[[providers]]\nissuer = \"{}\"\n", server.issuer()))).await;
+    let t = TestApp::new(
+        backend,
+        &admin_toml(&format!(
+            "{extra}\n[[providers]]\nissuer = \"{}\"\n",
+            server.issuer()
+        )),
+    )
+    .await;
     let router = authmd::http::admin_router(t.app.clone()).expect("admin API");
     (t, router, server, k)
 }
 
-async fn id_jag(t: &TestApp, k: &SigningKey, iss: &str, sub: &str, email: &str, kind: &str) -> TestResponse {
+async fn id_jag(
+    t: &TestApp,
+    k: &SigningKey,
+    iss: &str,
+    sub: &str,
+    email: &str,
+    kind: &str,
+) -> TestResponse {
     let mut c = claims(iss, AUD, sub);
     c.insert("email".into(), email.into());
-    t.post_json("/agent/auth", &body(&mint(k, &[], &c), kind)).await
+    t.post_json("/agent/auth", &body(&mint(k, &[], &c), kind))
+        .await
 }
 
 async fn admin(router: &axum::Router, path: &str, body: Value) -> TestResponse {
@@ -38,7 +53,10 @@ async fn works(t: &TestApp, credential: &str) -> bool {
 }
 
 fn credential(r: &TestResponse) -> String {
-    r.json()["credential"].as_str().unwrap_or_default().to_owned()
+    r.json()["credential"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 both_backends! {

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use authmd::Timestamp;
 use authmd::store::{OperatorRevocation, RevokeTarget};
 use authmd::token::{PlainSecret, SecretKind, new_id};
-use authmd::Timestamp;
 
 use crate::both_backends;
 use crate::followups::flaky_on;
@@ -55,7 +55,9 @@ both_backends! {
 
 /// A well-formed API key that was never issued (the checksum is public).
 fn made_up() -> String {
-    PlainSecret::generate(SecretKind::ApiKey, &new_id("crd_")).expose().to_owned()
+    PlainSecret::generate(SecretKind::ApiKey, &new_id("crd_"))
+        .expose()
+        .to_owned()
 }
 
 both_backends! {

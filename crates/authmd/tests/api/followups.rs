@@ -146,7 +146,9 @@ impl Store for FlakyLog {
         limit: u32,
     ) -> Result<Vec<Invalidation>, StoreError> {
         if self.fail.load(Ordering::SeqCst) {
-            return Err(StoreError::Database("injected: the log cannot be read".into()));
+            return Err(StoreError::Database(
+                "injected: the log cannot be read".into(),
+            ));
         }
         self.inner.invalidations_after(seq, limit).await
     }
@@ -285,7 +287,11 @@ struct Held {
 #[async_trait]
 impl Mailer for Held {
     async fn send(&self, email: &Email) -> Result<(), MailError> {
-        let _permit = self.open.acquire().await.map_err(|_| MailError::Delivery("closed".into()))?;
+        let _permit = self
+            .open
+            .acquire()
+            .await
+            .map_err(|_| MailError::Delivery("closed".into()))?;
         self.inner.send(email).await
     }
 }

@@ -231,19 +231,44 @@ async fn stale_keys_are_refused_once_older_than_cache_max() {
     assert_eq!(register(&t, &k, server.issuer(), "a").await.0, 200);
     server.set_mode(Mode::Status(503));
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(register(&t, &k, server.issuer(), "b").await.0, 200, "stale but younger than cache_max");
+    assert_eq!(
+        register(&t, &k, server.issuer(), "b").await.0,
+        200,
+        "stale but younger than cache_max"
+    );
     tokio::time::sleep(Duration::from_millis(1100).saturating_sub(fetched.elapsed())).await;
     let r = t
         .post_json(
             "/agent/auth",
-            &body(&mint(&k, &[], &claims(server.issuer(), AUD, "c")), "api_key"),
+            &body(
+                &mint(&k, &[], &claims(server.issuer(), AUD, "c")),
+                "api_key",
+            ),
         )
         .await;
-    assert_eq!((r.status.as_u16(), r.code().as_str()), (400, "invalid_signature"), "{}", r.text());
-    assert!(r.json()["message"].as_str().unwrap_or_default().contains("jwks.cache_max"), "{}", r.text());
-    let logout = crate::revoke::mint_logout(&k, &[], &crate::revoke::logout_claims(server.issuer(), "a"));
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (400, "invalid_signature"),
+        "{}",
+        r.text()
+    );
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("jwks.cache_max"),
+        "{}",
+        r.text()
+    );
+    let logout =
+        crate::revoke::mint_logout(&k, &[], &crate::revoke::logout_claims(server.issuer(), "a"));
     let r = crate::revoke::post_logout(&t, &logout).await;
-    assert_eq!((r.status.as_u16(), r.code().as_str()), (400, "invalid_signature"), "{}", r.text());
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (400, "invalid_signature"),
+        "{}",
+        r.text()
+    );
 
     // The provider is back: a refresh brings the keys back.
     server.set_mode(Mode::Normal);

@@ -252,7 +252,10 @@ pub(super) async fn revoke(
 }
 
 /// Many events in one statement.
-pub(super) async fn insert_events(tx: &Transaction<'_>, events: &[AuditEvent]) -> Result<(), StoreError> {
+pub(super) async fn insert_events(
+    tx: &Transaction<'_>,
+    events: &[AuditEvent],
+) -> Result<(), StoreError> {
     let at: Vec<i64> = events.iter().map(|e| e.at.as_millis()).collect();
     let kind: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     let reg: Vec<Option<&str>> = events
@@ -300,18 +303,18 @@ pub(super) async fn is_blocked(
 
 /// A block and its event in one transaction.
 pub(super) async fn block(tx: &Transaction<'_>, b: &BlockChange) -> Result<bool, StoreError> {
-    let (key, kind, iss, sub, user, email) = b.columns();
+    let row = b.columns();
     let inserted = exec(
         tx,
         "INSERT INTO blocks (key, kind, iss, sub, user_id, email, created_at, operator, reason)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (key) DO NOTHING",
         &[
-            &key,
-            &kind,
-            &iss,
-            &sub,
-            &user,
-            &email,
+            &row.key,
+            &row.kind,
+            &row.iss,
+            &row.sub,
+            &row.user,
+            &row.email,
             &b.now.as_millis(),
             &b.operator,
             &b.reason,

@@ -211,7 +211,7 @@ pub(super) const BLOCKED: &str = "SELECT 1 FROM blocks WHERE key IN (?1, ?2, ?3)
 
 /// A block and its event in the writer's transaction.
 pub(super) fn block(c: &Connection, b: &BlockChange) -> Result<bool, StoreError> {
-    let (key, kind, iss, sub, user, email) = b.columns();
+    let row = b.columns();
     let inserted = c
         .prepare_cached(
             "INSERT INTO blocks (key, kind, iss, sub, user_id, email, created_at, operator, reason)
@@ -219,12 +219,12 @@ pub(super) fn block(c: &Connection, b: &BlockChange) -> Result<bool, StoreError>
         )
         .and_then(|mut s| {
             s.execute(params![
-                key,
-                kind,
-                iss,
-                sub,
-                user,
-                email,
+                row.key,
+                row.kind,
+                row.iss,
+                row.sub,
+                row.user,
+                row.email,
                 b.now.as_millis(),
                 b.operator,
                 b.reason

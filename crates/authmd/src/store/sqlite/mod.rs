@@ -810,7 +810,8 @@ impl Store for SqliteStore {
     }
 
     async fn blocked(&self, keys: [Option<String>; 3]) -> Result<bool, StoreError> {
-        self.read_now(move |c| governance::is_blocked(c, &keys)).await
+        self.read_now(move |c| governance::is_blocked(c, &keys))
+            .await
     }
 
     async fn jti_used(&self, key: [u8; 16]) -> Result<bool, StoreError> {
