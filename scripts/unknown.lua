@@ -3,7 +3,8 @@
 -- junk.txt instead, each used once. Counts 200s and 401s and prints the
 -- rate of each.
 local valid, junk = {}, {}
-local n, ok, refused, start = 0, 0, 0, 0
+-- Globals: done() reads ok and refused from each thread.
+n, ok, refused, start = 0, 0, 0, 0
 local mix = os.getenv("MIX") == "1"
 local threads = {}
 
