@@ -53,6 +53,7 @@ for r in $(seq 1 "$ROUNDS"); do
     for c in $CONNS_LIST; do
       echo "round $r build $name conns $c  valid-only: $(run 0 "$c")"
       echo "round $r build $name conns $c  50% unknown: $(run 1 "$c")"
+      echo "round $r build $name conns $c  50% none:    $(run 2 "$c")"
     done
     stop
   done

@@ -1,11 +1,13 @@
 -- wrk script for scripts/load-unknown.sh: GET /api/whoami with the valid
--- keys of valid.txt, every other request (MIX=1) with a made-up key of
--- junk.txt instead, each used once. Counts 200s and 401s and prints the
--- rate of each.
+-- keys of valid.txt; every other request instead with a made-up key of
+-- junk.txt, each used once (MIX=1), or with no credential at all (MIX=2,
+-- the cheapest refusal, for comparison). Counts 200s and 401s and prints
+-- the rate of each.
 local valid, junk = {}, {}
 -- Globals: done() reads ok and refused from each thread.
 n, ok, refused, start = 0, 0, 0, 0
 local mix = os.getenv("MIX") == "1"
+local bare = os.getenv("MIX") == "2"
 local threads = {}
 
 function setup(thread)
@@ -24,6 +26,9 @@ end
 
 function request()
   n = n + 1
+  if bare and n % 2 == 0 then
+    return wrk.format("GET", "/api/whoami")
+  end
   local token
   if mix and n % 2 == 0 then
     token = junk[(start + math.floor(n / 2)) % #junk + 1]

@@ -100,8 +100,9 @@ pub struct Validator {
     started: Instant,
     /// Milliseconds after `started` of the last successful poll.
     last_poll_ok: AtomicU64,
-    /// Milliseconds after `started` of the last [`Validator::distrust`]:
-    /// the cache answers only after a poll that started later succeeded.
+    /// One more than the milliseconds after `started` of the last
+    /// [`Validator::distrust`]: the cache answers only after a poll that
+    /// started in a later millisecond succeeded (0: never distrusted).
     distrusted: AtomicU64,
 }
 
@@ -153,7 +154,7 @@ impl Validator {
     /// change.
     pub fn distrust(&self) {
         self.distrusted
-            .fetch_max(self.elapsed_ms().max(1), Ordering::SeqCst);
+            .fetch_max(self.elapsed_ms().saturating_add(1), Ordering::SeqCst);
     }
 
     /// Validates the token of an `Authorization: Bearer` header (`None` when
