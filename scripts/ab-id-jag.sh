@@ -9,6 +9,7 @@
 # two load-id-jag.sh runs, to tell whether a change is faster.
 #   scripts/ab-id-jag.sh OLD_BINARY NEW_BINARY
 #   USERS=0 SLICES=6 scripts/ab-id-jag.sh /tmp/authmd.old target/release/authmd
+#   PORT_A=19081 PORT_B=19082 IDP_A=19797 IDP_B=19798 scripts/ab-id-jag.sh …   # other ports
 # Needs what load-id-jag.sh needs.
 set -euo pipefail
 [ $# = 2 ] || { echo "usage: $0 BINARY_A BINARY_B" >&2; exit 2; }
@@ -20,7 +21,7 @@ TOKENS=${TOKENS:-$((SLICES * SECS * 4000))}
 cd "$work"
 
 declare -A server next port idp
-port[A]=8080; port[B]=8081; idp[A]=9797; idp[B]=9798
+port[A]=${PORT_A:-8080}; port[B]=${PORT_B:-8081}; idp[A]=${IDP_A:-9797}; idp[B]=${IDP_B:-9798}
 for side in A B; do
   mkdir "$side"
   cd "$work/$side"

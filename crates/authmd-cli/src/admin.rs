@@ -169,16 +169,16 @@ pub struct RevokeAllArgs {
 /// Who acts, and why (recorded in the audit trail).
 #[derive(Args)]
 pub struct Who {
-    /// Why (recorded with the revocation).
+    /// Why (recorded with the revocation or block).
     #[arg(long)]
-    reason: Option<String>,
+    pub(crate) reason: Option<String>,
     /// Your name in the audit trail (default: $USER).
     #[arg(long)]
     operator: Option<String>,
 }
 
 impl Who {
-    fn operator(&self) -> String {
+    pub(crate) fn operator(&self) -> String {
         self.operator.clone().unwrap_or_else(|| {
             let user = std::env::var("USER")
                 .or_else(|_| std::env::var("LOGNAME"))
@@ -207,7 +207,7 @@ pub(crate) fn meta() -> RequestMeta {
     )
 }
 
-fn admin_error(e: AdminError) -> anyhow::Error {
+pub(crate) fn admin_error(e: AdminError) -> anyhow::Error {
     match e {
         AdminError::Store(e) => anyhow::Error::new(e),
         other => anyhow::anyhow!("{other}"),
@@ -254,7 +254,7 @@ fn page_footer<T>(page: &Page<T>) {
     }
 }
 
-fn or_dash(s: Option<&str>) -> String {
+pub(crate) fn or_dash(s: Option<&str>) -> String {
     s.unwrap_or("-").to_owned()
 }
 

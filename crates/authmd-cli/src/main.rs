@@ -1,12 +1,13 @@
 //! The `authmd` binary: `serve`, `migrate`, `check-config`, and the
 //! operator commands (`audit`, `registrations`, `users`, `delegations`,
-//! `providers`, `keys`, `revoke-all`), and the other two roles of the protocol:
+//! `providers`, `keys`, `revoke-all`, `block`, `unblock`), and the other two roles of the protocol:
 //! `agent` (an agent's client) and `provider` (a development agent
 //! provider).
 
 mod admin;
 mod agent;
 mod audit;
+mod blocks;
 #[cfg(test)]
 mod help_tests;
 mod keys;
@@ -106,6 +107,11 @@ enum Command {
         #[command(flatten)]
         args: admin::RevokeAllArgs,
     },
+    /// Stop a provider subject, a user or an email address from
+    /// registering again; list the blocks in force.
+    Block(Operator<blocks::BlockCommand>),
+    /// Lift a block.
+    Unblock(Operator<blocks::UnblockCommand>),
     /// Be an agent: discover a service, register, claim, call its API.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
@@ -126,6 +132,8 @@ impl Command {
             Command::Delegations(o) => Some(&o.config),
             Command::Providers(o) => Some(&o.config),
             Command::Keys(o) => Some(&o.config),
+            Command::Block(o) => Some(&o.config),
+            Command::Unblock(o) => Some(&o.config),
             Command::RevokeAll { config, .. } => Some(config),
             Command::Agent(_) | Command::Provider(_) => None,
         }
@@ -261,6 +269,12 @@ fn server_command(
         Command::Keys(o) => runtime(1).and_then(|rt| rt.block_on(keys::run(o.command, config))),
         Command::RevokeAll { args, .. } => {
             runtime(1).and_then(|rt| rt.block_on(admin::revoke_all(args, config)))
+        }
+        Command::Block(o) => {
+            runtime(1).and_then(|rt| rt.block_on(blocks::block(o.command, config)))
+        }
+        Command::Unblock(o) => {
+            runtime(1).and_then(|rt| rt.block_on(blocks::unblock(o.command, config)))
         }
         Command::Agent(_) | Command::Provider(_) => unreachable!("handled by main"),
     }

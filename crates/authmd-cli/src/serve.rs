@@ -160,7 +160,7 @@ async fn serve(config: Config, workers: usize, ready_file: Option<&Path>) -> any
         };
         write_ready_file(f, &format!("{scheme}://{addr}"))?;
     }
-    let router = authmd::http::router(app);
+    let router = authmd::http::router(app.clone());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown().await;
@@ -169,6 +169,10 @@ async fn serve(config: Config, workers: usize, ready_file: Option<&Path>) -> any
     listen::serve(listener, router, limits, public_tls, stop_rx).await;
     if let Some(admin) = admin {
         admin.abort();
+    }
+    // Refused registrations counted since the last flush.
+    if let Err(e) = app.flush_refusals().await {
+        tracing::warn!(error = %e, "cannot record the last refused registrations");
     }
     tracing::info!("authmd stopped");
     Ok(())

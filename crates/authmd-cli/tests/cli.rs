@@ -375,6 +375,59 @@ async fn each_operator_command_matches_its_admin_api_twin() {
         assert_eq!(status, 401, "registration {i} still works");
     }
 
+    // Blocks: `authmd block` and `POST /admin/blocks` are twins; a blocked
+    // address cannot register until `authmd unblock`.
+    let cli = cli_json(
+        d,
+        &[
+            "block",
+            "email",
+            "Blocked@Example.com",
+            "--reason",
+            "asked us to stop",
+            "--json",
+        ],
+    );
+    assert_eq!(cli, serde_json::json!({"kind": "email", "changed": true}));
+    let web: Value = api_post(
+        "/admin/blocks",
+        serde_json::json!({"kind": "email", "email": "blocked+x@example.com"}),
+    )
+    .await
+    .json()
+    .await
+    .expect("JSON");
+    assert_eq!(web, serde_json::json!({"kind": "email", "changed": false}));
+    let listed = cli_json(d, &["block", "list", "--json"]);
+    assert_eq!(listed, api("/admin/blocks").await);
+    assert_eq!(listed["items"][0]["email"], "blocked@example.com");
+    let email_registration = |address: &str| {
+        let (http, url) = (http.clone(), format!("{}/agent/auth", server.base));
+        let body = serde_json::json!({
+            "type": "identity_assertion", "assertion_type": "verified_email",
+            "assertion": address, "requested_credential_type": "api_key",
+        });
+        async move {
+            http.post(url)
+                .json(&body)
+                .send()
+                .await
+                .expect("register")
+                .status()
+        }
+    };
+    assert_eq!(email_registration("blocked@example.com").await, 403);
+    let cli = cli_json(d, &["unblock", "email", "blocked@example.com", "--json"]);
+    assert_eq!(cli, serde_json::json!({"kind": "email", "changed": true}));
+    assert_eq!(email_registration("blocked@example.com").await, 200);
+    assert_eq!(
+        api("/admin/events?event=operator.action").await["items"]
+            .as_array()
+            .map(|a| a.iter().filter(|e| e["data"]["kind"] == "email").count()),
+        Some(2),
+        "block and unblock are audited"
+    );
+
     // Revoke everything: the CLI refuses without a terminal or --yes.
     let out = authmd(d)
         .args(["revoke-all"])
@@ -393,9 +446,11 @@ async fn each_operator_command_matches_its_admin_api_twin() {
         "nothing was revoked"
     );
     let cli = cli_json(d, &["revoke-all", "--yes", "--reason", "drill", "--json"]);
+    // Two anonymous ones and the email registration made after the unblock
+    // (pending its claim: no credential yet).
     assert_eq!(
         cli,
-        serde_json::json!({"registrations": 2, "credentials": 2})
+        serde_json::json!({"registrations": 3, "credentials": 2})
     );
     let web: Value = api_post(
         "/admin/revoke-all",

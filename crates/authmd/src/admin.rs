@@ -5,7 +5,8 @@
 //!
 //! Revocations are recorded as `registration.revoked` for each registration
 //! and one `operator.action` naming the action, the operator and the
-//! reason; listings change nothing and record nothing.
+//! reason; so are blocks (`block`, `unblock`); listings change nothing and
+//! record nothing.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -18,9 +19,9 @@ use crate::audit::{AuditRecord, EventFilter, EventKind, RequestMeta};
 use crate::register::{RegistrationStatus, RegistrationType};
 use crate::store::listing::{MAX_PAGE, comma_list};
 use crate::store::{
-    CredentialSummary, DelegationFilter, DelegationRecord, OperatorRevocation, RegistrationFilter,
-    RegistrationSummary, RevokeReport, RevokeTarget, Store, StoreError, TailCursor, UserFilter,
-    UserRecord,
+    BlockChange, BlockRecord, BlockTarget, CredentialSummary, DelegationFilter, DelegationRecord,
+    OperatorRevocation, RegistrationFilter, RegistrationSummary, RevokeReport, RevokeTarget, Store,
+    StoreError, TailCursor, UserFilter, UserRecord,
 };
 use crate::time::Timestamp;
 
@@ -359,6 +360,151 @@ impl Admin {
             })
             .await?;
         Ok(report)
+    }
+}
+
+/// What to block or unblock, as the admin API's body or the CLI's
+/// arguments give it: `{"kind": "subject", "iss", "sub"}`, `{"kind":
+/// "user", "user"}` or `{"kind": "email", "email"}`, with an optional
+/// `reason`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockRequest {
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub iss: Option<String>,
+    #[serde(default)]
+    pub sub: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl BlockRequest {
+    /// The target, after checking that exactly its fields are given.
+    pub fn target(&self) -> Result<BlockTarget, AdminError> {
+        let only = |given: &[&Option<String>]| {
+            let all = [&self.iss, &self.sub, &self.user, &self.email];
+            let extra = all.iter().filter(|f| f.is_some()).count() != given.len();
+            if given.iter().any(|f| f.is_none()) || extra {
+                Err(AdminError::Invalid(
+                    "a block names {\"kind\": \"subject\", \"iss\", \"sub\"}, \
+                     {\"kind\": \"user\", \"user\"} or {\"kind\": \"email\", \"email\"}"
+                        .into(),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let text = |what: &str, v: &Option<String>| clean(what, v.as_deref().unwrap_or(""), 2048);
+        match self.kind.as_deref() {
+            Some("subject") => {
+                only(&[&self.iss, &self.sub])?;
+                Ok(BlockTarget::Subject {
+                    iss: text("iss", &self.iss)?,
+                    sub: text("sub", &self.sub)?,
+                })
+            }
+            Some("user") => {
+                only(&[&self.user])?;
+                Ok(BlockTarget::User(text("user", &self.user)?))
+            }
+            Some("email") => {
+                only(&[&self.email])?;
+                let email = text("email", &self.email)?;
+                if !crate::claim::valid_email(&email) {
+                    return Err(AdminError::Invalid(format!(
+                        "{email:?} is not an email address"
+                    )));
+                }
+                Ok(BlockTarget::Email(email))
+            }
+            _ => Err(AdminError::Invalid(
+                "kind must be \"subject\", \"user\" or \"email\"".into(),
+            )),
+        }
+    }
+}
+
+/// What a block or unblock did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BlockResult {
+    pub kind: &'static str,
+    /// `false`: it was already so (nothing recorded).
+    pub changed: bool,
+}
+
+impl Admin {
+    /// Stops `target` from registering again (it does not revoke what it
+    /// holds: revoke that too). Recorded as `operator.action` `block`. An
+    /// unknown user is `NotFound`.
+    pub async fn block(
+        &self,
+        target: BlockTarget,
+        operator: &str,
+        reason: Option<String>,
+        meta: &RequestMeta,
+        now: Timestamp,
+    ) -> Result<BlockResult, AdminError> {
+        if let BlockTarget::User(id) = &target {
+            let filter = UserFilter {
+                id: Some(id.clone()),
+                ..UserFilter::default()
+            };
+            if self.store.list_users(&filter).await?.is_empty() {
+                return Err(AdminError::NotFound(format!("no user {id:?}")));
+            }
+        }
+        let change = self.change(target, operator, reason, meta, now)?;
+        let kind = change.target.kind();
+        let changed = self.store.block(change).await?;
+        Ok(BlockResult { kind, changed })
+    }
+
+    /// Lifts a block. Recorded as `operator.action` `unblock`.
+    pub async fn unblock(
+        &self,
+        target: BlockTarget,
+        operator: &str,
+        reason: Option<String>,
+        meta: &RequestMeta,
+        now: Timestamp,
+    ) -> Result<BlockResult, AdminError> {
+        let change = self.change(target, operator, reason, meta, now)?;
+        let kind = change.target.kind();
+        let changed = self.store.unblock(change).await?;
+        Ok(BlockResult { kind, changed })
+    }
+
+    /// The blocks in force, oldest first.
+    pub async fn blocks(&self) -> Result<Page<BlockRecord>, AdminError> {
+        Ok(Page {
+            items: self.store.list_blocks().await?,
+            next: None,
+        })
+    }
+
+    fn change(
+        &self,
+        target: BlockTarget,
+        operator: &str,
+        reason: Option<String>,
+        meta: &RequestMeta,
+        now: Timestamp,
+    ) -> Result<BlockChange, AdminError> {
+        Ok(BlockChange {
+            target,
+            operator: clean("operator", operator, MAX_OPERATOR)?,
+            reason: reason
+                .map(|r| clean("reason", &r, MAX_REASON))
+                .transpose()?,
+            now,
+            meta: meta.clone(),
+        })
     }
 }
 

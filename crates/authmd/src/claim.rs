@@ -209,6 +209,8 @@ impl AuthMd {
                 )
             })?,
         };
+        // An address an operator blocked gets no registration and no mail.
+        self.refuse_blocked_address(email).await?;
         let registration_id = new_id("reg_");
         let claim_token = PlainSecret::generate(SecretKind::ClaimToken, &registration_id);
         let attempt_id = new_id("cla_");
@@ -227,14 +229,16 @@ impl AuthMd {
                 .with("email", email)
                 .with("claim_attempt_id", attempt_id.as_str()),
         ];
+        // Buckets of its own (never the agent-verified ones), then the
+        // recipient's.
         let rl = &config.rate_limits;
         let mut limits = self.limits(
-            "identity_assertion",
+            "verified_email",
             meta,
-            rl.identity_assertion_per_ip_per_hour,
-            rl.identity_assertion_per_hour,
+            rl.verified_email_per_ip_per_hour,
+            rl.verified_email_per_hour,
         );
-        limits.extend(self.address_limit(email));
+        limits.extend(self.address_limits(email));
         let new = NewEmailRegistration {
             registration_id: registration_id.clone(),
             claim_token: claim_token.hash(),
@@ -258,7 +262,7 @@ impl AuthMd {
         for e in &events {
             e.log();
         }
-        self.send_claim_email(email, &link, link_expires_at)?;
+        self.send_claim_email(email, &link, link_expires_at);
         Ok(Registered::Email(EmailRegistered {
             registration_id,
             registration_type: RegistrationType::EmailVerification,
@@ -288,6 +292,7 @@ impl AuthMd {
         }
         let presented =
             recognize(token, &[SecretKind::ClaimToken]).ok_or(ProtocolError::InvalidClaimToken)?;
+        self.refuse_blocked_address(email).await?;
         let registration_id = presented.id();
         let config = self.config();
         let attempt_id = new_id("cla_");
@@ -301,7 +306,7 @@ impl AuthMd {
                 rl.claim_emails_per_registration_per_hour,
             ));
         }
-        limits.extend(self.address_limit(email));
+        limits.extend(self.address_limits(email));
         let req = ClaimRequest {
             registration_id: registration_id.clone(),
             claim_token: presented.hash,
@@ -319,7 +324,7 @@ impl AuthMd {
                 attempt_id,
                 expires_at,
             } => {
-                self.send_claim_email(email, &link, expires_at)?;
+                self.send_claim_email(email, &link, expires_at);
                 (attempt_id, expires_at)
             }
             ClaimStarted::InFlight {
@@ -527,8 +532,9 @@ impl AuthMd {
         };
         match self.store().complete_claim(req).await? {
             Completed::Claimed { issued, .. } => {
-                // The scope change must reach this replica's cache at once.
-                self.validator().poll_invalidations().await?;
+                // The scope change must reach this replica's cache at once;
+                // the claim is committed whatever happens to that.
+                self.refresh_after_commit().await;
                 let scopes = config.resource.post_claim_scopes.clone();
                 let (credential_type, credential, credential_expires, scopes) = match issued {
                     None => (None, None, None, None),
@@ -566,33 +572,47 @@ impl AuthMd {
             .into()),
             Completed::Invalid => Err(ProtocolError::OtpInvalid.into()),
             Completed::NotProvisioned => Err(ProtocolError::UserNotProvisioned.into()),
+            Completed::Blocked => Err(ProtocolError::Blocked.into()),
         }
     }
 
-    /// Claim emails per address (§9), counted with the other limits.
-    fn address_limit(&self, email: &str) -> Option<crate::rate_limit::RateLimit> {
-        let rl = &self.config().rate_limits;
-        rl.enabled.then(|| {
-            crate::rate_limit::RateLimit::per_hour(
-                format!(
-                    "claim:address:{}",
-                    crate::users::normalize_email(email).unwrap_or_else(|| email.to_owned())
-                ),
-                rl.claim_emails_per_address_per_hour,
-            )
-        })
+    /// Refuses an address an operator blocked (before any work or mail;
+    /// completing a claim checks again, with the user, in its transaction).
+    async fn refuse_blocked_address(&self, email: &str) -> Result<(), Error> {
+        let keys = crate::store::block_keys(None, None, Some(email));
+        if self.store().blocked(keys).await? {
+            return Err(ProtocolError::Blocked.into());
+        }
+        Ok(())
     }
 
-    /// Queues the claim email. Fails (a 500 for the agent) only if nothing
-    /// could be queued.
-    fn send_claim_email(
-        &self,
-        to: &str,
-        link: &PlainSecret,
-        expires: Timestamp,
-    ) -> Result<(), Error> {
+    /// Claim emails per recipient mailbox (§9), per hour and per day,
+    /// across every registration and flow, counted with the other limits:
+    /// each message goes to an address the requester chose.
+    fn address_limits(&self, email: &str) -> Vec<crate::rate_limit::RateLimit> {
+        use crate::rate_limit::RateLimit;
+        let rl = &self.config().rate_limits;
+        if !rl.enabled {
+            return Vec::new();
+        }
+        let mailbox = crate::users::mailbox_key(email);
+        vec![
+            RateLimit::per_hour(
+                format!("claim:address:{mailbox}"),
+                rl.claim_emails_per_address_per_hour,
+            ),
+            RateLimit::per_day(
+                format!("claim:address-day:{mailbox}"),
+                rl.claim_emails_per_address_per_day,
+            ),
+        ]
+    }
+
+    /// Queues the claim email, after the attempt committed: the agent gets
+    /// its answer whatever the queue does (it waits for room, or logs).
+    fn send_claim_email(&self, to: &str, link: &PlainSecret, expires: Timestamp) {
         let email = claim_email(self, to, link, expires);
-        self.mail_queue().submit(email).map_err(Error::internal)
+        self.mail_queue().submit(email);
     }
 }
 

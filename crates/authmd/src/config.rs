@@ -114,6 +114,8 @@ pub struct Config {
     /// own resource (`whoami`).
     #[serde(default)]
     pub upstream: Option<UpstreamConfig>,
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
 
 /// authmd's own signing keys (`service_keys.rs`).
@@ -146,6 +148,26 @@ impl SigningConfig {
     }
 }
 
+/// The audit trail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// How long events are kept; the sweep deletes older ones. Keep more
+    /// by exporting (`authmd audit export --after <last id>`).
+    #[serde(default = "d400d")]
+    pub retention: HumanDuration,
+}
+
+fn d400d() -> HumanDuration {
+    HumanDuration::secs(400 * 86_400)
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { retention: d400d() }
+    }
+}
+
 /// The admin API (operator controls): off unless `listen` is set.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,6 +191,13 @@ pub struct AdminConfig {
     #[serde(default)]
     pub allow_insecure_remote: bool,
 }
+
+/// Longest `server.credential_cache_ttl` accepted: a sixth of the hour the
+/// invalidation log is kept (`validation::INVALIDATION_RETENTION`). An entry
+/// cached before a change must be re-read long before the log forgets the
+/// change, whatever a replica's poller, clock or sweep timing did; the
+/// margin is 50 minutes.
+pub const MAX_CREDENTIAL_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Shortest admin token accepted.
 pub const MIN_ADMIN_TOKEN: usize = 32;
@@ -197,6 +226,7 @@ impl Default for Config {
             cors: CorsConfig::default(),
             signing: SigningConfig::default(),
             upstream: None,
+            audit: AuditConfig::default(),
         };
         // The defaults are valid by construction; `validate` fills in the
         // derived values (issuer, resource identifier, rules).
@@ -318,6 +348,11 @@ pub struct RegistrationConfig {
     /// revoke the old one) instead of upgrading the key in place.
     #[serde(default)]
     pub rotate_key_on_claim: bool,
+    /// Live API keys per delegation `(iss, sub)`: each ID-JAG presented for
+    /// an `api_key` adds a key that never expires, so past this many the
+    /// oldest is revoked.
+    #[serde(default = "n10")]
+    pub max_api_keys_per_delegation: u32,
 }
 
 fn yes() -> bool {
@@ -332,6 +367,7 @@ impl Default for RegistrationConfig {
             identity_assertion: true,
             jit_provisioning: true,
             rotate_key_on_claim: false,
+            max_api_keys_per_delegation: n10(),
         }
     }
 }
@@ -430,10 +466,24 @@ pub struct RateLimitConfig {
     pub identity_assertion_per_ip_per_hour: u32,
     #[serde(default = "n1000")]
     pub identity_assertion_per_hour: u32,
+    /// Email-required registrations (§3.2): buckets of their own, so that
+    /// they never use up the agent-verified budget.
+    #[serde(default = "n5")]
+    pub verified_email_per_ip_per_hour: u32,
+    #[serde(default = "n100")]
+    pub verified_email_per_hour: u32,
     #[serde(default = "n3")]
     pub claim_emails_per_registration_per_hour: u32,
+    /// Claim emails to one mailbox (case and `+tag` ignored), across every
+    /// registration and flow.
     #[serde(default = "n5")]
     pub claim_emails_per_address_per_hour: u32,
+    #[serde(default = "n10")]
+    pub claim_emails_per_address_per_day: u32,
+}
+
+fn n10() -> u32 {
+    10
 }
 
 fn n3() -> u32 {
@@ -462,8 +512,11 @@ impl Default for RateLimitConfig {
             anonymous_per_hour: n100(),
             identity_assertion_per_ip_per_hour: n60(),
             identity_assertion_per_hour: n1000(),
+            verified_email_per_ip_per_hour: n5(),
+            verified_email_per_hour: n100(),
             claim_emails_per_registration_per_hour: n3(),
             claim_emails_per_address_per_hour: n5(),
+            claim_emails_per_address_per_day: n10(),
         }
     }
 }
@@ -485,7 +538,7 @@ pub struct ServerConfig {
     pub credential_cache_capacity: usize,
     /// Upper bound on how long a cached validation is reused before it is
     /// read again from the store (revocations arrive sooner, see
-    /// `revocation_poll`).
+    /// `revocation_poll`). At most [`MAX_CREDENTIAL_CACHE_TTL`].
     #[serde(default = "default_cache_ttl")]
     pub credential_cache_ttl: HumanDuration,
     /// How often each replica reads the store's invalidation log.
@@ -780,6 +833,28 @@ impl Config {
             if d.get().is_zero() {
                 return Err(ConfigError::new(key, "must be longer than zero"));
             }
+        }
+        if !(1..=1000).contains(&self.registration.max_api_keys_per_delegation) {
+            return Err(ConfigError::new(
+                "registration.max_api_keys_per_delegation",
+                "must be between 1 and 1000",
+            ));
+        }
+        if self.audit.retention.get() < std::time::Duration::from_secs(86_400) {
+            return Err(ConfigError::new(
+                "audit.retention",
+                "must be at least 1d (export events to keep them elsewhere, not to keep fewer)",
+            ));
+        }
+        if self.server.credential_cache_ttl.get() > MAX_CREDENTIAL_CACHE_TTL {
+            return Err(ConfigError::new(
+                "server.credential_cache_ttl",
+                format!(
+                    "must be at most {}: cached credentials must be re-read well within \
+                     the hour the invalidation log is kept",
+                    duration_words(MAX_CREDENTIAL_CACHE_TTL)
+                ),
+            ));
         }
         if self.server.revocation_poll.get() > std::time::Duration::from_millis(500) {
             return Err(ConfigError::new(
@@ -1121,6 +1196,14 @@ mod tests {
             (
                 "[server]\nrevocation_poll = \"5s\"",
                 "server.revocation_poll",
+            ),
+            (
+                "[server]\ncredential_cache_ttl = \"2h\"",
+                "server.credential_cache_ttl",
+            ),
+            (
+                "[server]\ncredential_cache_ttl = \"11m\"",
+                "server.credential_cache_ttl",
             ),
             (
                 "[[providers]]\nissuer = \"http://provider.example\"",

@@ -68,6 +68,10 @@ pub enum ProtocolError {
     TooManyAttempts(String),
     #[error("this registration was already claimed")]
     PreviouslyClaimed,
+    /// An operator blocked the subject, user or address from registering
+    /// (`user_not_provisioned`: this user is not let in here).
+    #[error("registration is not allowed for this user or address: an operator blocked it")]
+    Blocked,
     #[error("too many requests; retry after {} seconds", retry_after_secs(.retry_after))]
     RateLimited { retry_after: Duration },
     /// Missing, unknown, expired or revoked bearer credential (401).
@@ -129,6 +133,7 @@ impl ProtocolError {
             ProtocolError::OtpInvalid => "otp_invalid",
             ProtocolError::TooManyAttempts(_) => "too_many_attempts",
             ProtocolError::PreviouslyClaimed => "previously_claimed",
+            ProtocolError::Blocked => "user_not_provisioned",
             ProtocolError::RateLimited { .. } => "rate_limited",
             ProtocolError::InvalidToken => "invalid_token",
             ProtocolError::InsufficientScope { .. } => "insufficient_scope",

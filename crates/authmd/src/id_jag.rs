@@ -319,6 +319,12 @@ impl Verifier {
             return refuse("the assertion has no usable kid");
         };
         let Some(key) = provider.keys.key(kid).await else {
+            if provider.keys.expired() {
+                return refuse(
+                    "the provider's keys could not be refreshed for longer than jwks.cache_max; \
+                     try again once the provider's JWKS is reachable",
+                );
+            }
             return refuse("no key with the assertion's kid in the provider's JWKS");
         };
         if !key.supports(alg) {

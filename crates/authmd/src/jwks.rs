@@ -7,7 +7,13 @@
 //! refetches once, at most once per `jwks.refetch_interval` (the first fetch
 //! of a provider does not count). A provider that is down does not take the
 //! service down: the keys it published last keep working, failed fetches
-//! are logged and counted, and retried at most once per interval.
+//! are logged and counted, and retried at most once per interval. But only
+//! up to `jwks.cache_max` after they were fetched: a key the provider has
+//! rotated out (perhaps compromised) must not verify forever because an
+//! attacker also keeps the provider's endpoint unreachable. Past that the
+//! provider's assertions are refused (`invalid_signature`, the code of §3.3
+//! step 4 "key found in the provider's JWKS", with a message naming the
+//! cause) until a fetch succeeds again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +37,12 @@ pub trait KeySource: Send + Sync + std::fmt::Debug + 'static {
     /// Counters, for operators and tests.
     fn stats(&self) -> KeyStats {
         KeyStats::default()
+    }
+
+    /// Whether the keys held are too old to use (not refreshed for longer
+    /// than `jwks.cache_max`): why [`KeySource::key`] found nothing.
+    fn expired(&self) -> bool {
+        false
     }
 }
 
@@ -72,6 +84,10 @@ struct State {
     keys: HashMap<String, Arc<VerifyingKey>>,
     /// Until when the keys are fresh; `None` before the first success.
     fresh_until: Option<Instant>,
+    /// When the keys were last fetched successfully.
+    fetched_at: Option<Instant>,
+    /// Whether the refusal of keys older than `cache_max` was logged since.
+    expiry_logged: bool,
     /// When the last fetch was attempted (success or not).
     last_attempt: Option<Instant>,
     /// When the last refetch for an unknown `kid` happened.
@@ -147,6 +163,27 @@ impl HttpKeySource {
         state.fresh_until.is_some_and(|t| Instant::now() < t)
     }
 
+    /// Whether the keys held were fetched longer than `cache_max` ago.
+    fn too_old(&self) -> bool {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state
+            .fetched_at
+            .is_some_and(|t| t.elapsed() > self.settings.cache_max.get())
+    }
+
+    /// Logs (once until the next successful fetch) that the keys are no
+    /// longer used.
+    fn log_expiry(&self) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if !state.expiry_logged {
+            state.expiry_logged = true;
+            tracing::error!(issuer = %self.issuer, url = %self.url,
+                age = ?state.fetched_at.map(|t| t.elapsed()),
+                "provider keys could not be refreshed for longer than jwks.cache_max; \
+                 its assertions and logout tokens are refused until a fetch succeeds");
+        }
+    }
+
     async fn fetch(&self, unknown_kid: bool) {
         let _one = self.fetching.lock().await;
         // Another task may have fetched while we waited.
@@ -175,6 +212,8 @@ impl HttpKeySource {
                     .map(|k| (k.kid.clone(), Arc::new(k)))
                     .collect();
                 state.fresh_until = Some(Instant::now() + ttl);
+                state.fetched_at = Some(Instant::now());
+                state.expiry_logged = false;
                 tracing::info!(issuer = %self.issuer, keys = state.keys.len(), ttl = ?ttl, "provider keys fetched");
             }
             Err(e) => {
@@ -210,27 +249,27 @@ impl HttpKeySource {
 #[async_trait]
 impl KeySource for HttpKeySource {
     async fn key(&self, kid: &str) -> Option<Arc<VerifyingKey>> {
-        match self.lookup(kid) {
-            (Some(key), true) => Some(key),
-            (Some(key), false) => {
-                if self.may_fetch(false) {
-                    self.fetch(false).await;
-                }
-                if self.fresh() {
-                    // Refreshed: a key the provider removed is gone.
-                    self.lookup(kid).0
-                } else {
-                    // The provider is down: what it published last stays.
-                    Some(key)
-                }
-            }
-            (None, _) => {
-                if self.may_fetch(true) {
-                    self.fetch(true).await;
-                }
-                self.lookup(kid).0
-            }
+        let (key, fresh) = self.lookup(kid);
+        if fresh && key.is_some() {
+            return key;
         }
+        // Stale keys are refreshed; an unknown kid triggers a refetch.
+        let unknown_kid = key.is_none();
+        if self.may_fetch(unknown_kid) {
+            self.fetch(unknown_kid).await;
+        }
+        if !self.fresh() && self.too_old() {
+            // The provider has been unreachable for longer than cache_max.
+            self.log_expiry();
+            return None;
+        }
+        // Refreshed: a key the provider removed is gone. Or the provider is
+        // down: what it published last stays, up to cache_max.
+        self.lookup(kid).0
+    }
+
+    fn expired(&self) -> bool {
+        !self.fresh() && self.too_old()
     }
 
     fn stats(&self) -> KeyStats {

@@ -32,6 +32,7 @@ pub mod mail;
 pub mod middleware;
 pub mod outbound;
 pub mod rate_limit;
+pub mod refusals;
 pub mod register;
 pub mod revoke;
 pub mod self_revoke;
@@ -51,6 +52,7 @@ pub use error::{Error, ProtocolError};
 pub use middleware::{Agent, RequireCredentialLayer};
 pub use time::Timestamp;
 
+use audit::AuditEvent;
 use discovery::{Documents, Urls};
 use jwks::{HttpKeySource, KeySource};
 use mail::{Mailer, OutboxMailer};
@@ -58,12 +60,10 @@ use outbound::Outbound;
 use store::{Store, StoreError};
 use validation::{Validation, Validator};
 
-/// How long the invalidation log is kept: a replica that cannot read it for
-/// longer than this starts over with an empty cache anyway (see
-/// [`Validator::poll_invalidations`]).
-const INVALIDATION_RETENTION: Duration = Duration::from_secs(3600);
 /// Registrations expired per sweep transaction.
 const SWEEP_BATCH: u32 = 500;
+/// Audit events deleted per sweep transaction.
+const AUDIT_PURGE_BATCH: u32 = 5000;
 
 /// The authmd handle. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -86,8 +86,10 @@ struct Inner {
     introspectors: introspect::Introspectors,
     service_keys: service_keys::ServiceKeys,
     assertions: identity::Assertions,
-    /// The poller, the sweeper and the key reload, aborted when the handle
-    /// is dropped.
+    /// Refused registrations counted since the last flush.
+    refusals: refusals::Refusals,
+    /// The poller, the sweeper, the key reload and the refusal flush,
+    /// aborted when the handle is dropped.
     background: std::sync::OnceLock<Vec<tokio::task::AbortHandle>>,
 }
 
@@ -204,6 +206,7 @@ impl AuthMd {
                 introspectors,
                 service_keys,
                 assertions: identity::Assertions::default(),
+                refusals: refusals::Refusals::default(),
                 background: std::sync::OnceLock::new(),
             }),
         };
@@ -263,6 +266,37 @@ impl AuthMd {
         &self.inner.assertions
     }
 
+    pub(crate) fn refusals(&self) -> &refusals::Refusals {
+        &self.inner.refusals
+    }
+
+    /// Writes the refusals counted since the last flush, one
+    /// `registration.rejected` per client network, code and flow, in one
+    /// transaction; returns how many events were written. Runs every
+    /// [`refusals::FLUSH_INTERVAL`] and should run at shutdown. If the
+    /// write fails, the counts are kept for the next flush.
+    pub async fn flush_refusals(&self) -> Result<usize, StoreError> {
+        let taken = self.inner.refusals.take();
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        let events = taken.events();
+        let n = events.len();
+        let logged = AuditEvent::logged().then(|| events.clone());
+        match self.store().record_events(events).await {
+            Ok(()) => {
+                for e in logged.iter().flatten() {
+                    e.log();
+                }
+                Ok(n)
+            }
+            Err(e) => {
+                self.inner.refusals.restore(taken);
+                Err(e)
+            }
+        }
+    }
+
     pub fn validator(&self) -> &Validator {
         &self.inner.validator
     }
@@ -274,6 +308,21 @@ impl AuthMd {
         now: Timestamp,
     ) -> Result<Validation, Error> {
         Ok(self.inner.validator.validate(bearer, now).await?)
+    }
+
+    /// After a commit that changed credentials: drops them from this
+    /// replica's cache at once (the others drop them at their next poll of
+    /// the invalidation log). Never fails, because the change is committed
+    /// and the request must get its committed result: if the log cannot be
+    /// read, the failure is logged, this replica's cache stops answering
+    /// until a later poll succeeds, and the poller retries every
+    /// `server.revocation_poll`.
+    pub async fn refresh_after_commit(&self) {
+        if let Err(e) = self.inner.validator.poll_invalidations().await {
+            tracing::warn!(error = %e,
+                "cannot read the invalidation log after a change; the credential cache is bypassed until it can");
+            self.inner.validator.distrust();
+        }
     }
 
     /// Expires what is due and purges stale bookkeeping; what the periodic
@@ -288,8 +337,28 @@ impl AuthMd {
             }
         }
         self.store()
-            .purge(now, now.minus(INVALIDATION_RETENTION))
+            .purge(now, now.minus(validation::INVALIDATION_RETENTION))
             .await?;
+        // [audit] retention, in batches (on SQLite each is one short job
+        // for the writer, between other writes).
+        let keep_since = now.minus(self.config().audit.retention.get());
+        let mut purged = 0;
+        loop {
+            let n = self
+                .store()
+                .purge_audit(keep_since, AUDIT_PURGE_BATCH)
+                .await?;
+            purged += n;
+            if n < u64::from(AUDIT_PURGE_BATCH) {
+                break;
+            }
+        }
+        if purged > 0 {
+            tracing::info!(
+                events = purged,
+                "audit events past [audit] retention deleted"
+            );
+        }
         if expired > 0 {
             // Drop local cache entries at once rather than at the next poll.
             self.inner.validator.poll_invalidations().await?;
@@ -323,7 +392,16 @@ impl AuthMd {
                 }
             },
         );
-        vec![poller, sweeper, keys]
+        let flusher = every(
+            Arc::downgrade(&self.inner),
+            refusals::FLUSH_INTERVAL,
+            |app| async move {
+                if let Err(e) = app.flush_refusals().await {
+                    tracing::warn!(error = %e, "cannot record refused registrations; kept for the next flush");
+                }
+            },
+        );
+        vec![poller, sweeper, keys, flusher]
     }
 }
 

@@ -123,20 +123,30 @@ pub struct MailStats {
     pub sent: AtomicU64,
     pub retries: AtomicU64,
     pub given_up: AtomicU64,
+    /// Messages waiting for room in a full queue.
+    pub waiting: AtomicU64,
 }
 
 /// Accepts messages at once and delivers them in the background, retrying
 /// failures with exponential backoff (1 s, 2 s, 4 s … at most 60 s apart)
 /// for `retry_for`. At most 16 deliveries run at a time; at most 10 000
-/// messages wait.
+/// messages wait in the queue, and when it is full at most 1 000 more wait
+/// (each up to `retry_for`) for room in it.
+///
+/// Submitting never fails: a message is queued after the transaction that
+/// wants it committed, and the request gets its committed result whatever
+/// happens to the mail (a message that cannot be kept is logged).
 #[derive(Debug, Clone)]
 pub struct MailQueue {
     tx: mpsc::Sender<Email>,
     stats: Arc<MailStats>,
+    retry_for: Duration,
 }
 
 const QUEUE_CAPACITY: usize = 10_000;
 const CONCURRENT_DELIVERIES: usize = 16;
+/// Messages waiting for room in a full queue.
+const MAX_WAITING: u64 = 1_000;
 
 impl MailQueue {
     /// Starts the delivery task (on the current Tokio runtime). It stops
@@ -158,17 +168,59 @@ impl MailQueue {
                 });
             }
         });
-        MailQueue { tx, stats }
+        MailQueue {
+            tx,
+            stats,
+            retry_for,
+        }
     }
 
-    /// Queues a message. Fails only if the queue is full or stopped: that
-    /// is the one case the request that wanted the message must fail.
-    pub fn submit(&self, email: Email) -> Result<(), MailError> {
-        self.tx
-            .try_send(email)
-            .map_err(|_| MailError::Delivery("the mail queue is full".into()))?;
-        self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+    /// Queues a message. If the queue is full, the message waits for room
+    /// (up to `retry_for`, at most [`MAX_WAITING`] of them); a message that
+    /// cannot be kept is counted as given up and logged.
+    pub fn submit(&self, email: Email) {
+        let email = match self.tx.try_send(email) {
+            Ok(()) => {
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(mpsc::error::TrySendError::Full(email)) => email,
+            Err(mpsc::error::TrySendError::Closed(email)) => {
+                self.give_up(&email, "the mail queue has stopped");
+                return;
+            }
+        };
+        let waiting = self.stats.waiting.fetch_add(1, Ordering::SeqCst);
+        let runtime = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if waiting < MAX_WAITING => runtime,
+            _ => {
+                self.stats.waiting.fetch_sub(1, Ordering::SeqCst);
+                self.give_up(&email, "the mail queue is full");
+                return;
+            }
+        };
+        tracing::warn!(to = %email.to, "the mail queue is full; the message waits for room");
+        let queue = self.clone();
+        runtime.spawn(async move {
+            match tokio::time::timeout(queue.retry_for, queue.tx.send(email)).await {
+                Ok(Ok(())) => {
+                    queue.stats.queued.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Err(mpsc::error::SendError(email))) => {
+                    queue.give_up(&email, "the mail queue has stopped");
+                }
+                Err(_) => {
+                    queue.stats.given_up.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("mail given up: the queue stayed full for mail.retry_for");
+                }
+            }
+            queue.stats.waiting.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+
+    fn give_up(&self, email: &Email, why: &str) {
+        self.stats.given_up.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(to = %email.to, reason = why, "mail not sent");
     }
 
     pub fn stats(&self) -> &MailStats {
@@ -331,7 +383,7 @@ mod tests {
             inner: inner.clone(),
         });
         let queue = MailQueue::start(flaky, Duration::from_secs(60));
-        queue.submit(email()).unwrap_or_else(|e| panic!("{e}"));
+        queue.submit(email());
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert_eq!(inner.sent().len(), 1);
         assert_eq!(queue.stats().retries.load(Ordering::Relaxed), 3);
@@ -341,7 +393,7 @@ mod tests {
             inner: MemoryMailer::new(),
         });
         let queue = MailQueue::start(never, Duration::from_secs(10));
-        queue.submit(email()).unwrap_or_else(|e| panic!("{e}"));
+        queue.submit(email());
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert_eq!(queue.stats().given_up.load(Ordering::Relaxed), 1);
     }

@@ -35,6 +35,14 @@ impl RateLimit {
         }
     }
 
+    pub fn per_day(key: impl Into<String>, limit: u32) -> Self {
+        RateLimit {
+            key: key.into(),
+            limit,
+            window: Duration::from_secs(86_400),
+        }
+    }
+
     /// Decides one request. `tat` is the stored theoretical arrival time
     /// (milliseconds), if any. Returns the new TAT to store, or the refusal.
     pub fn decide(&self, tat: Option<i64>, now: Timestamp) -> Result<i64, RateLimited> {

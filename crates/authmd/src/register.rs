@@ -126,6 +126,10 @@ pub struct AgentRegistered {
     pub credential: String,
     pub credential_expires: Option<String>,
     pub scopes: Vec<String>,
+    /// For an `api_key`: how many of this delegation's keys stay live;
+    /// presenting more ID-JAGs for keys revokes the oldest past it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_live_api_keys: Option<u32>,
 }
 
 /// A successful `POST /agent/auth`.
@@ -140,7 +144,8 @@ pub enum Registered {
 impl AuthMd {
     /// `POST /agent/auth`. `request` is the parsed body, or the reason it
     /// could not be parsed: every refusal, including a malformed body, is
-    /// recorded as `registration.rejected` with its code.
+    /// counted for `registration.rejected` (per client network, code and
+    /// flow, written periodically: see `refusals.rs`).
     pub async fn register(
         &self,
         request: Result<RegisterRequest, ProtocolError>,
@@ -166,13 +171,8 @@ impl AuthMd {
             Err(e) => Err(e.into()),
         };
         if let Err(Error::Protocol(e)) = &result {
-            let mut event =
-                AuditEvent::new(EventKind::RegistrationRejected, now, meta).with("code", e.code());
-            if let Some(flow) = flow {
-                event = event.with("flow", flow);
-            }
-            event.log();
-            self.store().record_event(event).await?;
+            tracing::debug!(code = e.code(), flow, ip = ?meta.ip, reason = %e, "registration refused");
+            self.refusals().count(meta, e.code(), flow, now);
         }
         result
     }
@@ -379,6 +379,7 @@ impl AuthMd {
             credential_type,
             scopes: scopes.clone(),
             expires_at,
+            max_api_keys: config.registration.max_api_keys_per_delegation,
             now,
             meta: meta.clone(),
             audit,
@@ -415,6 +416,8 @@ impl AuthMd {
                     credential: secret.expose().to_owned(),
                     credential_expires: expires_at.map(Timestamp::to_rfc3339),
                     scopes,
+                    max_live_api_keys: (credential_type == CredentialType::ApiKey)
+                        .then_some(config.registration.max_api_keys_per_delegation),
                 }))
             }
             StoreOutcome::Replay => Err(ProtocolError::ReplayDetected.into()),
@@ -422,6 +425,7 @@ impl AuthMd {
             // Minted before the user's consent was withdrawn: a fresh
             // assertion registers again.
             StoreOutcome::IssuedBeforeRevocation => Err(ProtocolError::Expired.into()),
+            StoreOutcome::Blocked => Err(ProtocolError::Blocked.into()),
             StoreOutcome::Limited(l) => Err(ProtocolError::RateLimited {
                 retry_after: l.retry_after,
             }

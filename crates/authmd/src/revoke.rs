@@ -10,10 +10,14 @@
 //!   Back-Channel Logout §2.4 allows it): nothing here is keyed by
 //!   session, so it revokes nothing, answers `{"revoked": 0}` and spends
 //!   its `jti`;
-//! - a token revokes only credentials issued up to its `iat` (plus the
-//!   clock skew), so a stale token cannot end a credential the provider
-//!   issued after consenting again; and assertions the provider issued
-//!   before the token's `iat` no longer register for that subject.
+//! - a token revokes the credentials whose ID-JAG was issued up to its
+//!   `iat` (plus the clock skew), by the assertion's `iat` and not by when
+//!   authmd redeemed it: an ID-JAG minted before the user withdrew consent
+//!   but redeemed after (a provider's retry, an outage, an agent racing the
+//!   revocation) carries the withdrawn consent, while a stale token cannot
+//!   end a credential the provider issued after consenting again; and
+//!   assertions the provider issued before the token's `iat` no longer
+//!   register for that subject.
 
 use std::time::Duration;
 
@@ -198,7 +202,7 @@ impl AuthMd {
         let revocation = SubjectRevocation {
             jti_key: logout_jti_key(&verified.iss, &verified.jti),
             jti_until: verified.valid_until.plus(skew * REPLAY_RETENTION_SKEWS),
-            issued_through: verified.iat.plus(skew),
+            assertions_through: verified.iat.plus(skew),
             assertions_before: verified.iat,
             iss: verified.iss,
             sub: verified.sub,
@@ -209,12 +213,7 @@ impl AuthMd {
             SubjectRevoked::Replay => Err(ProtocolError::ReplayDetected.into()),
             SubjectRevoked::Done(report) => {
                 if report.credentials > 0 {
-                    // This replica drops them at once; the others at their
-                    // next poll of the invalidation log (so does this one,
-                    // if this poll fails).
-                    if let Err(e) = self.validator().poll_invalidations().await {
-                        tracing::warn!(error = %e, "cannot read the invalidation log");
-                    }
+                    self.refresh_after_commit().await;
                 }
                 Ok(Revoked {
                     revoked: report.credentials,

@@ -69,6 +69,22 @@ pub fn normalize_email(email: &str) -> Option<String> {
     Some(format!("{local}@{}", domain.to_ascii_lowercase()))
 }
 
+/// The mailbox an address delivers to, as far as limits and blocks are
+/// concerned: lower-cased, and a `+tag` in the local part dropped. Mail
+/// servers commonly ignore both, so `Victim+1@Example.com` and
+/// `victim@example.com` are one recipient; erring toward "the same" only
+/// makes a limit or a block stricter. (User matching keeps §6's rule.)
+pub fn mailbox_key(email: &str) -> String {
+    let email = email.to_lowercase();
+    match email.rsplit_once('@') {
+        Some((local, domain)) => {
+            let local = local.split_once('+').map_or(local, |(l, _)| l);
+            format!("{local}@{domain}")
+        }
+        None => email,
+    }
+}
+
 /// Phone numbers compare on `+` and digits only (`+1 (555) 010-0000` and
 /// `+15550100000` are one number). `None` if fewer than 5 digits remain.
 pub fn normalize_phone(phone: &str) -> Option<String> {

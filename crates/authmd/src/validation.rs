@@ -4,16 +4,24 @@
 //! `token.rs`), which refuses garbage without touching the store. A
 //! recognized one names its credential's id; the record is read by id and
 //! kept only if its stored hash equals the presented secret's (constant-time
-//! comparison). The answer (record or absence) is cached in memory, bounded,
-//! per replica, under the presented secret's hash. The record's own times decide
-//! expiry at every request, so caching never extends a credential's life.
+//! comparison). The answer is cached in memory, bounded, per replica, under
+//! the presented secret's hash: records in one cache, absences in another,
+//! smaller one. The checksum is public, so well-formed unknown tokens are
+//! free to make; each is a store read and an absence to remember, and if
+//! absences shared the records' cache a flood of them would push out the
+//! credentials agents are using. The record's own times decide expiry at
+//! every request, so caching never extends a credential's life.
 //!
 //! What caching could delay is a *change* made elsewhere: a revocation, an
 //! expiry sweep, a claim that upgrades scopes. Every such change appends the
 //! credential's hash to the store's invalidation log in the same
 //! transaction; each replica polls the log (`server.revocation_poll`, at
 //! most 1 s) and drops those entries. A cached entry is also re-read after
-//! `server.credential_cache_ttl` whatever happens.
+//! `server.credential_cache_ttl` whatever happens (at most
+//! [`crate::config::MAX_CREDENTIAL_CACHE_TTL`], well within the log's
+//! retention). A replica that finds a gap in the log (entries it had not
+//! read were purged: it could not read the log for longer than it is kept)
+//! drops its whole cache.
 //!
 //! One race remains to close: a request reads a record just before a change
 //! commits, and caches it just after the poller has dropped that hash. The
@@ -37,6 +45,21 @@ use crate::token::{SecretHash, SecretKind, recognize};
 /// to all zeros.
 pub const FLUSH_ALL: SecretHash = SecretHash([0; 32]);
 
+/// How long the invalidation log is kept. A replica that could not read it
+/// for longer may have missed entries: it finds that out
+/// ([`Store::purged_invalidations`], or the time since its last read) and
+/// starts over with an empty cache.
+pub const INVALIDATION_RETENTION: Duration = Duration::from_secs(3600);
+
+// A cached entry must be re-read long before the log forgets a change to it.
+const _: () = assert!(
+    crate::config::MAX_CREDENTIAL_CACHE_TTL.as_secs() * 6 <= INVALIDATION_RETENTION.as_secs()
+);
+
+/// Unknown tokens remembered per replica: this share of
+/// `server.credential_cache_capacity`, in a cache of their own.
+pub const NEGATIVE_CACHE_SHARE: usize = 10;
+
 /// The kinds of secret accepted as bearer credentials at the resource.
 pub const BEARER_KINDS: [SecretKind; 2] = [SecretKind::ApiKey, SecretKind::AccessToken];
 
@@ -52,7 +75,7 @@ pub enum Validation {
 
 #[derive(Clone)]
 struct Entry {
-    record: Option<Arc<CredentialRecord>>,
+    record: Arc<CredentialRecord>,
     loaded: Instant,
 }
 
@@ -66,7 +89,10 @@ pub const MAX_STALENESS: Duration = Duration::from_secs(1);
 /// The per-replica credential cache and the state of its invalidation poller.
 pub struct Validator {
     store: Arc<dyn Store>,
+    /// Records of credentials that exist.
     cache: Cache<SecretHash, Entry>,
+    /// Tokens that name no credential, and when that was read.
+    absent: Cache<SecretHash, Instant>,
     ttl: Duration,
     generation: AtomicU64,
     /// The last invalidation `seq` processed.
@@ -74,12 +100,17 @@ pub struct Validator {
     started: Instant,
     /// Milliseconds after `started` of the last successful poll.
     last_poll_ok: AtomicU64,
+    /// One more than the milliseconds after `started` of the last
+    /// [`Validator::distrust`]: the cache answers only after a poll that
+    /// started in a later millisecond succeeded (0: never distrusted).
+    distrusted: AtomicU64,
 }
 
 impl std::fmt::Debug for Validator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Validator")
             .field("cached", &self.cache.len())
+            .field("absent", &self.absent.len())
             .field("watermark", &self.watermark.load(Ordering::Relaxed))
             .finish()
     }
@@ -93,11 +124,13 @@ impl Validator {
         Validator {
             store,
             cache: Cache::new(capacity),
+            absent: Cache::new((capacity / NEGATIVE_CACHE_SHARE).max(1)),
             ttl,
             generation: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MAX),
             started: Instant::now(),
             last_poll_ok: AtomicU64::new(0),
+            distrusted: AtomicU64::new(0),
         }
     }
 
@@ -110,7 +143,18 @@ impl Validator {
         let elapsed =
             u64::try_from(at.duration_since(self.started).as_millis()).unwrap_or(u64::MAX);
         let last = self.last_poll_ok.load(Ordering::Relaxed);
-        elapsed.saturating_sub(last) < MAX_STALENESS.as_millis() as u64
+        last >= self.distrusted.load(Ordering::Relaxed)
+            && elapsed.saturating_sub(last) < MAX_STALENESS.as_millis() as u64
+    }
+
+    /// Stops the cache from answering until a poll that starts after this
+    /// call succeeds: for a change committed here whose invalidation could
+    /// not be read back at once (the log is unreachable), so that this
+    /// replica asks the store instead of serving what it cached before the
+    /// change.
+    pub fn distrust(&self) {
+        self.distrusted
+            .fetch_max(self.elapsed_ms().saturating_add(1), Ordering::SeqCst);
     }
 
     /// Validates the token of an `Authorization: Bearer` header (`None` when
@@ -128,13 +172,15 @@ impl Validator {
         };
         let hash = presented.hash;
         let at = Instant::now();
-        let cached = self
-            .cache
-            .get(&hash)
-            .filter(|e| at.duration_since(e.loaded) < self.ttl && self.cache_trusted(at));
-        let record = match cached {
-            Some(entry) => entry.record,
-            None => self.load(&presented.id(), hash).await?,
+        let fresh = |loaded: Instant| at.duration_since(loaded) < self.ttl;
+        let record = if !self.cache_trusted(at) {
+            self.load(&presented.id(), hash).await?
+        } else if let Some(entry) = self.cache.get(&hash).filter(|e| fresh(e.loaded)) {
+            Some(entry.record)
+        } else if self.absent.get(&hash).is_some_and(fresh) {
+            None
+        } else {
+            self.load(&presented.id(), hash).await?
         };
         Ok(match record {
             None => Validation::Invalid(Refusal::Unknown),
@@ -147,7 +193,7 @@ impl Validator {
 
     /// Reads the credential `id` names and keeps it if its stored hash is
     /// the presented one (compared in constant time); caches the answer
-    /// under the presented hash either way.
+    /// under the presented hash either way (an absence apart from records).
     async fn load(
         &self,
         id: &str,
@@ -160,10 +206,16 @@ impl Validator {
             .await?
             .filter(|r| r.secret_hash == hash)
             .map(Arc::new);
+        let Some(record) = record else {
+            // Nothing is invalidated into existence: an absence needs no
+            // generation check.
+            self.absent.insert(hash, Instant::now());
+            return Ok(None);
+        };
         self.cache.insert(
             hash,
             Entry {
-                record: record.clone(),
+                record: Arc::clone(&record),
                 loaded: Instant::now(),
             },
         );
@@ -172,7 +224,14 @@ impl Validator {
             // may predate it. Use it for this request only.
             self.cache.remove(&hash);
         }
-        Ok(record)
+        Ok(Some(record))
+    }
+
+    /// Drops every cached answer.
+    fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.cache.clear();
+        self.absent.clear();
     }
 
     /// Drops the cached entry for one credential (after a local change).
@@ -184,18 +243,21 @@ impl Validator {
     /// Reads the invalidation log from the last position and drops every
     /// credential it names. The first call finds the position and drops the
     /// whole cache: nothing read before the log had a position is trusted.
+    /// So does a poll that finds a gap: entries after the last position
+    /// were purged before they were read, or the last successful read is
+    /// older than half the log's retention.
     pub async fn poll_invalidations(&self) -> Result<usize, StoreError> {
         let mut watermark = self.watermark.load(Ordering::SeqCst);
         if watermark == i64::MAX {
             watermark = self.store.latest_invalidation().await?;
-            self.generation.fetch_add(1, Ordering::SeqCst);
-            self.cache.clear();
+            self.clear();
             self.watermark.store(watermark, Ordering::SeqCst);
             self.last_poll_ok
                 .store(self.elapsed_ms(), Ordering::Relaxed);
             return Ok(0);
         }
         let started = self.elapsed_ms();
+        let from = watermark;
         let mut dropped = 0;
         loop {
             let batch = self.store.invalidations_after(watermark, 1000).await?;
@@ -205,7 +267,7 @@ impl Validator {
             self.generation.fetch_add(1, Ordering::SeqCst);
             for inv in &batch {
                 if inv.credential == FLUSH_ALL {
-                    self.cache.clear();
+                    self.clear();
                 } else {
                     self.cache.remove(&inv.credential);
                 }
@@ -217,13 +279,28 @@ impl Validator {
                 break;
             }
         }
+        // Read after the entries: a purge that ran before they were read
+        // is seen here, so a missed entry is never mistaken for none.
+        let purged = self.store.purged_invalidations().await?;
+        let previous = self.last_poll_ok.load(Ordering::Relaxed);
+        let retention_ms = INVALIDATION_RETENTION.as_millis() as u64;
+        if purged > from || started.saturating_sub(previous) > retention_ms / 2 {
+            tracing::warn!(
+                position = from,
+                purged_through = purged,
+                "the invalidation log has a gap for this replica (entries it had not read were purged, \
+                 or it could not read the log for a long time); dropping the whole credential cache"
+            );
+            self.clear();
+        }
         // What was read reflects the log as of when this poll started.
         self.last_poll_ok.fetch_max(started, Ordering::Relaxed);
         Ok(dropped)
     }
 
-    /// Number of cached entries (for metrics and tests).
+    /// Number of cached entries, records and absences (for metrics and
+    /// tests).
     pub fn cached(&self) -> usize {
-        self.cache.len()
+        self.cache.len() + self.absent.len()
     }
 }

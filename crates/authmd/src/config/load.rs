@@ -59,6 +59,7 @@ pub const KEYS: &[(&str, KeyKind)] = {
         ("registration.identity_assertion", Bool),
         ("registration.jit_provisioning", Bool),
         ("registration.rotate_key_on_claim", Bool),
+        ("registration.max_api_keys_per_delegation", Int),
         ("ttl.registration", Str),
         ("ttl.claim_link", Str),
         ("ttl.otp", Str),
@@ -83,8 +84,11 @@ pub const KEYS: &[(&str, KeyKind)] = {
         ("rate_limits.anonymous_per_hour", Int),
         ("rate_limits.identity_assertion_per_ip_per_hour", Int),
         ("rate_limits.identity_assertion_per_hour", Int),
+        ("rate_limits.verified_email_per_ip_per_hour", Int),
+        ("rate_limits.verified_email_per_hour", Int),
         ("rate_limits.claim_emails_per_registration_per_hour", Int),
         ("rate_limits.claim_emails_per_address_per_hour", Int),
+        ("rate_limits.claim_emails_per_address_per_day", Int),
         ("server.trusted_proxies", List),
         ("server.workers", Int),
         ("server.log_format", Str),
@@ -118,6 +122,7 @@ pub const KEYS: &[(&str, KeyKind)] = {
         ("upstream.preserve_host", Bool),
         ("upstream.max_idle_connections", Int),
         ("upstream.idle_timeout", Str),
+        ("audit.retention", Str),
     ]
 };
 

@@ -174,7 +174,9 @@ pub struct JwksConfig {
     /// Floor of the cache lifetime (`Cache-Control: max-age` is clamped).
     #[serde(default = "d10m")]
     pub cache_min: HumanDuration,
-    /// Ceiling of the cache lifetime.
+    /// Ceiling of the cache lifetime, and the longest a key set that cannot
+    /// be refreshed (the provider is unreachable) is still used after it was
+    /// fetched; then the provider's tokens are refused (`invalid_signature`).
     #[serde(default = "d24h")]
     pub cache_max: HumanDuration,
     /// At most one refetch per provider this often for an unknown `kid`

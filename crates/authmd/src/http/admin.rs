@@ -12,6 +12,9 @@
 //! | `GET /admin/delegations` | list (`provider`, `sub`, `user`, `state`, `after`, `limit`) |
 //! | `POST /admin/providers/revoke` | revoke all a provider issued (`{"iss": …}`) |
 //! | `POST /admin/revoke-all` | revoke every live registration (`{"confirm": "revoke-all"}`) |
+//! | `GET /admin/blocks` | the blocks in force |
+//! | `POST /admin/blocks` | block a subject, user or address from registering (`{"kind": …}`) |
+//! | `POST /admin/blocks/remove` | lift a block (same body) |
 //! | `GET /admin/events` | audit events (`event`, `registration`, `user`, `provider`, `ip`, `since`, `until`, `after`, `limit`) |
 //! | `GET /admin/events/export` | the same as JSON lines, every page |
 //! | `GET /admin/events/stream` | server-sent events, live, from every replica |
@@ -37,7 +40,7 @@ use subtle::ConstantTimeEq;
 
 use super::extract::{MAX_BODY, Meta};
 use crate::AuthMd;
-use crate::admin::{Admin, AdminError, EventQuery, RevokeRequest};
+use crate::admin::{Admin, AdminError, BlockRequest, EventQuery, RevokeRequest};
 use crate::store::{DelegationFilter, RegistrationFilter, RevokeTarget, TailCursor, UserFilter};
 use crate::time::Timestamp;
 use crate::token::SecretHash;
@@ -82,6 +85,8 @@ pub fn admin_router(app: AuthMd) -> Option<Router> {
         .route("/admin/delegations", get(delegations))
         .route("/admin/providers/revoke", post(revoke_provider))
         .route("/admin/revoke-all", post(revoke_all))
+        .route("/admin/blocks", get(blocks).post(block))
+        .route("/admin/blocks/remove", post(unblock))
         .route("/admin/events", get(events))
         .route("/admin/events/export", get(export))
         .route("/admin/events/stream", get(stream))
@@ -330,10 +335,8 @@ async fn revoke(
         .admin
         .revoke(target, &operator(headers), reason, meta, Timestamp::now())
         .await;
-    if result.is_ok()
-        && let Err(e) = s.app.validator().poll_invalidations().await
-    {
-        tracing::warn!(error = %e, "cannot read the invalidation log");
+    if result.is_ok() {
+        s.app.refresh_after_commit().await;
     }
     json(result)
 }
@@ -425,4 +428,50 @@ async fn revoke_all(
         .into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+async fn blocks(State(s): State<AdminState>) -> Response {
+    json(s.admin.blocks().await)
+}
+
+async fn block(
+    State(s): State<AdminState>,
+    Meta(meta): Meta,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    let result = async {
+        let req = body::<BlockRequest>(&bytes)?;
+        s.admin
+            .block(
+                req.target()?,
+                &operator(&headers),
+                req.reason,
+                &meta,
+                Timestamp::now(),
+            )
+            .await
+    };
+    json(result.await)
+}
+
+async fn unblock(
+    State(s): State<AdminState>,
+    Meta(meta): Meta,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    let result = async {
+        let req = body::<BlockRequest>(&bytes)?;
+        s.admin
+            .unblock(
+                req.target()?,
+                &operator(&headers),
+                req.reason,
+                &meta,
+                Timestamp::now(),
+            )
+            .await
+    };
+    json(result.await)
 }

@@ -29,7 +29,7 @@ pub fn status(e: &ProtocolError) -> StatusCode {
         | ProtocolError::InsufficientUserAuthentication(_)
         | ProtocolError::ReplayDetected
         | ProtocolError::InvalidLogoutToken(_) => StatusCode::BAD_REQUEST,
-        ProtocolError::UserNotProvisioned => StatusCode::FORBIDDEN,
+        ProtocolError::UserNotProvisioned | ProtocolError::Blocked => StatusCode::FORBIDDEN,
         ProtocolError::OtpNotGenerated => StatusCode::BAD_REQUEST,
         ProtocolError::InvalidClaimToken | ProtocolError::OtpInvalid => StatusCode::UNAUTHORIZED,
         ProtocolError::ClaimedOrInFlight

@@ -39,6 +39,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "signing_keys",
         sql: include_str!("../../migrations/sqlite/0006_signing_keys.sql"),
     },
+    Migration {
+        version: 7,
+        name: "hardening",
+        sql: include_str!("../../migrations/sqlite/0007_hardening.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -71,6 +76,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 6,
         name: "signing_keys",
         sql: include_str!("../../migrations/postgres/0006_signing_keys.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "hardening",
+        sql: include_str!("../../migrations/postgres/0007_hardening.sql"),
     },
 ];
 

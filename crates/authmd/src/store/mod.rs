@@ -89,6 +89,9 @@ pub struct NewAgentRegistration {
     pub credential_type: CredentialType,
     pub scopes: Vec<String>,
     pub expires_at: Option<Timestamp>,
+    /// Live API keys kept per delegation: issuing one more revokes the
+    /// oldest (`registration.max_api_keys_per_delegation`).
+    pub max_api_keys: u32,
     pub now: Timestamp,
     pub meta: RequestMeta,
     /// Extra audit fields (`agent_platform`, `agent_context_id`).
@@ -112,6 +115,9 @@ pub enum AgentRegistered {
     /// The assertion was issued before the provider (or an operator)
     /// revoked this delegation (nothing written).
     IssuedBeforeRevocation,
+    /// The subject, its user or its verified email is blocked by an
+    /// operator (nothing written).
+    Blocked,
     Limited(RateLimited),
 }
 
@@ -263,6 +269,9 @@ pub enum Completed {
     /// Wrong code (counted).
     Invalid,
     NotProvisioned,
+    /// The user the claim would bind to, or its address, is blocked by an
+    /// operator (nothing written).
+    Blocked,
 }
 
 /// One entry of the invalidation log: a credential whose validity or
@@ -274,7 +283,8 @@ pub struct Invalidation {
 }
 
 /// A verified logout token to apply (§5): the credentials of the
-/// delegation `(iss, sub)` issued up to `issued_through` are revoked.
+/// delegation `(iss, sub)` whose assertions were issued up to
+/// `assertions_through` are revoked.
 #[derive(Debug, Clone)]
 pub struct SubjectRevocation {
     pub iss: String,
@@ -284,9 +294,13 @@ pub struct SubjectRevocation {
     /// The replay-table key of the token and how long it is kept.
     pub jti_key: [u8; 16],
     pub jti_until: Timestamp,
-    /// The token's `iat` plus the clock skew: credentials issued later
-    /// (after the provider consented again) are kept.
-    pub issued_through: Timestamp,
+    /// The token's `iat` plus the clock skew (the provider's clock): a
+    /// credential whose ID-JAG was issued up to then is revoked, however
+    /// late it was redeemed (the user withdrew the consent it carried); one
+    /// whose ID-JAG was issued later (the provider consented again) is kept.
+    /// A credential without a recorded assertion `iat` (issued before
+    /// migration 0006) is revoked.
+    pub assertions_through: Timestamp,
     /// The token's `iat` (the provider's clock): assertions issued before
     /// it no longer register for this subject.
     pub assertions_before: Timestamp,
@@ -408,6 +422,145 @@ impl OperatorRevocation {
         e
     }
 }
+
+/// Who an operator stops from registering again (issue 15: revocation
+/// that lasts). Each has one key in the `blocks` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockTarget {
+    /// A provider's subject: its ID-JAGs no longer register.
+    Subject { iss: String, sub: String },
+    /// A user: no registration is bound to it any more (its delegations,
+    /// a subject linked to it by verified email, a claim).
+    User(String),
+    /// An address: no email registration, claim or ID-JAG with it, and no
+    /// claim email to it. Stored as its mailbox (`users::mailbox_key`).
+    Email(String),
+}
+
+impl BlockTarget {
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            BlockTarget::Subject { .. } => "subject",
+            BlockTarget::User(_) => "user",
+            BlockTarget::Email(_) => "email",
+        }
+    }
+
+    /// The table key. No part can hold a newline (identifiers and operator
+    /// input refuse control characters), so the subject's two parts are
+    /// joined by one.
+    pub fn key(&self) -> String {
+        match self {
+            BlockTarget::Subject { iss, sub } => subject_block(iss, sub),
+            BlockTarget::User(id) => user_block(id),
+            BlockTarget::Email(email) => email_block(email),
+        }
+    }
+}
+
+pub(crate) fn subject_block(iss: &str, sub: &str) -> String {
+    format!("subject:{iss}\n{sub}")
+}
+pub(crate) fn user_block(id: &str) -> String {
+    format!("user:{id}")
+}
+pub(crate) fn email_block(email: &str) -> String {
+    format!("email:{}", crate::users::mailbox_key(email))
+}
+
+/// An operator's block or unblock: what, who, why.
+#[derive(Debug, Clone)]
+pub struct BlockChange {
+    pub target: BlockTarget,
+    pub operator: String,
+    pub reason: Option<String>,
+    pub now: Timestamp,
+    pub meta: RequestMeta,
+}
+
+impl BlockChange {
+    /// The `operator.action` that records it (`block` or `unblock`).
+    pub(crate) fn event(&self, action: &str) -> AuditEvent {
+        let mut e = AuditEvent::new(EventKind::OperatorAction, self.now, &self.meta)
+            .with("action", action)
+            .with("operator", self.operator.as_str())
+            .with("reason", self.reason.clone())
+            .with("kind", self.target.kind());
+        match &self.target {
+            BlockTarget::Subject { iss, sub } => {
+                e = e.with("iss", iss.as_str()).with("sub", sub.as_str());
+            }
+            BlockTarget::User(id) => e = e.user(id),
+            BlockTarget::Email(email) => {
+                e = e.with("email", crate::users::mailbox_key(email));
+            }
+        }
+        e
+    }
+
+    /// The columns of its row.
+    pub(crate) fn columns(&self) -> BlockColumns<'_> {
+        let t = &self.target;
+        let mut c = BlockColumns {
+            key: t.key(),
+            kind: t.kind(),
+            iss: None,
+            sub: None,
+            user: None,
+            email: None,
+        };
+        match t {
+            BlockTarget::Subject { iss, sub } => {
+                (c.iss, c.sub) = (Some(iss.as_str()), Some(sub.as_str()))
+            }
+            BlockTarget::User(id) => c.user = Some(id.as_str()),
+            BlockTarget::Email(email) => c.email = Some(crate::users::mailbox_key(email)),
+        }
+        c
+    }
+}
+
+/// The row of a block.
+pub(crate) struct BlockColumns<'a> {
+    pub key: String,
+    pub kind: &'static str,
+    pub iss: Option<&'a str>,
+    pub sub: Option<&'a str>,
+    pub user: Option<&'a str>,
+    pub email: Option<String>,
+}
+
+/// A block in force.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BlockRecord {
+    pub kind: String,
+    pub iss: Option<String>,
+    pub sub: Option<String>,
+    pub user_id: Option<String>,
+    pub email: Option<String>,
+    pub created_at: Timestamp,
+    pub operator: String,
+    pub reason: Option<String>,
+}
+
+/// The block keys that refuse a registration: its subject, its user (when
+/// matched) and its address (when given). At most three.
+pub(crate) fn block_keys(
+    subject: Option<(&str, &str)>,
+    user: Option<&str>,
+    email: Option<&str>,
+) -> [Option<String>; 3] {
+    [
+        subject.map(|(iss, sub)| subject_block(iss, sub)),
+        user.map(user_block),
+        email.map(email_block),
+    ]
+}
+
+/// The query that lists blocks (both backends).
+pub(crate) const BLOCKS_QUERY: &str =
+    "SELECT kind, iss, sub, user_id, email, created_at, operator, reason
+     FROM blocks ORDER BY created_at, key";
 
 /// What a revocation ended.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -531,6 +684,21 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         limits: Vec<RateLimit>,
     ) -> Result<AgentRegistered, StoreError>;
 
+    /// Records a block and `operator.action` (`block`); `false` (and
+    /// nothing written) if it was in force already.
+    async fn block(&self, b: BlockChange) -> Result<bool, StoreError>;
+
+    /// Lifts a block and records `operator.action` (`unblock`); `false`
+    /// (and nothing written) if there was none.
+    async fn unblock(&self, b: BlockChange) -> Result<bool, StoreError>;
+
+    /// The blocks in force, oldest first.
+    async fn list_blocks(&self) -> Result<Vec<BlockRecord>, StoreError>;
+
+    /// Whether any of `keys` (see [`block_keys`]) is blocked: a read, for
+    /// refusing before any work (the registering transactions check again).
+    async fn blocked(&self, keys: [Option<String>; 3]) -> Result<bool, StoreError>;
+
     /// Whether a `jti` key is remembered (a read; `register_agent` is the
     /// atomic check).
     async fn jti_used(&self, key: [u8; 16]) -> Result<bool, StoreError>;
@@ -619,6 +787,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: Timestamp,
     ) -> Result<Result<(), RateLimited>, StoreError>;
 
+    /// Records events that accompany no state change, in one transaction
+    /// (counted refusals, see `refusals.rs`).
+    async fn record_events(&self, events: Vec<AuditEvent>) -> Result<(), StoreError>;
+
+    /// Deletes up to `limit` audit events recorded before `before`, oldest
+    /// first (`[audit] retention`); returns how many. Safe on several
+    /// replicas at once.
+    async fn purge_audit(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError>;
+
     /// The credential with this id, joined with its registration and user.
     /// The caller compares the stored hash with the presented secret's.
     async fn find_credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError>;
@@ -632,8 +809,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         limit: u32,
     ) -> Result<Vec<Invalidation>, StoreError>;
 
-    /// The newest invalidation `seq` (0 when the log is empty).
+    /// The newest invalidation `seq` (0 when the log is empty), counting
+    /// purged entries.
     async fn latest_invalidation(&self) -> Result<i64, StoreError>;
+
+    /// The newest `seq` purged from the invalidation log (0 if none): a
+    /// reader whose position is below it may have missed entries.
+    async fn purged_invalidations(&self) -> Result<i64, StoreError>;
 
     /// Expires up to `limit` registrations still unclaimed or pending at
     /// `now`: marks them `expired`, revokes their credentials, logs the
@@ -647,7 +829,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Deletes bookkeeping that can no longer matter at `now`: rate-limit
     /// state older than its window, invalidation entries older than
-    /// `keep_invalidations_since`, signing keys no longer published.
+    /// `keep_invalidations_since` (recording the newest `seq` purged, see
+    /// [`Store::purged_invalidations`]), signing keys no longer published.
     async fn purge(
         &self,
         now: Timestamp,
@@ -661,10 +844,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn list_events(&self, filter: &EventFilter) -> Result<Vec<AuditRecord>, StoreError>;
 
     /// Applies a verified logout token (§5) atomically: refuses a used
-    /// `jti`, records it, revokes the subject's credentials issued up to
-    /// `issued_through`, and when none is left marks the registration and
-    /// the delegation revoked and records `registration.revoked`. Later
-    /// assertions issued before `assertions_before` are refused.
+    /// `jti`, records it, revokes the subject's credentials whose
+    /// assertions were issued up to `assertions_through`, and when none is
+    /// left marks the registration and the delegation revoked and records
+    /// `registration.revoked`. Later assertions issued before
+    /// `assertions_before` are refused.
     async fn revoke_subject(&self, r: SubjectRevocation) -> Result<SubjectRevoked, StoreError>;
 
     /// RFC 7009: revokes the one credential `r` names (id and hash) if it
@@ -749,6 +933,33 @@ pub(crate) fn parse_enum<T>(
 }
 
 impl NewAgentRegistration {
+    /// The block keys of this registration once its user is known.
+    pub(crate) fn block_keys(&self, user: Option<&str>) -> [Option<String>; 3] {
+        block_keys(
+            Some((&self.iss, &self.sub)),
+            user,
+            self.identity.verified_email().as_deref(),
+        )
+    }
+
+    /// `credential.revoked` for an API key past the per-delegation cap.
+    pub(crate) fn capped_event(
+        &self,
+        registration_id: &str,
+        user_id: &str,
+        credential_id: &str,
+    ) -> AuditEvent {
+        AuditEvent::new(EventKind::CredentialRevoked, self.now, &self.meta)
+            .registration(registration_id)
+            .user(user_id)
+            .with("iss", self.iss.as_str())
+            .with("sub", self.sub.as_str())
+            .with("credential_id", credential_id)
+            .with("by", "cap")
+            .with("reason", "max_api_keys_per_delegation")
+            .with("max_live_api_keys", self.max_api_keys)
+    }
+
     /// Whether the assertion predates the delegation's last revocation
     /// (`delegations.revoked_before`). Both times are the provider's clock
     /// for a logout; an assertion issued in the same second is accepted.

@@ -188,7 +188,8 @@ async fn failures_are_retried_after_the_interval() {
 }
 
 /// A provider that goes down does not take the service down: the keys it
-/// published last keep working, and failures are counted.
+/// published last keep working (up to `jwks.cache_max` after they were
+/// fetched), and failures are counted.
 #[tokio::test]
 async fn known_keys_keep_working_when_the_provider_is_down() {
     let server = JwksServer::start().await;
@@ -197,7 +198,7 @@ async fn known_keys_keep_working_when_the_provider_is_down() {
     server.set_cache_control(Some("max-age=0"));
     let t = app(
         &server,
-        "cache_min = \"200ms\"\ncache_max = \"200ms\"\nrefetch_interval = \"100ms\"",
+        "cache_min = \"200ms\"\ncache_max = \"10s\"\nrefetch_interval = \"100ms\"",
     )
     .await;
     assert_eq!(register(&t, &k, server.issuer(), "a").await.0, 200);
@@ -208,6 +209,71 @@ async fn known_keys_keep_working_when_the_provider_is_down() {
     assert!(stats(&t).failures >= 1);
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(register(&t, &k, server.issuer(), "c").await.0, 200);
+}
+
+/// Issue 15, item 5: a key set that could not be refreshed is used only up
+/// to `jwks.cache_max` after it was fetched. Past that, a key the provider
+/// may have rotated out (compromised) while an attacker keeps its endpoint
+/// unreachable stops verifying: `invalid_signature`, for ID-JAGs and logout
+/// tokens alike. Once the provider answers again, its keys work again.
+#[tokio::test]
+async fn stale_keys_are_refused_once_older_than_cache_max() {
+    let server = JwksServer::start().await;
+    let k = key(Algorithm::Es256, "k1");
+    server.set_keys(&[&k]);
+    server.set_cache_control(Some("max-age=0"));
+    let t = app(
+        &server,
+        "cache_min = \"200ms\"\ncache_max = \"1s\"\nrefetch_interval = \"100ms\"",
+    )
+    .await;
+    let fetched = Instant::now();
+    assert_eq!(register(&t, &k, server.issuer(), "a").await.0, 200);
+    server.set_mode(Mode::Status(503));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        register(&t, &k, server.issuer(), "b").await.0,
+        200,
+        "stale but younger than cache_max"
+    );
+    tokio::time::sleep(Duration::from_millis(1100).saturating_sub(fetched.elapsed())).await;
+    let r = t
+        .post_json(
+            "/agent/auth",
+            &body(
+                &mint(&k, &[], &claims(server.issuer(), AUD, "c")),
+                "api_key",
+            ),
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (400, "invalid_signature"),
+        "{}",
+        r.text()
+    );
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("jwks.cache_max"),
+        "{}",
+        r.text()
+    );
+    let logout =
+        crate::revoke::mint_logout(&k, &[], &crate::revoke::logout_claims(server.issuer(), "a"));
+    let r = crate::revoke::post_logout(&t, &logout).await;
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (400, "invalid_signature"),
+        "{}",
+        r.text()
+    );
+
+    // The provider is back: a refresh brings the keys back.
+    server.set_mode(Mode::Normal);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(register(&t, &k, server.issuer(), "d").await.0, 200);
 }
 
 /// When the provider is up and has dropped a key, the key stops working

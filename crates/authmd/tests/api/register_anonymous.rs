@@ -138,8 +138,12 @@ async fn malformed_requests_are_invalid_request_and_change_nothing() {
 
     let stats = t.stats().await;
     assert_eq!((stats.registrations, stats.credentials), (0, 0));
-    let rejected = t.events("registration.rejected").await;
-    assert_eq!(rejected.len(), cases.len() + 1);
+    let rejected = t.rejected().await;
+    let counted: u64 = rejected
+        .iter()
+        .map(|e| e.data["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(counted, cases.len() as u64 + 1);
     assert!(rejected.iter().all(|e| e.data["code"] == "invalid_request"));
     assert!(
         rejected
@@ -159,7 +163,7 @@ async fn rejections_record_the_user_agent() {
         .body(axum::body::Body::from("{"))
         .unwrap_or_default();
     t.send(req).await;
-    let rejected = t.events("registration.rejected").await;
+    let rejected = t.rejected().await;
     assert_eq!(rejected[0].user_agent.as_deref(), Some("test-agent/1.0"));
 }
 
@@ -173,7 +177,9 @@ async fn credential_types_other_than_api_key_are_unsupported() {
         assert_eq!(r.code(), "unsupported_credential_type", "{kind}");
     }
     assert_eq!(t.stats().await.registrations, 0);
-    let rejected = t.events("registration.rejected").await;
+    let rejected = t.rejected().await;
+    assert_eq!(t.rejected_count().await, 3, "three refusals, written once");
+    assert!(!rejected.is_empty());
     assert!(
         rejected
             .iter()

@@ -437,3 +437,69 @@ both_backends! {
         assert!(!works(&t, &c).await);
     }
 }
+
+both_backends! {
+    /// Issue 15, item 1: an ID-JAG minted before the user withdrew consent
+    /// but redeemed before the (late) logout arrives yields a credential the
+    /// logout must end: decided by the assertion's `iat`, not by when authmd
+    /// issued the credential. An `api_key` made that way never expires.
+    async fn a_late_logout_ends_credentials_from_assertions_minted_before_it(backend: Backend) {
+        let (t, a, k) = setup(backend).await;
+        let iss = a.issuer().to_owned();
+        let now = now_secs();
+        // Minted two minutes ago (before the logout), redeemed now.
+        let early = mint(&k, &[], &with(with(claims(&iss, AUD, "alice"), "iat", (now - 120).into()), "exp", (now + 300).into()));
+        let r = t.post_json("/agent/auth", &body(&early, "api_key")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let key = r.json()["credential"].as_str().unwrap_or_default().to_owned();
+        let registration = r.json()["registration_id"].as_str().unwrap_or_default().to_owned();
+        assert!(works(&t, &key).await);
+
+        // The logout was minted 90 s ago (after the assertion, before the
+        // redemption) and arrives only now.
+        let late = with(logout_claims(&iss, "alice"), "iat", (now - 90).into());
+        let r = post_logout(&t, &mint_logout(&k, &[], &late)).await;
+        assert_eq!((r.status.as_u16(), r.json()), (200, json!({"revoked": 1})), "{}", r.text());
+        assert!(!works(&t, &key).await, "the withdrawn consent's key must stop working");
+
+        // Nothing of the registration survives: it is revoked, and recorded.
+        let revoked = t.events("registration.revoked").await;
+        assert_eq!(revoked.len(), 1, "{revoked:?}");
+        assert_eq!(revoked[0].data["registration_id"], registration.as_str());
+        let regs = t
+            .app
+            .store()
+            .list_registrations(
+                &authmd::store::RegistrationFilter { id: Some(registration.clone()), ..Default::default() },
+                authmd::Timestamp::now(),
+            )
+            .await
+            .expect("registrations");
+        assert_eq!(regs[0].status, "revoked");
+    }
+}
+
+both_backends! {
+    /// Item 1, the other side: of two credentials in one registration, the
+    /// one whose assertion predates the logout ends and the one the provider
+    /// issued after consenting again survives; the registration stays.
+    async fn a_logout_spares_credentials_from_assertions_minted_after_it(backend: Backend) {
+        let (t, a, k) = setup(backend).await;
+        let iss = a.issuer().to_owned();
+        let now = now_secs();
+        let early = mint(&k, &[], &with(claims(&iss, AUD, "alice"), "iat", (now - 200).into()));
+        let r = t.post_json("/agent/auth", &body(&early, "api_key")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let old = r.json()["credential"].as_str().unwrap_or_default().to_owned();
+        let fresh = register(&t, &k, &iss, "alice").await;
+        // Minted 130 s ago: after the first assertion, and (even with the 60 s
+        // skew) before the second.
+        let logout = with(logout_claims(&iss, "alice"), "iat", (now - 130).into());
+        let r = post_logout(&t, &mint_logout(&k, &[], &logout)).await;
+        assert_eq!((r.status.as_u16(), r.json()), (200, json!({"revoked": 1})), "{}", r.text());
+        assert!(!works(&t, &old).await);
+        assert!(works(&t, &fresh).await, "issued after the provider consented again");
+        assert!(t.events("registration.revoked").await.is_empty());
+        assert_eq!(t.events("credential.revoked").await.len(), 1);
+    }
+}

@@ -202,3 +202,31 @@ both_backends! {
         assert_eq!(store.create_anonymous_registration(anonymous(later).0, limit()).await, Ok(Ok(())));
     }
 }
+
+both_backends! {
+    /// The audit trail is purged by age, at most `limit` events a call
+    /// (the sweep calls again while a batch comes back full).
+    async fn audit_events_are_purged_in_batches(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let t0 = Timestamp::from_secs(1_800_000_000);
+        let meta = RequestMeta::default();
+        let events: Vec<AuditEvent> = (0..12u64)
+            .map(|i| AuditEvent::new(EventKind::OperatorAction, t0.plus(Duration::from_secs(i)), &meta).with("n", i))
+            .collect();
+        store.record_events(events).await.unwrap_or_else(|e| panic!("{e}"));
+        let cutoff = t0.plus(Duration::from_secs(10));
+        let mut batches = Vec::new();
+        loop {
+            let n = store.purge_audit(cutoff, 4).await.unwrap_or_else(|e| panic!("{e}"));
+            batches.push(n);
+            if n < 4 {
+                break;
+            }
+        }
+        assert_eq!(batches, [4, 4, 2]);
+        assert_eq!(batches.iter().sum::<u64>(), 10);
+        let left = store.list_events(&EventFilter { limit: 100, ..Default::default() }).await.unwrap_or_default();
+        assert_eq!(left.iter().map(|e| e.data["n"].as_u64().unwrap_or(99)).collect::<Vec<_>>(), [10, 11]);
+    }
+}

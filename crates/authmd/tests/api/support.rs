@@ -328,6 +328,22 @@ impl TestApp {
         self.app.store().stats().await.expect("stats")
     }
 
+    /// The counted refusals of `POST /agent/auth`, written now (see
+    /// `refusals.rs`): one `registration.rejected` per network, code and flow.
+    pub async fn rejected(&self) -> Vec<authmd::audit::AuditRecord> {
+        self.app.flush_refusals().await.expect("flush refusals");
+        self.events("registration.rejected").await
+    }
+
+    /// How many refusals the written `registration.rejected` events count.
+    pub async fn rejected_count(&self) -> u64 {
+        self.rejected()
+            .await
+            .iter()
+            .map(|e| e.data["count"].as_u64().unwrap_or(0))
+            .sum()
+    }
+
     /// Events with this name, oldest first.
     pub async fn events(&self, name: &str) -> Vec<authmd::audit::AuditRecord> {
         self.app

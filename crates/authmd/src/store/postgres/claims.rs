@@ -423,6 +423,10 @@ pub(super) async fn complete_claim(
         }
         None => None,
     };
+    let keys = super::super::block_keys(None, existing.as_deref(), Some(&email));
+    if super::governance::is_blocked(tx, &keys).await? {
+        return Ok((Completed::Blocked, false));
+    }
     if existing.is_none() && !req.jit_provisioning {
         return Ok((Completed::NotProvisioned, false));
     }

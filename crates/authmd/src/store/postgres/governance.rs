@@ -9,8 +9,8 @@ use tokio_postgres::types::ToSql;
 
 use super::super::listing::{self, Arg, MAX_PAGE, Query, ReadRow};
 use super::super::{
-    OperatorRevocation, RevokeReport, SelfRevocation, SelfRevoked, SubjectRevocation,
-    SubjectRevoked, TailCursor,
+    BLOCKS_QUERY, BlockChange, BlockRecord, OperatorRevocation, RevokeReport, SelfRevocation,
+    SelfRevoked, SubjectRevocation, SubjectRevoked, TailCursor,
 };
 use super::{StoreError, exec, insert_event, lock, log_invalidations, pg};
 use crate::audit::{AuditEvent, AuditRecord, EventFilter, EventKind};
@@ -110,7 +110,8 @@ pub(super) async fn revoke_subject(
     let stmt = tx
         .prepare_cached(
             "UPDATE credentials SET revoked_at = $1
-             WHERE registration_id = $2 AND revoked_at IS NULL AND issued_at <= $3
+             WHERE registration_id = $2 AND revoked_at IS NULL
+               AND (assertion_iat IS NULL OR assertion_iat <= $3)
              RETURNING token_hash",
         )
         .await
@@ -118,7 +119,7 @@ pub(super) async fn revoke_subject(
     let hashes: Vec<Vec<u8>> = tx
         .query(
             &stmt,
-            &[&now, &registration_id, &r.issued_through.as_millis()],
+            &[&now, &registration_id, &r.assertions_through.as_millis()],
         )
         .await
         .map_err(pg)?
@@ -340,7 +341,10 @@ pub(super) async fn revoke(
 }
 
 /// Many events in one statement.
-async fn insert_events(tx: &Transaction<'_>, events: &[AuditEvent]) -> Result<(), StoreError> {
+pub(super) async fn insert_events(
+    tx: &Transaction<'_>,
+    events: &[AuditEvent],
+) -> Result<(), StoreError> {
     let at: Vec<i64> = events.iter().map(|e| e.at.as_millis()).collect();
     let kind: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     let reg: Vec<Option<&str>> = events
@@ -368,6 +372,80 @@ async fn insert_events(tx: &Transaction<'_>, events: &[AuditEvent]) -> Result<()
     )
     .await?;
     Ok(())
+}
+
+/// Whether any of `keys` is blocked.
+pub(super) async fn is_blocked(
+    client: &impl GenericClient,
+    keys: &[Option<String>; 3],
+) -> Result<bool, StoreError> {
+    let stmt = client
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM blocks WHERE key IN ($1, $2, $3))")
+        .await
+        .map_err(pg)?;
+    Ok(client
+        .query_one(&stmt, &[&keys[0], &keys[1], &keys[2]])
+        .await
+        .map_err(pg)?
+        .get(0))
+}
+
+/// A block and its event in one transaction.
+pub(super) async fn block(tx: &Transaction<'_>, b: &BlockChange) -> Result<bool, StoreError> {
+    let row = b.columns();
+    let inserted = exec(
+        tx,
+        "INSERT INTO blocks (key, kind, iss, sub, user_id, email, created_at, operator, reason)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (key) DO NOTHING",
+        &[
+            &row.key,
+            &row.kind,
+            &row.iss,
+            &row.sub,
+            &row.user,
+            &row.email,
+            &b.now.as_millis(),
+            &b.operator,
+            &b.reason,
+        ],
+    )
+    .await?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    let event = b.event("block");
+    insert_event(tx, &event).await?;
+    event.log();
+    Ok(true)
+}
+
+pub(super) async fn unblock(tx: &Transaction<'_>, b: &BlockChange) -> Result<bool, StoreError> {
+    let deleted = exec(tx, "DELETE FROM blocks WHERE key = $1", &[&b.target.key()]).await?;
+    if deleted == 0 {
+        return Ok(false);
+    }
+    let event = b.event("unblock");
+    insert_event(tx, &event).await?;
+    event.log();
+    Ok(true)
+}
+
+pub(super) async fn blocks(client: &impl GenericClient) -> Result<Vec<BlockRecord>, StoreError> {
+    let rows = client.query(BLOCKS_QUERY, &[]).await.map_err(pg)?;
+    rows.iter()
+        .map(|r| {
+            Ok(BlockRecord {
+                kind: r.try_get(0).map_err(pg)?,
+                iss: r.try_get(1).map_err(pg)?,
+                sub: r.try_get(2).map_err(pg)?,
+                user_id: r.try_get(3).map_err(pg)?,
+                email: r.try_get(4).map_err(pg)?,
+                created_at: crate::time::Timestamp::from_millis(r.try_get(5).map_err(pg)?),
+                operator: r.try_get(6).map_err(pg)?,
+                reason: r.try_get(7).map_err(pg)?,
+            })
+        })
+        .collect()
 }
 
 pub(super) async fn events(

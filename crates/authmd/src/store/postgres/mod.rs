@@ -28,13 +28,13 @@ use super::{
     NewEmailRegistration,
 };
 use super::{
-    CredentialSummary, DelegationFilter, DelegationRecord, OperatorRevocation, RegistrationFilter,
-    RegistrationSummary, RevokeReport, SubjectRevocation, SubjectRevoked, TailCursor, UserFilter,
-    UserRecord, listing,
+    BlockChange, BlockRecord, CredentialSummary, DelegationFilter, DelegationRecord,
+    OperatorRevocation, RegistrationFilter, RegistrationSummary, RevokeReport, SubjectRevocation,
+    SubjectRevoked, TailCursor, UserFilter, UserRecord, listing,
 };
 use super::{SelfRevocation, SelfRevoked};
 use crate::audit::{AuditEvent, AuditRecord, EventFilter, EventKind, RequestMeta};
-use crate::credential::CredentialRecord;
+use crate::credential::{CredentialRecord, CredentialType};
 use crate::rate_limit::{RateLimit, RateLimited};
 use crate::time::Timestamp;
 use crate::token::SecretHash;
@@ -296,6 +296,10 @@ async fn register_agent_tx(
             linked_by = existing_user.as_ref().map(|_| LinkedBy::Phone);
         }
     }
+    // An operator's block on the subject, the user or the address.
+    if governance::is_blocked(tx, &reg.block_keys(existing_user.as_deref())).await? {
+        return Ok(AgentRegistered::Blocked);
+    }
     if existing_user.is_none() && !reg.jit_provisioning {
         return Ok(AgentRegistered::NotProvisioned);
     }
@@ -355,8 +359,8 @@ async fn register_agent_tx(
     exec(
         tx,
         "INSERT INTO credentials (id, token_hash, registration_id, user_id, type, source, scopes,
-                                  issued_at, expires_at, iss, sub, aud)
-         VALUES ($1, $2, $3, $4, $5, 'provider', $6, $7, $8, $9, $10, $11)",
+                                  issued_at, expires_at, iss, sub, aud, assertion_iat)
+         VALUES ($1, $2, $3, $4, $5, 'provider', $6, $7, $8, $9, $10, $11, $12)",
         &[
             &reg.credential_id,
             &reg.credential.as_bytes(),
@@ -369,6 +373,7 @@ async fn register_agent_tx(
             &reg.iss,
             &reg.sub,
             &reg.aud,
+            &reg.issued_at.as_millis(),
         ],
     )
     .await?;
@@ -377,6 +382,40 @@ async fn register_agent_tx(
     }
     if let Some(how) = linked_by {
         insert_event(tx, &reg.linked_event(&registration_id, &user_id, how)).await?;
+    }
+    if reg.credential_type == CredentialType::ApiKey {
+        // Past the cap, the oldest live keys of the delegation end (ids
+        // are time-ordered). Issuances for one subject take turns (its
+        // advisory lock), so each sees the keys of the one before.
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE credentials SET revoked_at = $1 WHERE id IN
+                     (SELECT id FROM credentials
+                      WHERE registration_id = $2 AND type = 'api_key' AND revoked_at IS NULL
+                      ORDER BY id DESC OFFSET $3)
+                 RETURNING id, token_hash",
+            )
+            .await
+            .map_err(pg)?;
+        let capped = tx
+            .query(
+                &stmt,
+                &[&now, &registration_id, &i64::from(reg.max_api_keys)],
+            )
+            .await
+            .map_err(pg)?;
+        let mut hashes = Vec::with_capacity(capped.len());
+        let mut events = Vec::with_capacity(capped.len());
+        for row in &capped {
+            let id: String = row.get(0);
+            events.push(reg.capped_event(&registration_id, &user_id, &id));
+            hashes.push(row.get::<_, Vec<u8>>(1));
+        }
+        for e in &events {
+            insert_event(tx, e).await?;
+            e.log();
+        }
+        log_invalidations(tx, hashes, reg.now).await?;
     }
     Ok(AgentRegistered::Issued {
         registration_id,
@@ -514,6 +553,30 @@ impl Store for PostgresStore {
             tx.commit().await.map_err(pg)?;
         }
         Ok(outcome)
+    }
+
+    async fn block(&self, b: BlockChange) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let changed = governance::block(&tx, &b).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(changed)
+    }
+
+    async fn unblock(&self, b: BlockChange) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let changed = governance::unblock(&tx, &b).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(changed)
+    }
+
+    async fn list_blocks(&self) -> Result<Vec<BlockRecord>, StoreError> {
+        governance::blocks(&self.client().await?).await
+    }
+
+    async fn blocked(&self, keys: [Option<String>; 3]) -> Result<bool, StoreError> {
+        governance::is_blocked(&self.client().await?, &keys).await
     }
 
     async fn jti_used(&self, key: [u8; 16]) -> Result<bool, StoreError> {
@@ -666,6 +729,27 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(pg)
     }
 
+    async fn record_events(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        governance::insert_events(&tx, &events).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn purge_audit(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError> {
+        // SKIP LOCKED: replicas sweeping at once delete disjoint batches.
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM audit_events WHERE id IN
+                     (SELECT id FROM audit_events WHERE at < $1 ORDER BY at LIMIT $2
+                      FOR UPDATE SKIP LOCKED)",
+                &[&before.as_millis(), &i64::from(limit)],
+            )
+            .await
+            .map_err(pg)
+    }
+
     async fn find_credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(CREDENTIAL_QUERY).await.map_err(pg)?;
@@ -726,10 +810,23 @@ impl Store for PostgresStore {
     async fn latest_invalidation(&self) -> Result<i64, StoreError> {
         let client = self.client().await?;
         let row = client
-            .query_one("SELECT COALESCE(MAX(seq), 0) FROM invalidations", &[])
+            .query_one(
+                "SELECT GREATEST((SELECT COALESCE(MAX(seq), 0) FROM invalidations),
+                                 (SELECT through_seq FROM invalidations_purged))",
+                &[],
+            )
             .await
             .map_err(pg)?;
         Ok(row.get(0))
+    }
+
+    async fn purged_invalidations(&self) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT through_seq FROM invalidations_purged")
+            .await
+            .map_err(pg)?;
+        Ok(client.query_one(&stmt, &[]).await.map_err(pg)?.get(0))
     }
 
     async fn expire_registrations(
@@ -814,11 +911,25 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(pg)?;
-        let b = client
-            .execute(
-                "DELETE FROM invalidations WHERE at < $1",
+        // The marker first, then exactly the entries it covers (seq order is
+        // commit order, so nothing below it commits later).
+        let through: i64 = client
+            .query_one(
+                "SELECT COALESCE(MAX(seq), 0) FROM invalidations WHERE at < $1",
                 &[&keep_invalidations_since.as_millis()],
             )
+            .await
+            .map_err(pg)?
+            .get(0);
+        client
+            .execute(
+                "UPDATE invalidations_purged SET through_seq = GREATEST(through_seq, $1)",
+                &[&through],
+            )
+            .await
+            .map_err(pg)?;
+        let b = client
+            .execute("DELETE FROM invalidations WHERE seq <= $1", &[&through])
             .await
             .map_err(pg)?;
         let j = client

@@ -411,6 +411,10 @@ pub(super) fn complete_claim(c: &Connection, req: &CompleteClaim) -> Result<Comp
             .map_err(db)?,
         None => None,
     };
+    let keys = super::super::block_keys(None, existing.as_deref(), Some(&email));
+    if super::governance::is_blocked(c, &keys)? {
+        return Ok(Completed::Blocked);
+    }
     if existing.is_none() && !req.jit_provisioning {
         return Ok(Completed::NotProvisioned);
     }

@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::super::listing::{self, Arg, MAX_PAGE, Query, ReadRow};
 use super::super::{
-    OperatorRevocation, RevokeReport, SelfRevocation, SelfRevoked, SubjectRevocation,
-    SubjectRevoked, TailCursor,
+    BLOCKS_QUERY, BlockChange, BlockRecord, OperatorRevocation, RevokeReport, SelfRevocation,
+    SelfRevoked, SubjectRevocation, SubjectRevoked, TailCursor,
 };
 use super::{StoreError, db, insert_event, log_invalidations, retire};
 use crate::audit::{AuditRecord, EventFilter, EventKind};
@@ -103,13 +103,14 @@ pub(super) fn revoke_subject(
         let mut s = c
             .prepare_cached(
                 "UPDATE credentials SET revoked_at = ?1
-                 WHERE registration_id = ?2 AND revoked_at IS NULL AND issued_at <= ?3
+                 WHERE registration_id = ?2 AND revoked_at IS NULL
+                   AND (assertion_iat IS NULL OR assertion_iat <= ?3)
                  RETURNING token_hash",
             )
             .map_err(db)?;
         let rows = s
             .query_map(
-                params![now, registration_id, r.issued_through.as_millis()],
+                params![now, registration_id, r.assertions_through.as_millis()],
                 |row| row.get(0),
             )
             .map_err(db)?;
@@ -248,6 +249,84 @@ pub(super) fn revoke(c: &Connection, r: &OperatorRevocation) -> Result<RevokeRep
     event.log();
     log_invalidations(c, all, r.now)?;
     Ok(report)
+}
+
+/// Whether any of `keys` is blocked. Always three parameters (NULL for an
+/// absent one) so that one statement serves every registration.
+pub(super) fn is_blocked(c: &Connection, keys: &[Option<String>; 3]) -> Result<bool, StoreError> {
+    c.prepare_cached(BLOCKED)
+        .and_then(|mut s| {
+            s.query_row(params![keys[0], keys[1], keys[2]], |_| Ok(()))
+                .optional()
+        })
+        .map(|found| found.is_some())
+        .map_err(db)
+}
+
+pub(super) const BLOCKED: &str = "SELECT 1 FROM blocks WHERE key IN (?1, ?2, ?3) LIMIT 1";
+
+/// A block and its event in the writer's transaction.
+pub(super) fn block(c: &Connection, b: &BlockChange) -> Result<bool, StoreError> {
+    let row = b.columns();
+    let inserted = c
+        .prepare_cached(
+            "INSERT INTO blocks (key, kind, iss, sub, user_id, email, created_at, operator, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (key) DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                row.key,
+                row.kind,
+                row.iss,
+                row.sub,
+                row.user,
+                row.email,
+                b.now.as_millis(),
+                b.operator,
+                b.reason
+            ])
+        })
+        .map_err(db)?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    let event = b.event("block");
+    insert_event(c, &event)?;
+    event.log();
+    Ok(true)
+}
+
+pub(super) fn unblock(c: &Connection, b: &BlockChange) -> Result<bool, StoreError> {
+    let deleted = c
+        .prepare_cached("DELETE FROM blocks WHERE key = ?1")
+        .and_then(|mut s| s.execute([b.target.key()]))
+        .map_err(db)?;
+    if deleted == 0 {
+        return Ok(false);
+    }
+    let event = b.event("unblock");
+    insert_event(c, &event)?;
+    event.log();
+    Ok(true)
+}
+
+pub(super) fn blocks(c: &Connection) -> Result<Vec<BlockRecord>, StoreError> {
+    let mut s = c.prepare_cached(BLOCKS_QUERY).map_err(db)?;
+    let rows = s
+        .query_map([], |r| {
+            Ok(BlockRecord {
+                kind: r.get(0)?,
+                iss: r.get(1)?,
+                sub: r.get(2)?,
+                user_id: r.get(3)?,
+                email: r.get(4)?,
+                created_at: crate::time::Timestamp::from_millis(r.get(5)?),
+                operator: r.get(6)?,
+                reason: r.get(7)?,
+            })
+        })
+        .map_err(db)?;
+    rows.collect::<Result<_, _>>().map_err(db)
 }
 
 pub(super) fn events(c: &Connection, f: &EventFilter) -> Result<Vec<AuditRecord>, StoreError> {

@@ -32,13 +32,13 @@ use super::{
     NewEmailRegistration,
 };
 use super::{
-    CredentialSummary, DelegationFilter, DelegationRecord, OperatorRevocation, RegistrationFilter,
-    RegistrationSummary, RevokeReport, SubjectRevocation, SubjectRevoked, TailCursor, UserFilter,
-    UserRecord, listing,
+    BlockChange, BlockRecord, CredentialSummary, DelegationFilter, DelegationRecord,
+    OperatorRevocation, RegistrationFilter, RegistrationSummary, RevokeReport, SubjectRevocation,
+    SubjectRevoked, TailCursor, UserFilter, UserRecord, listing,
 };
 use super::{SelfRevocation, SelfRevoked};
 use crate::audit::{AuditEvent, AuditRecord, EventFilter, EventKind, RequestMeta};
-use crate::credential::CredentialRecord;
+use crate::credential::{CredentialRecord, CredentialType};
 use crate::rate_limit::{RateLimit, RateLimited};
 use crate::time::Timestamp;
 use crate::token::SecretHash;
@@ -556,6 +556,10 @@ fn register_agent_tx(
             }
         },
     };
+    // An operator's block on the subject, the user or the address.
+    if governance::is_blocked(c, &reg.block_keys(existing_user.as_deref()))? {
+        return Ok(AgentRegistered::Blocked);
+    }
     // (4) provision, or refuse.
     if existing_user.is_none() && !reg.jit_provisioning {
         return Ok(AgentRegistered::NotProvisioned);
@@ -624,8 +628,8 @@ fn register_agent_tx(
     };
     c.prepare_cached(
         "INSERT INTO credentials (id, token_hash, registration_id, user_id, type, source, scopes,
-                                  issued_at, expires_at, iss, sub, aud)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'provider', ?6, ?7, ?8, ?9, ?10, ?11)",
+                                  issued_at, expires_at, iss, sub, aud, assertion_iat)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'provider', ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -640,6 +644,7 @@ fn register_agent_tx(
             reg.iss,
             reg.sub,
             reg.aud,
+            reg.issued_at.as_millis(),
         ])
     })
     .map_err(db)?;
@@ -648,6 +653,35 @@ fn register_agent_tx(
     }
     if let Some(how) = linked_by {
         insert_event(c, &reg.linked_event(&registration_id, &user_id, how))?;
+    }
+    if reg.credential_type == CredentialType::ApiKey {
+        // Past the cap, the oldest live keys of the delegation end (ids
+        // are time-ordered).
+        let capped: Vec<(String, Vec<u8>)> = {
+            let mut s = c
+                .prepare_cached(
+                    "UPDATE credentials SET revoked_at = ?1 WHERE id IN
+                         (SELECT id FROM credentials
+                          WHERE registration_id = ?2 AND type = 'api_key' AND revoked_at IS NULL
+                          ORDER BY id DESC LIMIT -1 OFFSET ?3)
+                     RETURNING id, token_hash",
+                )
+                .map_err(db)?;
+            let rows = s
+                .query_map(params![now, registration_id, reg.max_api_keys], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .map_err(db)?;
+            rows.collect::<Result<_, _>>().map_err(db)?
+        };
+        let mut hashes = Vec::with_capacity(capped.len());
+        for (id, hash) in capped {
+            let e = reg.capped_event(&registration_id, &user_id, &id);
+            insert_event(c, &e)?;
+            e.log();
+            hashes.push(hash);
+        }
+        log_invalidations(c, hashes, reg.now)?;
     }
     Ok(AgentRegistered::Issued {
         registration_id,
@@ -762,6 +796,23 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn block(&self, b: BlockChange) -> Result<bool, StoreError> {
+        self.write(move |c| governance::block(c, &b)).await
+    }
+
+    async fn unblock(&self, b: BlockChange) -> Result<bool, StoreError> {
+        self.write(move |c| governance::unblock(c, &b)).await
+    }
+
+    async fn list_blocks(&self) -> Result<Vec<BlockRecord>, StoreError> {
+        self.read(governance::blocks).await
+    }
+
+    async fn blocked(&self, keys: [Option<String>; 3]) -> Result<bool, StoreError> {
+        self.read_now(move |c| governance::is_blocked(c, &keys))
+            .await
+    }
+
     async fn jti_used(&self, key: [u8; 16]) -> Result<bool, StoreError> {
         if let Some(used) = self.seen.get(&key) {
             return Ok(used);
@@ -781,6 +832,24 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Result<(), RateLimited>, StoreError> {
         self.write(move |c| admit(c, &limits, now)).await
+    }
+
+    async fn record_events(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+        self.write(move |c| events.iter().try_for_each(|e| insert_event(c, e)))
+            .await
+    }
+
+    async fn purge_audit(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "DELETE FROM audit_events WHERE id IN
+                     (SELECT id FROM audit_events WHERE at < ?1 ORDER BY at LIMIT ?2)",
+            )
+            .and_then(|mut s| s.execute(params![before.as_millis(), limit]))
+            .map(|n| n as u64)
+            .map_err(db)
+        })
+        .await
     }
 
     async fn create_email_registration(
@@ -904,10 +973,22 @@ impl Store for SqliteStore {
 
     async fn latest_invalidation(&self) -> Result<i64, StoreError> {
         self.read_now(|c| {
-            c.query_row("SELECT COALESCE(MAX(seq), 0) FROM invalidations", [], |r| {
-                r.get(0)
-            })
+            c.query_row(
+                "SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM invalidations),
+                            (SELECT through_seq FROM invalidations_purged))",
+                [],
+                |r| r.get(0),
+            )
             .map_err(db)
+        })
+        .await
+    }
+
+    async fn purged_invalidations(&self) -> Result<i64, StoreError> {
+        self.read_now(|c| {
+            c.prepare_cached("SELECT through_seq FROM invalidations_purged")
+                .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                .map_err(db)
         })
         .await
     }
@@ -962,11 +1043,21 @@ impl Store for SqliteStore {
             let a = c
                 .execute("DELETE FROM rate_limits WHERE tat < ?1", [now.as_millis()])
                 .map_err(db)?;
-            let b = c
-                .execute(
-                    "DELETE FROM invalidations WHERE at < ?1",
+            // The marker first, then exactly the entries it covers.
+            let through: i64 = c
+                .query_row(
+                    "SELECT COALESCE(MAX(seq), 0) FROM invalidations WHERE at < ?1",
                     [keep_invalidations_since.as_millis()],
+                    |r| r.get(0),
                 )
+                .map_err(db)?;
+            c.execute(
+                "UPDATE invalidations_purged SET through_seq = MAX(through_seq, ?1)",
+                [through],
+            )
+            .map_err(db)?;
+            let b = c
+                .execute("DELETE FROM invalidations WHERE seq <= ?1", [through])
                 .map_err(db)?;
             let j = seen.purge(c, now)?;
             let k = keys::purge(c, now)?;
@@ -1076,6 +1167,7 @@ mod tests {
         for (sql, params, uses) in [
             (CREDENTIAL_QUERY, 1, "USING PRIMARY KEY"),
             (DELEGATION_QUERY, 2, "USING PRIMARY KEY"),
+            (governance::BLOCKED, 3, "USING PRIMARY KEY"),
             (USER_BY_VERIFIED_EMAIL, 1, "USING INDEX users_email"),
             (USER_BY_VERIFIED_PHONE, 1, "USING INDEX users_phone"),
         ] {
