@@ -5,7 +5,10 @@
 # The server is pinned to CPU 0 and wrk (and the provider's JWKS server) to
 # CPU 1. Prints one markdown table per backend: req/s, p50 and p99 of each
 # build (medians over the reps), the ratio B/A of the rates, and the
-# server's CPU use.
+# server's CPU use: the share of its core, and CPU time per request (user +
+# system; steal excluded), which moves much less with the machine's noise
+# than the rates do and is the figure to compare for a change to a shared
+# path.
 #
 #   scripts/load-matrix.sh OLD_BINARY NEW_BINARY
 #   scripts/load-matrix.sh target/release/authmd              # one build
@@ -144,7 +147,7 @@ stop_server() {
 trap 'stop_server; kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 # measure SCENARIO CONNS: runs wrk against the current server and prints
-# "req/s p50 p99 non2xx cpu%".
+# "req/s p50 p99 non2xx cpu% cpu-µs-per-request".
 measure() {
   local scenario=$1 conns=$2 args=() c0 c1 out
   case $scenario in
@@ -165,12 +168,13 @@ measure() {
   c0=$(cpu_ticks "$server")
   out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${SECS}s" --latency "${args[@]}")
   c1=$(cpu_ticks "$server")
-  awk -v cpu=$(( (c1 - c0) * 100 / hz / SECS )) '
+  awk -v ticks=$((c1 - c0)) -v hz="$hz" -v secs="$SECS" '
+    /requests in/ {n = $1}
     /Requests\/sec/ {rps = $2}
     /^ +50%/ {p50 = $2}
     /^ +99%/ {p99 = $2}
     /Non-2xx/ {bad = $NF}
-    END {printf "%s %s %s %d %d\n", rps, p50, p99, bad, cpu}' <<<"$out"
+    END {printf "%s %s %s %d %d %.1f\n", rps, p50, p99, bad, ticks * 100 / hz / secs, n ? ticks * 1e6 / hz / n : 0}' <<<"$out"
 }
 
 for backend in $BACKENDS; do
@@ -204,29 +208,30 @@ def ms(v):
 cells = collections.OrderedDict()
 for line in open(sys.argv[1]):
     backend, scenario, conns, side, rep, rest = line.rstrip("\n").split("\t", 5)
-    rps, p50, p99, bad, cpu = rest.split()
+    rps, p50, p99, bad, cpu, us = rest.split()
     cells.setdefault((backend, scenario, conns), {}).setdefault(side, []).append(
-        (float(rps), ms(p50), ms(p99), int(bad), int(cpu)))
+        (float(rps), ms(p50), ms(p99), int(bad), int(cpu), float(us)))
 med = lambda xs: statistics.median(xs)
 two = any("B" in v for v in cells.values())
 for backend in dict.fromkeys(k[0] for k in cells):
     print(f"\n### {backend}\n")
     if two:
-        print("| scenario | conns | A req/s | B req/s | B/A | A p50 ms | B p50 ms | A p99 ms | B p99 ms | A cpu% | B cpu% | non-2xx A/B |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| scenario | conns | A req/s | B req/s | B/A | A p50 ms | B p50 ms | A p99 ms | B p99 ms | A cpu% | B cpu% | A µs/req | B µs/req | B/A µs | non-2xx A/B |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     else:
-        print("| scenario | conns | req/s | p50 ms | p99 ms | cpu% | non-2xx |")
-        print("|---|---|---|---|---|---|---|")
+        print("| scenario | conns | req/s | p50 ms | p99 ms | cpu% | µs/req | non-2xx |")
+        print("|---|---|---|---|---|---|---|---|")
     for (b, scenario, conns), sides in cells.items():
         if b != backend: continue
         row = {}
         for side, runs in sides.items():
-            row[side] = [med([r[i] for r in runs]) for i in range(5)]
+            row[side] = [med([r[i] for r in runs]) for i in range(6)]
             row[side][3] = sum(r[3] for r in runs)
         a = row["A"]
         if two and "B" in row:
             bb = row["B"]
-            print(f"| {scenario} | {conns} | {a[0]:,.0f} | {bb[0]:,.0f} | {bb[0]/a[0]:.2f} | {a[1]:.2f} | {bb[1]:.2f} | {a[2]:.2f} | {bb[2]:.2f} | {a[4]:.0f} | {bb[4]:.0f} | {a[3]}/{bb[3]} |")
+            ratio = lambda x, y: f"{x / y:.2f}" if y else "-"
+            print(f"| {scenario} | {conns} | {a[0]:,.0f} | {bb[0]:,.0f} | {ratio(bb[0], a[0])} | {a[1]:.2f} | {bb[1]:.2f} | {a[2]:.2f} | {bb[2]:.2f} | {a[4]:.0f} | {bb[4]:.0f} | {a[5]:.1f} | {bb[5]:.1f} | {ratio(bb[5], a[5])} | {a[3]}/{bb[3]} |")
         else:
-            print(f"| {scenario} | {conns} | {a[0]:,.0f} | {a[1]:.2f} | {a[2]:.2f} | {a[4]:.0f} | {a[3]} |")
+            print(f"| {scenario} | {conns} | {a[0]:,.0f} | {a[1]:.2f} | {a[2]:.2f} | {a[4]:.0f} | {a[5]:.1f} | {a[3]} |")
 PY
