@@ -345,33 +345,11 @@ pub(super) async fn insert_events(
     tx: &Transaction<'_>,
     events: &[AuditEvent],
 ) -> Result<(), StoreError> {
-    let at: Vec<i64> = events.iter().map(|e| e.at.as_millis()).collect();
-    let kind: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-    let reg: Vec<Option<&str>> = events
-        .iter()
-        .map(|e| e.registration_id.as_deref())
-        .collect();
-    let user: Vec<Option<&str>> = events.iter().map(|e| e.user_id.as_deref()).collect();
-    let ip: Vec<Option<String>> = events
-        .iter()
-        .map(|e| e.meta.ip.map(|i| i.to_string()))
-        .collect();
-    let ua: Vec<Option<&str>> = events
-        .iter()
-        .map(|e| e.meta.user_agent.as_deref())
-        .collect();
-    let data: Vec<String> = events.iter().map(AuditEvent::data_json).collect();
-    let provider: Vec<Option<&str>> = events.iter().map(AuditEvent::provider).collect();
-    exec(
-        tx,
-        "INSERT INTO audit_events (at, event, registration_id, user_id, ip, user_agent, data, provider)
-         SELECT a, e, r, u, i, ua, d::jsonb, p
-         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::text[], $8::text[]) AS t(a, e, r, u, i, ua, d, p)",
-        &[&at, &kind, &reg, &user, &ip, &ua, &data, &provider],
-    )
-    .await?;
-    Ok(())
+    super::pipeline::Pipeline::default()
+        .events(events)
+        .run(tx)
+        .await
+        .map(drop)
 }
 
 /// Whether any of `keys` is blocked.

@@ -9,6 +9,7 @@
 mod claims;
 mod governance;
 mod keys;
+mod pipeline;
 
 use std::str::FromStr;
 
@@ -16,6 +17,8 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
+
+use pipeline::Pipeline;
 
 use super::migrate::POSTGRES;
 use super::{
@@ -139,40 +142,42 @@ async fn insert_event(tx: &Transaction<'_>, e: &AuditEvent) -> Result<(), StoreE
 }
 
 /// Checks every limit in order (locking each counter row); writes the new
-/// state only if all admit.
+/// state only if all admit. Two round trips whatever the number of limits:
+/// each counter is read and locked by one upsert (`DO UPDATE` locks the
+/// row as `FOR UPDATE` would, and creates it the first time), all sent
+/// together in the limits' order, so two replicas counting the same keys
+/// lock them in the same order and serialize; then the new states, also
+/// together.
 async fn admit(
     tx: &Transaction<'_>,
     limits: &[RateLimit],
     now: Timestamp,
 ) -> Result<Result<(), RateLimited>, StoreError> {
-    let mut updates = Vec::with_capacity(limits.len());
-    for limit in limits {
-        // Make sure the row exists so that FOR UPDATE has something to lock:
-        // two replicas counting the same key then serialize here.
-        exec(
-            tx,
-            "INSERT INTO rate_limits (key, tat) VALUES ($1, 0) ON CONFLICT (key) DO NOTHING",
-            &[&limit.key],
+    if limits.is_empty() {
+        return Ok(Ok(()));
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO rate_limits (key, tat) VALUES ($1, 0)
+             ON CONFLICT (key) DO UPDATE SET tat = rate_limits.tat RETURNING tat",
         )
-        .await?;
-        let stmt = tx
-            .prepare_cached("SELECT tat FROM rate_limits WHERE key = $1 FOR UPDATE")
-            .await
-            .map_err(pg)?;
-        let tat: i64 = tx.query_one(&stmt, &[&limit.key]).await.map_err(pg)?.get(0);
-        match limit.decide(Some(tat), now) {
-            Ok(new_tat) => updates.push((&limit.key, new_tat)),
+        .await
+        .map_err(pg)?;
+    let keys: Vec<[&(dyn ToSql + Sync); 1]> = limits.iter().map(|l| [&l.key as _]).collect();
+    let tats = futures_util::future::try_join_all(keys.iter().map(|k| tx.query_one(&stmt, k)))
+        .await
+        .map_err(pg)?;
+    let mut updates = Pipeline::default();
+    for (limit, row) in limits.iter().zip(&tats) {
+        match limit.decide(Some(row.get(0)), now) {
+            Ok(new_tat) => updates.push(
+                "UPDATE rate_limits SET tat = $2 WHERE key = $1",
+                vec![Box::new(limit.key.clone()), Box::new(new_tat)],
+            ),
             Err(refused) => return Ok(Err(refused)),
-        }
+        };
     }
-    for (key, tat) in updates {
-        exec(
-            tx,
-            "UPDATE rate_limits SET tat = $2 WHERE key = $1",
-            &[key, &tat],
-        )
-        .await?;
-    }
+    updates.run(tx).await?;
     Ok(Ok(()))
 }
 
@@ -235,38 +240,56 @@ async fn register_agent_tx(
     limits: &[RateLimit],
 ) -> Result<AgentRegistered, StoreError> {
     let now = reg.now.as_millis();
-    let inserted = exec(
-        tx,
-        "INSERT INTO jti_seen (key, expires_at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-        &[&&reg.jti_key[..], &reg.jti_until.as_millis()],
+    let link_email = reg.link_email();
+    // One round trip, in this order: the jti (a concurrent replay waits on
+    // this row, then finds it), the subject's and the address's locks, the
+    // delegation, and whether the subject or the address is blocked.
+    let subject_lock = format!("subject {} {}", reg.iss, reg.sub);
+    let email_lock = link_email.as_ref().map(|e| format!("email {e}"));
+    let delegation_stmt = tx
+        .prepare_cached(
+            // FOR SHARE: an operator revoking this registration (FOR
+            // UPDATE) and this issuance into it take turns; whoever is
+            // second sees the other.
+            // The user's block key is `user_block(id)`: its prefix is $3.
+            "SELECT d.user_id, d.registration_id, r.status, d.revoked_before,
+                    EXISTS (SELECT 1 FROM blocks b WHERE b.key = $3 || d.user_id)
+             FROM delegations d JOIN registrations r ON r.id = d.registration_id
+             WHERE d.iss = $1 AND d.sub = $2 FOR SHARE OF r",
+        )
+        .await
+        .map_err(pg)?;
+    let user_block_prefix = super::user_block("");
+    let [subject_key, _, email_key] = reg.block_keys(None);
+    let (inserted, (), (), delegation, blocked) = futures_util::future::try_join5(
+        exec(
+            tx,
+            "INSERT INTO jti_seen (key, expires_at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            &[&&reg.jti_key[..], &reg.jti_until.as_millis()],
+        ),
+        lock(tx, &subject_lock),
+        async {
+            match &email_lock {
+                Some(l) => lock(tx, l).await,
+                None => Ok(()),
+            }
+        },
+        async {
+            tx.query_opt(&delegation_stmt, &[&reg.iss, &reg.sub, &user_block_prefix])
+                .await
+                .map_err(pg)
+        },
+        governance::is_blocked(tx, &[subject_key, None, email_key]),
     )
     .await?;
     if inserted == 0 {
         return Ok(AgentRegistered::Replay);
     }
-    lock(tx, &format!("subject {} {}", reg.iss, reg.sub)).await?;
-    let link_email = reg.link_email();
-    if let Some(email) = &link_email {
-        lock(tx, &format!("email {email}")).await?;
-    }
-    // FOR SHARE: an operator revoking this registration (FOR UPDATE) and
-    // this issuance into it take turns; whoever is second sees the other.
-    let stmt = tx
-        .prepare_cached(
-            "SELECT d.user_id, d.registration_id, r.status, d.revoked_before FROM delegations d
-             JOIN registrations r ON r.id = d.registration_id
-             WHERE d.iss = $1 AND d.sub = $2 FOR SHARE OF r",
-        )
-        .await
-        .map_err(pg)?;
-    let delegation: Option<(String, String, String)> = match tx
-        .query_opt(&stmt, &[&reg.iss, &reg.sub])
-        .await
-        .map_err(pg)?
-    {
+    let delegation: Option<(String, String, String)> = match delegation {
         Some(r) if reg.issued_before_revocation(r.get(3)) => {
             return Ok(AgentRegistered::IssuedBeforeRevocation);
         }
+        Some(r) if r.get::<_, bool>(4) => return Ok(AgentRegistered::Blocked),
         Some(r) => Some((r.get(0), r.get(1), r.get(2))),
         None => None,
     };
@@ -297,8 +320,16 @@ async fn register_agent_tx(
         }
     }
     // An operator's block on the subject, the user or the address.
-    if governance::is_blocked(tx, &reg.block_keys(existing_user.as_deref())).await? {
+    if blocked {
         return Ok(AgentRegistered::Blocked);
+    }
+    // A user found by email or phone (the delegation's own user was
+    // checked with the delegation).
+    if let Some(user) = existing_user.as_ref().filter(|_| linked_by.is_some()) {
+        let [_, user_key, _] = reg.block_keys(Some(user));
+        if governance::is_blocked(tx, &[None, user_key, None]).await? {
+            return Ok(AgentRegistered::Blocked);
+        }
     }
     if existing_user.is_none() && !reg.jit_provisioning {
         return Ok(AgentRegistered::NotProvisioned);
@@ -306,83 +337,89 @@ async fn register_agent_tx(
     if let Err(refused) = admit(tx, limits, reg.now).await? {
         return Ok(AgentRegistered::Limited(refused));
     }
+    // The writes, in one round trip.
+    let mut writes = Pipeline::default();
     let provisioned = existing_user.is_none();
     let user_id = match existing_user {
         Some(u) => u,
         None => {
             let id = &reg.identity;
-            exec(
-                tx,
+            writes.push(
                 "INSERT INTO users (id, email, email_normalized, email_verified, phone_number,
                                     phone_normalized, phone_verified, name, created_by_agent, created_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, TRUE, $9)",
-                &[
-                    &reg.new_user_id,
-                    &id.email,
-                    &id.email.as_deref().and_then(crate::users::normalize_email),
-                    &id.email_verified,
-                    &id.phone_number,
-                    &id.phone_number.as_deref().and_then(crate::users::normalize_phone),
-                    &id.phone_number_verified,
-                    &id.name,
-                    &now,
+                vec![
+                    Box::new(reg.new_user_id.clone()),
+                    Box::new(id.email.clone()),
+                    Box::new(id.email.as_deref().and_then(crate::users::normalize_email)),
+                    Box::new(id.email_verified),
+                    Box::new(id.phone_number.clone()),
+                    Box::new(id.phone_number.as_deref().and_then(crate::users::normalize_phone)),
+                    Box::new(id.phone_number_verified),
+                    Box::new(id.name.clone()),
+                    Box::new(now),
                 ],
-            )
-            .await?;
+            );
             reg.new_user_id.clone()
         }
     };
     let registration_id = match &delegation {
         Some((_, registration, status)) if status == "active" => registration.clone(),
         _ => {
-            exec(
-                tx,
-                "INSERT INTO registrations (id, type, status, created_at, updated_at, user_id,
-                                            created_by_agent, iss, sub)
-                 VALUES ($1, 'agent-provider', 'active', $2, $2, $3, TRUE, $4, $5)",
-                &[&reg.new_registration_id, &now, &user_id, &reg.iss, &reg.sub],
-            )
-            .await?;
-            exec(
-                tx,
-                "INSERT INTO delegations (iss, sub, user_id, registration_id, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $5)
-                 ON CONFLICT (iss, sub) DO UPDATE SET
-                     registration_id = excluded.registration_id, updated_at = excluded.updated_at,
-                     revoked_at = NULL",
-                &[&reg.iss, &reg.sub, &user_id, &reg.new_registration_id, &now],
-            )
-            .await?;
+            writes
+                .push(
+                    "INSERT INTO registrations (id, type, status, created_at, updated_at, user_id,
+                                                created_by_agent, iss, sub)
+                     VALUES ($1, 'agent-provider', 'active', $2, $2, $3, TRUE, $4, $5)",
+                    vec![
+                        Box::new(reg.new_registration_id.clone()),
+                        Box::new(now),
+                        Box::new(user_id.clone()),
+                        Box::new(reg.iss.clone()),
+                        Box::new(reg.sub.clone()),
+                    ],
+                )
+                .push(
+                    "INSERT INTO delegations (iss, sub, user_id, registration_id, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $5)
+                     ON CONFLICT (iss, sub) DO UPDATE SET
+                         registration_id = excluded.registration_id, updated_at = excluded.updated_at,
+                         revoked_at = NULL",
+                    vec![
+                        Box::new(reg.iss.clone()),
+                        Box::new(reg.sub.clone()),
+                        Box::new(user_id.clone()),
+                        Box::new(reg.new_registration_id.clone()),
+                        Box::new(now),
+                    ],
+                );
             reg.new_registration_id.clone()
         }
     };
-    exec(
-        tx,
+    writes.push(
         "INSERT INTO credentials (id, token_hash, registration_id, user_id, type, source, scopes,
                                   issued_at, expires_at, iss, sub, aud, assertion_iat)
          VALUES ($1, $2, $3, $4, $5, 'provider', $6, $7, $8, $9, $10, $11, $12)",
-        &[
-            &reg.credential_id,
-            &reg.credential.as_bytes(),
-            &registration_id,
-            &user_id,
-            &reg.credential_type.as_str(),
-            &join_scopes(&reg.scopes),
-            &now,
-            &reg.expires_at.map(Timestamp::as_millis),
-            &reg.iss,
-            &reg.sub,
-            &reg.aud,
-            &reg.issued_at.as_millis(),
+        vec![
+            Box::new(reg.credential_id.clone()),
+            Box::new(reg.credential.as_bytes().to_vec()),
+            Box::new(registration_id.clone()),
+            Box::new(user_id.clone()),
+            Box::new(reg.credential_type.as_str()),
+            Box::new(join_scopes(&reg.scopes)),
+            Box::new(now),
+            Box::new(reg.expires_at.map(Timestamp::as_millis)),
+            Box::new(reg.iss.clone()),
+            Box::new(reg.sub.clone()),
+            Box::new(reg.aud.clone()),
+            Box::new(reg.issued_at.as_millis()),
         ],
-    )
-    .await?;
-    for e in reg.events(&registration_id, &user_id, provisioned) {
-        insert_event(tx, &e).await?;
-    }
+    );
+    let mut events = reg.events(&registration_id, &user_id, provisioned).to_vec();
     if let Some(how) = linked_by {
-        insert_event(tx, &reg.linked_event(&registration_id, &user_id, how)).await?;
+        events.push(reg.linked_event(&registration_id, &user_id, how));
     }
+    writes.events(&events).run(tx).await?;
     if reg.credential_type == CredentialType::ApiKey {
         // Past the cap, the oldest live keys of the delegation end (ids
         // are time-ordered). Issuances for one subject take turns (its
@@ -508,35 +545,33 @@ impl Store for PostgresStore {
             // Nothing was written; dropping the transaction rolls it back.
             return Ok(Err(refused));
         }
-        exec(
-            &tx,
-            "INSERT INTO registrations
-                 (id, type, status, created_at, updated_at, expires_at, created_by_agent, claim_token_hash)
-             VALUES ($1, 'anonymous', 'unclaimed', $2, $2, $3, TRUE, $4)",
-            &[
-                &reg.registration_id,
-                &reg.created_at.as_millis(),
-                &reg.expires_at.as_millis(),
-                &reg.claim_token.as_bytes(),
-            ],
-        )
-        .await?;
-        exec(
-            &tx,
-            "INSERT INTO credentials (id, token_hash, registration_id, type, source, scopes, issued_at)
-             VALUES ($1, $2, $3, 'api_key', 'anonymous', $4, $5)",
-            &[
-                &reg.credential_id,
-                &reg.credential.as_bytes(),
-                &reg.registration_id,
-                &join_scopes(&reg.scopes),
-                &reg.created_at.as_millis(),
-            ],
-        )
-        .await?;
-        for e in &reg.events {
-            insert_event(&tx, e).await?;
-        }
+        let created = reg.created_at.as_millis();
+        Pipeline::default()
+            .push(
+                "INSERT INTO registrations
+                     (id, type, status, created_at, updated_at, expires_at, created_by_agent, claim_token_hash)
+                 VALUES ($1, 'anonymous', 'unclaimed', $2, $2, $3, TRUE, $4)",
+                vec![
+                    Box::new(reg.registration_id.clone()),
+                    Box::new(created),
+                    Box::new(reg.expires_at.as_millis()),
+                    Box::new(reg.claim_token.as_bytes().to_vec()),
+                ],
+            )
+            .push(
+                "INSERT INTO credentials (id, token_hash, registration_id, type, source, scopes, issued_at)
+                 VALUES ($1, $2, $3, 'api_key', 'anonymous', $4, $5)",
+                vec![
+                    Box::new(reg.credential_id.clone()),
+                    Box::new(reg.credential.as_bytes().to_vec()),
+                    Box::new(reg.registration_id.clone()),
+                    Box::new(join_scopes(&reg.scopes)),
+                    Box::new(created),
+                ],
+            )
+            .events(&reg.events)
+            .run(&tx)
+            .await?;
         tx.commit().await.map_err(pg)?;
         Ok(Ok(()))
     }
