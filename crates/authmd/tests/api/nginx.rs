@@ -144,6 +144,7 @@ both_backends! {
                 b.header("x-authmd-email", "forged@example.com")
                     .header("x-authmd-registration", "reg_forged")
                     .header("x-authmd-assertion", "forged")
+                    .header("x-authmd-anything", "forged")
             })
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -154,6 +155,12 @@ both_backends! {
         assert_eq!(seen.headers.get_all("x-authmd-registration").iter().count(), 1);
         assert_eq!(seen.header("x-authmd-scopes"), Some("api.read"));
         assert!(seen.header("x-authmd-email").is_none(), "a forged header reached the API");
+        // Stock nginx removes only the nine names it sets; an unlisted
+        // X-Authmd-* reaches the API as sent, which is what the example and
+        // the README say (the API reads only the nine names). If this
+        // fails, nginx now strips by prefix: update deploy/nginx/authmd.conf,
+        // deploy/README.md and the README's "What your API receives".
+        assert_eq!(seen.header("x-authmd-anything"), Some("forged"));
         assert!(seen.header("authorization").is_none(), "the credential reached the API");
         let assertion = seen.header("x-authmd-assertion").unwrap_or_default().to_owned();
         let jwks = http.get(format!("{base}/.well-known/jwks.json")).send().await
