@@ -220,6 +220,37 @@ mod tests {
         }
     }
 
+    /// Event names are part of the contract: each has its row in
+    /// docs/protocol.md §8, and so do the `by` values and operator actions
+    /// the code records.
+    #[test]
+    fn every_event_and_operator_action_is_documented() {
+        let doc = include_str!("../../../docs/protocol.md");
+        let table = doc
+            .split("\n## 8. Audit events")
+            .nth(1)
+            .and_then(|rest| rest.split("\n### ").next())
+            .unwrap_or_default();
+        for k in EventKind::ALL {
+            let row = format!("| `{}` |", k.as_str());
+            assert!(table.contains(&row), "§8 has no row for {}", k.as_str());
+        }
+        for word in [
+            "`self`",
+            "`cap`",
+            "`max_api_keys_per_delegation`",
+            "`revoke_registration`",
+            "`revoke_user`",
+            "`revoke_provider`",
+            "`revoke_all`",
+            "`block`",
+            "`unblock`",
+            "`rotate_signing_key`",
+        ] {
+            assert!(table.contains(word), "§8 does not mention {word}");
+        }
+    }
+
     #[test]
     fn user_agents_are_cleaned_and_capped() {
         let m = RequestMeta::new(None, Some("evil\u{1b}[31m\nagent"));

@@ -202,9 +202,25 @@ mod tests {
                 "insufficient_scope",
             ),
         ];
+        // The table itself: each code has its row, with this status.
+        let doc = include_str!("../../../../docs/protocol.md");
+        let table = doc
+            .split("\n## 10. Error codes")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .unwrap_or_default();
         for (e, st, code) in cases {
             assert_eq!(status(&e).as_u16(), st, "{e:?}");
             assert_eq!(e.code(), code);
+            let row = table
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{code}` |")))
+                .unwrap_or_else(|| panic!("docs/protocol.md §10 has no row for {code}"));
+            let status_cell = row.split('|').nth(2).unwrap_or_default();
+            assert!(
+                status_cell.contains(&st.to_string()),
+                "§10 gives {code} as {status_cell:?}, not {st}"
+            );
         }
     }
 

@@ -83,6 +83,7 @@ async fn discovery_documents_answer_any_origin() {
         "/.well-known/oauth-protected-resource",
         "/.well-known/oauth-protected-resource/api",
         "/auth.md",
+        "/.well-known/jwks.json",
     ] {
         let r = from(&t, Method::GET, path, EVIL, &[]).await;
         assert_eq!(r.status, 200, "{path}");

@@ -140,20 +140,21 @@ both_backends! {
     }
 }
 
-#[tokio::test]
-async fn the_credential_is_forwarded_only_when_configured() {
-    let up = Upstream::start().await;
-    let t = TestApp::new(
-        Backend::Sqlite,
-        &toml(&up.url, "", "forward_authorization = true"),
-    )
-    .await;
-    let (key, _) = anon(&t).await;
-    assert_eq!(t.get("/api/x", Some(&key)).await.status, 201);
-    assert_eq!(
-        up.last().header("authorization"),
-        Some(format!("Bearer {key}").as_str())
-    );
+both_backends! {
+    async fn the_credential_is_forwarded_only_when_configured(backend: Backend) {
+        let up = Upstream::start().await;
+        let t = TestApp::new(
+            backend,
+            &toml(&up.url, "", "forward_authorization = true"),
+        )
+        .await;
+        let (key, _) = anon(&t).await;
+        assert_eq!(t.get("/api/x", Some(&key)).await.status, 201);
+        assert_eq!(
+            up.last().header("authorization"),
+            Some(format!("Bearer {key}").as_str())
+        );
+    }
 }
 
 #[tokio::test]
@@ -181,165 +182,169 @@ async fn strip_prefix_and_a_base_path_shape_the_upstream_path() {
     }
 }
 
-#[tokio::test]
-async fn upstream_down_is_502_and_silence_is_504_without_naming_it() {
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let t = TestApp::new(
-        Backend::Sqlite,
-        &toml(&format!("http://127.0.0.1:{closed}"), "", ""),
-    )
-    .await;
-    let (key, _) = anon(&t).await;
-    let r = t.get("/api/x", Some(&key)).await;
-    assert_eq!(r.status, 502);
-    assert_eq!(r.code(), "upstream_unavailable");
-    let everything = format!("{:?} {}", r.headers, r.text());
-    assert!(
-        !everything.contains(&closed.to_string()) && !everything.contains("127.0.0.1"),
-        "{everything}"
-    );
-
-    let up = Upstream::start().await;
-    let t = TestApp::new(Backend::Sqlite, &toml(&up.url, "", "timeout = \"300ms\"")).await;
-    let (key, _) = anon(&t).await;
-    let started = Instant::now();
-    let r = t.get("/api/slow", Some(&key)).await;
-    assert_eq!(r.status, 504);
-    assert_eq!(r.code(), "upstream_timeout");
-    assert!(started.elapsed() < Duration::from_secs(2));
-    assert!(!r.text().contains(&up.port.to_string()));
-}
-
-/// The request body streams: the upstream has the first bytes while the
-/// client still holds the rest, and every byte arrives.
-#[tokio::test]
-async fn an_upload_streams_to_the_upstream() {
-    let up = Upstream::start().await;
-    let t = TestApp::new(Backend::Sqlite, &toml(&up.url, WRITES, "")).await;
-    let (key, _) = anon(&t).await;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    });
-    let mut req = request(Method::PUT, "/api/files/upload", Some(&key), None);
-    *req.body_mut() = Body::from_stream(stream);
-    let sending = tokio::spawn({
-        let router = t.router.clone();
-        async move {
-            req.extensions_mut()
-                .insert(ConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 1))));
-            let r = router.oneshot(req).await.expect("infallible");
-            let status = r.status();
-            let body = r
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            (status, body)
-        }
-    });
-    let chunk = Bytes::from(vec![7u8; 1 << 20]);
-    tx.send(Ok(chunk.clone())).await.expect("send");
-    tokio::time::timeout(Duration::from_secs(5), up.first_bytes())
-        .await
-        .expect("the upstream had no bytes while the client held the rest: the body was buffered");
-    for _ in 1..64 {
-        tx.send(Ok(chunk.clone())).await.expect("send");
-    }
-    drop(tx);
-    let (status, body) = sending.await.expect("join");
-    assert_eq!(status, 200);
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    assert_eq!(v["bytes"], 64 << 20);
-}
-
-/// A server-sent-events response streams: the client reads the first event
-/// before the upstream has produced the second.
-#[tokio::test]
-async fn server_sent_events_stream_to_the_client() {
-    let up = Upstream::start().await;
-    let t = TestApp::new(Backend::Sqlite, &toml(&up.url, "", "")).await;
-    let (key, _) = anon(&t).await;
-    let mut req = request(Method::GET, "/api/events/sse", Some(&key), None);
-    req.extensions_mut()
-        .insert(ConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 1))));
-    let r = tokio::time::timeout(Duration::from_secs(5), t.router.clone().oneshot(req))
-        .await
-        .expect("no response head before the stream ended: buffered")
-        .expect("infallible");
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-        Some("text/event-stream")
-    );
-    let mut body = r.into_body();
-    let first = tokio::time::timeout(Duration::from_secs(5), body.frame())
-        .await
-        .expect("the first event did not arrive before the second was sent: buffered");
-    let first = first
-        .and_then(Result::ok)
-        .and_then(|f| f.into_data().ok())
-        .unwrap_or_default();
-    assert_eq!(&first[..], b"data: one\n\n");
-    up.next_event();
-    let rest = tokio::time::timeout(Duration::from_secs(5), body.collect())
-        .await
-        .expect("the stream ended")
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    assert_eq!(&rest[..], b"data: two\n\n");
-}
-
-/// An HTTP/1.1 Upgrade (WebSocket's mechanism) is passed through: the
-/// upstream's 101 reaches the client and the connection carries bytes both
-/// ways. A stranger's upgrade is refused like any request.
-#[tokio::test]
-async fn an_upgrade_is_passed_through() {
-    let up = Upstream::start().await;
-    let t = TestApp::new(Backend::Sqlite, &toml(&up.url, "", "")).await;
-    let (key, _) = anon(&t).await;
-    let base = crate::support::serve(t.router.clone(), crate::support::free_port()).await;
-    let addr = base.trim_start_matches("http://").to_owned();
-    let ask = |bearer: Option<&str>| {
-        let auth = bearer.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
-        format!(
-            "GET /api/chat/echo-upgrade HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n{auth}\r\n"
+both_backends! {
+    async fn upstream_down_is_502_and_silence_is_504_without_naming_it(backend: Backend) {
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let t = TestApp::new(
+            backend,
+            &toml(&format!("http://127.0.0.1:{closed}"), "", ""),
         )
-    };
-    let mut s = tokio::net::TcpStream::connect(&addr)
-        .await
-        .expect("connect");
-    s.write_all(ask(None).as_bytes()).await.expect("write");
-    let head = read_head(&mut s).await;
-    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
-    assert_eq!(up.hits(), 0);
+        .await;
+        let (key, _) = anon(&t).await;
+        let r = t.get("/api/x", Some(&key)).await;
+        assert_eq!(r.status, 502);
+        assert_eq!(r.code(), "upstream_unavailable");
+        let everything = format!("{:?} {}", r.headers, r.text());
+        assert!(
+            !everything.contains(&closed.to_string()) && !everything.contains("127.0.0.1"),
+            "{everything}"
+        );
 
-    let mut s = tokio::net::TcpStream::connect(&addr)
-        .await
-        .expect("connect");
-    s.write_all(ask(Some(&key)).as_bytes())
-        .await
-        .expect("write");
-    let head = read_head(&mut s).await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(
-        head.to_ascii_lowercase().contains("upgrade: echo"),
-        "{head}"
-    );
-    for message in ["ping", "a second message"] {
-        s.write_all(message.as_bytes()).await.expect("write");
-        let mut buf = vec![0u8; message.len()];
-        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+        let up = Upstream::start().await;
+        let t = TestApp::new(backend, &toml(&up.url, "", "timeout = \"300ms\"")).await;
+        let (key, _) = anon(&t).await;
+        let started = Instant::now();
+        let r = t.get("/api/slow", Some(&key)).await;
+        assert_eq!(r.status, 504);
+        assert_eq!(r.code(), "upstream_timeout");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(!r.text().contains(&up.port.to_string()));
+    }
+}
+
+both_backends! {
+    /// The request body streams: the upstream has the first bytes while the
+    /// client still holds the rest, and every byte arrives.
+    async fn an_upload_streams_to_the_upstream(backend: Backend) {
+        let up = Upstream::start().await;
+        let t = TestApp::new(backend, &toml(&up.url, WRITES, "")).await;
+        let (key, _) = anon(&t).await;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        });
+        let mut req = request(Method::PUT, "/api/files/upload", Some(&key), None);
+        *req.body_mut() = Body::from_stream(stream);
+        let sending = tokio::spawn({
+            let router = t.router.clone();
+            async move {
+                req.extensions_mut()
+                    .insert(ConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 1))));
+                let r = router.oneshot(req).await.expect("infallible");
+                let status = r.status();
+                let body = r
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                (status, body)
+            }
+        });
+        let chunk = Bytes::from(vec![7u8; 1 << 20]);
+        tx.send(Ok(chunk.clone())).await.expect("send");
+        tokio::time::timeout(Duration::from_secs(5), up.first_bytes())
             .await
-            .expect("echo in time")
-            .expect("read");
-        assert_eq!(buf, message.as_bytes());
+            .expect("the upstream had no bytes while the client held the rest: the body was buffered");
+        for _ in 1..64 {
+            tx.send(Ok(chunk.clone())).await.expect("send");
+        }
+        drop(tx);
+        let (status, body) = sending.await.expect("join");
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(v["bytes"], 64 << 20);
+    }
+}
+
+both_backends! {
+    /// A server-sent-events response streams: the client reads the first event
+    /// before the upstream has produced the second.
+    async fn server_sent_events_stream_to_the_client(backend: Backend) {
+        let up = Upstream::start().await;
+        let t = TestApp::new(backend, &toml(&up.url, "", "")).await;
+        let (key, _) = anon(&t).await;
+        let mut req = request(Method::GET, "/api/events/sse", Some(&key), None);
+        req.extensions_mut()
+            .insert(ConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 1))));
+        let r = tokio::time::timeout(Duration::from_secs(5), t.router.clone().oneshot(req))
+            .await
+            .expect("no response head before the stream ended: buffered")
+            .expect("infallible");
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("text/event-stream")
+        );
+        let mut body = r.into_body();
+        let first = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("the first event did not arrive before the second was sent: buffered");
+        let first = first
+            .and_then(Result::ok)
+            .and_then(|f| f.into_data().ok())
+            .unwrap_or_default();
+        assert_eq!(&first[..], b"data: one\n\n");
+        up.next_event();
+        let rest = tokio::time::timeout(Duration::from_secs(5), body.collect())
+            .await
+            .expect("the stream ended")
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        assert_eq!(&rest[..], b"data: two\n\n");
+    }
+}
+
+both_backends! {
+    /// An HTTP/1.1 Upgrade (WebSocket's mechanism) is passed through: the
+    /// upstream's 101 reaches the client and the connection carries bytes both
+    /// ways. A stranger's upgrade is refused like any request.
+    async fn an_upgrade_is_passed_through(backend: Backend) {
+        let up = Upstream::start().await;
+        let t = TestApp::new(backend, &toml(&up.url, "", "")).await;
+        let (key, _) = anon(&t).await;
+        let base = crate::support::serve(t.router.clone(), crate::support::free_port()).await;
+        let addr = base.trim_start_matches("http://").to_owned();
+        let ask = |bearer: Option<&str>| {
+            let auth = bearer.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+            format!(
+                "GET /api/chat/echo-upgrade HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n{auth}\r\n"
+            )
+        };
+        let mut s = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        s.write_all(ask(None).as_bytes()).await.expect("write");
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+        assert_eq!(up.hits(), 0);
+
+        let mut s = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        s.write_all(ask(Some(&key)).as_bytes())
+            .await
+            .expect("write");
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("upgrade: echo"),
+            "{head}"
+        );
+        for message in ["ping", "a second message"] {
+            s.write_all(message.as_bytes()).await.expect("write");
+            let mut buf = vec![0u8; message.len()];
+            tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+                .await
+                .expect("echo in time")
+                .expect("read");
+            assert_eq!(buf, message.as_bytes());
+        }
     }
 }
 

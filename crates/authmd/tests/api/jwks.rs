@@ -218,6 +218,7 @@ async fn known_keys_keep_working_when_the_provider_is_down() {
 /// tokens alike. Once the provider answers again, its keys work again.
 #[tokio::test]
 async fn stale_keys_are_refused_once_older_than_cache_max() {
+    let (logs, _capture) = crate::support::Logs::capture();
     let server = JwksServer::start().await;
     let k = key(Algorithm::Es256, "k1");
     server.set_keys(&[&k]);
@@ -268,6 +269,23 @@ async fn stale_keys_are_refused_once_older_than_cache_max() {
         (400, "invalid_signature"),
         "{}",
         r.text()
+    );
+    // The operator is told, once (not per refused request), at ERROR, with
+    // the provider named.
+    let text = logs.text();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.contains(
+                "authmd::jwks: provider keys could not be refreshed for longer than jwks.cache_max",
+            )
+        })
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].contains("ERROR") && lines[0].contains(server.issuer()),
+        "{}",
+        lines[0]
     );
 
     // The provider is back: a refresh brings the keys back.

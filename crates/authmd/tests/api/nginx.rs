@@ -1,7 +1,8 @@
 //! Debian's nginx in front of an API with authmd as its auth service,
 //! configured by the example the repository ships
 //! (`deploy/nginx/authmd.conf`), and an agent that starts with nothing:
-//! it meets the 401 through nginx, discovers, registers and calls the API
+//! it meets the 401 through nginx, discovers, registers, calls the API and
+//! ends its own key (RFC 7009, at the advertised revocation_endpoint)
 //! through nginx.
 //!
 //! Needs nginx (`apt-get install nginx`); ignored with that reason without
@@ -143,6 +144,7 @@ both_backends! {
                 b.header("x-authmd-email", "forged@example.com")
                     .header("x-authmd-registration", "reg_forged")
                     .header("x-authmd-assertion", "forged")
+                    .header("x-authmd-anything", "forged")
             })
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -153,6 +155,12 @@ both_backends! {
         assert_eq!(seen.headers.get_all("x-authmd-registration").iter().count(), 1);
         assert_eq!(seen.header("x-authmd-scopes"), Some("api.read"));
         assert!(seen.header("x-authmd-email").is_none(), "a forged header reached the API");
+        // Stock nginx removes only the nine names it sets; an unlisted
+        // X-Authmd-* reaches the API as sent, which is what the example and
+        // the README say (the API reads only the nine names). If this
+        // fails, nginx now strips by prefix: update deploy/nginx/authmd.conf,
+        // deploy/README.md and the README's "What your API receives".
+        assert_eq!(seen.header("x-authmd-anything"), Some("forged"));
         assert!(seen.header("authorization").is_none(), "the credential reached the API");
         let assertion = seen.header("x-authmd-assertion").unwrap_or_default().to_owned();
         let jwks = http.get(format!("{base}/.well-known/jwks.json")).send().await
@@ -166,6 +174,56 @@ both_backends! {
         assert!(r.headers().get("www-authenticate").and_then(|v| v.to_str().ok())
             .is_some_and(|c| c.contains("insufficient_scope") && c.contains("api.write")));
         let hits = up.hits();
+
+        // An agent that is done ends its own key through nginx, at the
+        // revocation_endpoint the metadata advertises under the issuer
+        // (nginx); its next call through nginx is refused at once and never
+        // reaches the API.
+        let endpoint = service.metadata.revocation_endpoint.clone().unwrap_or_default();
+        assert_eq!(endpoint, format!("{base}/oauth2/revoke"));
+        let done = client
+            .register(&service, &authmd_client::Method::Anonymous)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .credential(&service)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = http.get(&api).bearer_auth(&done.secret).send().await.expect("nginx");
+        assert_eq!(r.status(), 201);
+        // What the client's revoke sends, so that nginx's own status is
+        // seen: the client maps only a 200 to success.
+        let form = |token: &str| {
+            url::form_urlencoded::Serializer::new(String::new()).append_pair("token", token).finish()
+        };
+        let r = http.post(&endpoint)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&done.secret))
+            .send().await.expect("nginx");
+        assert_eq!(r.status(), 200, "POST /oauth2/revoke through nginx: {}", nginx.log());
+        let before = up.hits();
+        let r = http.get(&api).bearer_auth(&done.secret).send().await.expect("nginx");
+        assert_eq!(r.status(), 401, "a self-revoked key was let through nginx");
+        assert_eq!(up.hits(), before, "a self-revoked key reached the API");
+        // And with authmd-client's own method, on the agent's credential
+        // from above (which the admin revocation below then finds revoked
+        // too: revoking twice changes nothing).
+        let other = client
+            .register(&service, &authmd_client::Method::Anonymous)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .credential(&service)
+            .unwrap_or_else(|e| panic!("{e}"));
+        client.revoke(&service, &other).await.unwrap_or_else(|e| panic!("{e}: {}", nginx.log()));
+        let r = http.get(&api).bearer_auth(&other.secret).send().await.expect("nginx");
+        assert_eq!(r.status(), 401, "revoked with Client::revoke, still let through nginx");
+        // Introspection is routed too (no client is configured here, so
+        // authmd itself answers 401 invalid_client, not nginx's 404).
+        let r = http.post(format!("{base}/oauth2/introspect"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&done.secret))
+            .send().await.expect("nginx");
+        assert_eq!(r.status(), 401, "POST /oauth2/introspect through nginx");
+        let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap_or_default()).unwrap_or_default();
+        assert_eq!(body["error"], "invalid_client");
 
         // Revoked: refused through nginx within a second.
         authmd::admin::Admin::new(std::sync::Arc::clone(t.app.store()))

@@ -418,3 +418,45 @@ pub fn json_request(path: &str, body: &str) -> Request<Body> {
         Some(("application/json", body.as_bytes().to_vec())),
     )
 }
+
+/// What authmd logs on this thread while the guard lives, as text (the
+/// log crate's records too: tokio-postgres logs its server notices there).
+/// Thread-local: use it from a current-thread runtime (`#[tokio::test]`),
+/// where spawned tasks run on the test's thread as well.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    pub fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        // Forwards log records to the current tracing dispatcher; set once
+        // per binary (a second call fails and changes nothing).
+        let _ = tracing_log::LogTracer::init();
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    pub fn text(&self) -> String {
+        let bytes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
