@@ -12,6 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, anyhow, bail};
 use authmd_client::{
     Client, ClientError, Credential, CredentialType, Method, MethodKind, Registration, Service,
+    store::{Store, StoreLock},
 };
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
@@ -157,41 +158,37 @@ struct Entry {
     claimed: bool,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default)]
 struct Kept {
-    #[serde(default)]
     services: BTreeMap<String, Entry>,
 }
 
-fn home() -> anyhow::Result<PathBuf> {
-    if let Some(h) = std::env::var_os("AUTHMD_AGENT_HOME") {
-        return Ok(PathBuf::from(h));
-    }
-    let config = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-        .ok_or_else(|| anyhow!("set AUTHMD_AGENT_HOME (no HOME to keep credentials in)"))?;
-    Ok(config.join("authmd").join("agent"))
+/// The store's lock, held by the command from start to end: two `authmd
+/// agent` processes never overwrite each other's registrations.
+static HELD: std::sync::OnceLock<StoreLock> = std::sync::OnceLock::new();
+
+fn store() -> anyhow::Result<Store> {
+    Ok(Store::new(Store::default_path()?))
 }
 
 impl Kept {
     fn path() -> anyhow::Result<PathBuf> {
-        Ok(home()?.join("credentials.json"))
+        Ok(store()?.path().to_owned())
     }
 
     fn load() -> anyhow::Result<Kept> {
-        let path = Kept::path()?;
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("{} is damaged", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Kept::default()),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-        }
+        Ok(Kept {
+            services: store()?.read()?,
+        })
     }
 
-    /// Writes atomically, readable only by the user.
+    /// Writes atomically, readable only by the user, under the command's lock.
     fn save(&self) -> anyhow::Result<()> {
-        crate::private::write(&Kept::path()?, &serde_json::to_vec_pretty(self)?)
+        let lock = HELD
+            .get()
+            .ok_or_else(|| anyhow!("the credential store is not locked"))?;
+        lock.write(&self.services)?;
+        Ok(())
     }
 
     /// The service whose resource covers `url`: the only one whose
@@ -227,25 +224,6 @@ impl Kept {
             },
         }
     }
-}
-
-/// Holds the credentials file for one command: two `authmd agent`
-/// processes never overwrite each other's registrations.
-struct Lock(#[allow(dead_code)] std::fs::File);
-
-fn lock() -> anyhow::Result<Lock> {
-    let dir = home()?;
-    crate::private::dir(&dir)?;
-    let path = dir.join(".lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    f.lock()
-        .with_context(|| format!("cannot lock {}", path.display()))?;
-    Ok(Lock(f))
 }
 
 /// Text from a service, safe to print: control characters (terminal
@@ -316,10 +294,10 @@ fn describe(e: &ClientError) -> String {
 
 pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
     let client = Client::new()?;
-    let _lock = match cmd {
-        AgentCommand::Discover { .. } => None,
-        _ => Some(lock()?),
-    };
+    if !matches!(cmd, AgentCommand::Discover { .. }) {
+        let lock = store()?.lock().await?;
+        let _ = HELD.set(lock);
+    }
     match cmd {
         AgentCommand::Discover { url, json } => {
             let service = discover(&client, &url).await?;

@@ -250,7 +250,7 @@ async fn anonymous_start_then_the_user_claims_through_smtp() {
 
     // The secret stays out of what the agent prints, and in a private file.
     let kept = w.kept();
-    let entry = &kept["services"][&w.base];
+    let entry = &kept["issuers"][&w.base];
     let secret = entry["credential"]["secret"].as_str().expect("kept secret");
     assert!(!out.contains(secret), "register printed the secret");
     let status = w.agent_ok(&["status"]).await;
@@ -421,7 +421,7 @@ async fn provider_revocation_then_the_agent_registers_again() {
     ])
     .await;
     let before = w.whoami().await;
-    let old_secret = w.kept()["services"][&w.base]["credential"]["secret"]
+    let old_secret = w.kept()["issuers"][&w.base]["credential"]["secret"]
         .as_str()
         .expect("secret")
         .to_owned();
@@ -488,7 +488,7 @@ async fn an_agent_revokes_its_own_credential() {
     let api = format!("{}/api/whoami", w.base);
     w.agent_ok(&["register", &api, "--anonymous"]).await;
     let me = w.whoami().await;
-    let secret = w.kept()["services"][&w.base]["credential"]["secret"]
+    let secret = w.kept()["issuers"][&w.base]["credential"]["secret"]
         .as_str()
         .expect("kept secret")
         .to_owned();
@@ -496,7 +496,7 @@ async fn an_agent_revokes_its_own_credential() {
     let out = w.agent_ok(&["revoke"]).await;
     assert!(out.contains("revoked"), "{out}");
     assert!(!out.contains(&secret), "{out}");
-    assert!(w.kept()["services"].get(&w.base).is_none(), "forgotten");
+    assert!(w.kept()["issuers"].get(&w.base).is_none(), "forgotten");
     let r = reqwest::Client::new()
         .get(&api)
         .bearer_auth(&secret)

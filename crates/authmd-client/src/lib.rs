@@ -32,6 +32,7 @@
 
 pub mod challenge;
 mod metadata;
+pub mod store;
 
 use std::time::Duration;
 
