@@ -374,3 +374,31 @@ async fn defects_of_real_services_are_warnings_not_failures() {
     let client = Client::new().expect("client");
     assert!(client.authorization_server(&s.base).await.is_err());
 }
+
+/// A one-time secret is kept before it is used: when the store cannot be
+/// written, the assertion (and the claim token beside it) is never used.
+#[tokio::test]
+async fn nothing_is_used_that_could_not_be_kept() {
+    let s = StandIn::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The store's temporary file cannot be created: every write fails.
+    std::fs::create_dir_all(
+        dir.path()
+            .join(format!(".credentials.json.{}.tmp", std::process::id())),
+    )
+    .expect("block the write");
+    let a = agent(&dir);
+    let e = a
+        .authenticate(Authenticate {
+            target: s.api(),
+            ..Authenticate::default()
+        })
+        .await
+        .expect_err("the store cannot be written");
+    assert!(matches!(e, ClientError::Store(_)), "{e:?}");
+    assert!(s.with(|w| w.seen.iter().any(|r| r == "POST /agent/identity")));
+    assert!(
+        !s.with(|w| w.seen.iter().any(|r| r == "POST /oauth2/token")),
+        "the assertion was not exchanged"
+    );
+}
