@@ -29,6 +29,16 @@
 //! carries the `agent_auth` block. Each document is checked against what was
 //! asked for (RFC 9728 §3.3, RFC 8414 §3.3) before anything in it is used.
 //! Errors are typed; a refusal by the service carries its protocol code.
+//!
+//! Two wire dialects are spoken ([`Dialect`]): the original one of
+//! docs/protocol.md, and the current one (`identity_endpoint`, an identity
+//! assertion exchanged at `token_endpoint`, rotating refresh tokens, a claim
+//! the user confirms at the service before the page shows the code).
+//! Discovery picks one per service ([`Service::dialect`]; [`Options`]
+//! overrides). The functions of this module are the original dialect's
+//! steps; [`current`] has the current dialect's; [`agent::Agent`] is one
+//! API over both, with the credential store of [`store`], and is what most
+//! agents want.
 
 pub mod agent;
 pub mod challenge;

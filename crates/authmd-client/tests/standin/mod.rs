@@ -1,5 +1,5 @@
 //! A small stand-in for a service of the current dialect, serving the
-//! shapes of /work/shared/reference/dialect-latest.md §2–§3 exactly (the
+//! shapes of the reference notes dialect-latest.md §2–§3 exactly (the
 //! reference's D2 line, which hosted AuthKit also documents): the 401
 //! challenge, the two metadata documents, `POST /agent/identity` (four
 //! bodies), the claim attempt and its completion, the RFC 7523 token
