@@ -75,7 +75,7 @@ fn tools() -> Vec<Tool> {
                     "method": {"type": "string", "description": "HTTP method (default GET)."},
                     "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Extra request headers."},
                     "body": {"type": "string", "description": "Request body (Content-Type defaults to application/json)."},
-                    "resource": resource
+                    "resource": {"type": "string", "description": "Accepted for compatibility; the access token's resource is the one given to authmd_authenticate or authmd_complete_claim."}
                 },
                 "required": ["issuer", "url"]
             })),
@@ -192,7 +192,12 @@ impl Server {
                         "Ask the user for the 6-digit code shown on the page, and pass it as `user_code`.",
                     );
                 };
-                match self.agent.complete_claim(Some(&target), &code).await {
+                let resource = string(&args, "resource");
+                match self
+                    .agent
+                    .complete_claim_for(Some(&target), &code, resource.as_deref())
+                    .await
+                {
                     Ok(o) => ok(serde_json::to_value(o).unwrap_or_default()),
                     Err(e) => failed(&e),
                 }

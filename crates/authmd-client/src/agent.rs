@@ -661,6 +661,17 @@ impl Agent {
         target: Option<&str>,
         code: &str,
     ) -> Result<Outcome, ClientError> {
+        self.complete_claim_for(target, code, None).await
+    }
+
+    /// [`Agent::complete_claim`], binding the new access token to
+    /// `resource` (RFC 8707, current dialect) from now on.
+    pub async fn complete_claim_for(
+        &self,
+        target: Option<&str>,
+        code: &str,
+        resource: Option<&str>,
+    ) -> Result<Outcome, ClientError> {
         let code = code.trim();
         let lock = self.store.lock().await?;
         let all: BTreeMap<String, Record> = lock.read()?;
@@ -718,6 +729,9 @@ impl Agent {
                 }
                 rec.claimed = true;
                 rec.claim = None;
+                if let Some(r) = resource {
+                    rec.resource = Some(r.to_owned());
+                }
                 save(&lock, &rec)?;
                 self.exchange(&lock, &mut rec, &identity.assertion).await?;
             }
