@@ -118,6 +118,9 @@ impl World {
             .arg("agent")
             .args(args)
             .env("AUTHMD_AGENT_HOME", self.agent_home())
+            // These flows are the original dialect's (the claim by email),
+            // whatever else authmd's metadata also publishes.
+            .env("AUTHMD_AGENT_DIALECT", "original")
             .stdin(Stdio::null())
             .output()
             .await
@@ -533,9 +536,10 @@ async fn an_agent_revokes_its_own_credential() {
 
 /// `authmd agent mcp` as a child process, with a real MCP client (rmcp)
 /// on its stdin and stdout.
-async fn mcp_server(dir: &Path, home: &Path) -> RunningService<RoleClient, ()> {
+async fn mcp_server(dir: &Path, home: &Path, dialect: &[&str]) -> RunningService<RoleClient, ()> {
     let mut cmd = Command::from(common::authmd(dir));
     cmd.args(["agent", "mcp"])
+        .args(dialect)
         .env("AUTHMD_AGENT_HOME", home)
         .kill_on_drop(true);
     let transport = TokioChildProcess::new(cmd).expect("spawn authmd agent mcp");
@@ -575,7 +579,7 @@ fn fetched_body(v: &Value) -> Value {
 #[tokio::test]
 async fn the_mcp_server_lists_workos_compatible_tools() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mcp = mcp_server(dir.path(), &dir.path().join("agent")).await;
+    let mcp = mcp_server(dir.path(), &dir.path().join("agent"), &[]).await;
     let tools = mcp.list_all_tools().await.expect("tools/list");
     let args = |name: &str| -> Vec<String> {
         let t = tools
@@ -626,7 +630,7 @@ async fn the_mcp_server_lists_workos_compatible_tools() {
 async fn the_mcp_server_against_authmd_anonymous_then_claimed() {
     let mut w = World::start().await;
     let api = format!("{}/api/whoami", w.base);
-    let mcp = mcp_server(w.dir.path(), &w.agent_home()).await;
+    let mcp = mcp_server(w.dir.path(), &w.agent_home(), &["--dialect", "original"]).await;
     assert!(mcp.list_all_tools().await.expect("tools").len() >= 5);
 
     let out = tool_ok(&mcp, "authmd_authenticate", json!({"issuer": w.base})).await;
@@ -711,7 +715,7 @@ async fn the_mcp_server_against_authmd_anonymous_then_claimed() {
 async fn the_mcp_server_against_a_current_dialect_service() {
     let s = standin::StandIn::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mcp = mcp_server(dir.path(), &dir.path().join("agent")).await;
+    let mcp = mcp_server(dir.path(), &dir.path().join("agent"), &[]).await;
     let api = s.api();
 
     let out = tool_ok(&mcp, "authmd_authenticate", json!({"issuer": s.base})).await;
