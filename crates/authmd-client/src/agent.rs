@@ -356,7 +356,6 @@ impl Agent {
             && !req.force_reregister
             && !fresh_identity
         {
-            let issuer = rec.service.issuer.clone();
             let claim_open = rec.claim.is_some() && !rec.claimed;
             match &req.email {
                 Some(email) if claim_open => {
@@ -376,7 +375,6 @@ impl Agent {
                 }
                 _ => {}
             }
-            let _ = issuer;
         }
         let service = match &kept {
             Some(r) if !req.force_reregister => r.service.clone(),
@@ -930,10 +928,10 @@ fn choose(
                 service.issuer
             )));
         }
-        let assertion = match (&req.id_jag, &req.id_jag_command) {
-            (Some(a), _) => a.trim().to_owned(),
-            (None, Some(cmd)) => run_minter(cmd)?,
-            (None, None) => unreachable_none(),
+        // One of the two is given (checked above).
+        let assertion = match &req.id_jag {
+            Some(a) => a.trim().to_owned(),
+            None => run_minter(req.id_jag_command.as_deref().unwrap_or_default())?,
         };
         return Ok((MethodKind::IdJag, Some(assertion)));
     }
@@ -968,10 +966,6 @@ fn choose(
             "nothing was given (an email or an ID-JAG is needed)"
         }
     )))
-}
-
-fn unreachable_none() -> String {
-    String::new()
 }
 
 fn original_record(
