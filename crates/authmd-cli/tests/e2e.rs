@@ -853,3 +853,39 @@ async fn the_cli_against_a_current_dialect_service() {
         r.stderr
     );
 }
+
+/// Two `authmd agent` processes registering at the same moment, each with
+/// its own service, into one store: both registrations are kept.
+#[tokio::test]
+async fn two_agent_processes_at_once_keep_both_registrations() {
+    let (a, b) = (
+        standin::StandIn::start().await,
+        standin::StandIn::start().await,
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("agent");
+    let register = |api: String| {
+        let mut c = authmd(dir.path());
+        c.args(["agent", "register", &api, "--anonymous"])
+            .env("AUTHMD_AGENT_HOME", &home)
+            .stdin(Stdio::null());
+        async move { c.output().await.expect("run agent") }
+    };
+    let (ra, rb) = tokio::join!(register(a.api()), register(b.api()));
+    assert!(ra.status.success() && rb.status.success(), "{ra:?}\n{rb:?}");
+    let status = authmd(dir.path())
+        .args(["agent", "status", "--json"])
+        .env("AUTHMD_AGENT_HOME", &home)
+        .output()
+        .await
+        .expect("status");
+    let entries: Value = serde_json::from_slice(&status.stdout).expect("json");
+    let issuers: Vec<&str> = entries
+        .as_array()
+        .map(|e| e.iter().filter_map(|e| e["issuer"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        issuers.contains(&a.base.as_str()) && issuers.contains(&b.base.as_str()),
+        "{entries}"
+    );
+}
