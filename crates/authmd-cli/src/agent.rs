@@ -1,57 +1,67 @@
-//! `authmd agent`: an agent's side of auth.md from the command line, over
-//! `authmd-client`. Credentials are kept per service (by issuer) in one
-//! file readable only by the user (`$AUTHMD_AGENT_HOME/credentials.json`,
-//! default `~/.config/authmd/agent/`); secrets are printed only with
-//! `--show-secrets`.
+//! `authmd agent`: an agent's side of auth.md from the command line, in
+//! either dialect, over `authmd_client::agent::Agent`. Credentials are
+//! kept per service (by issuer) in the client's store
+//! (`$AUTHMD_AGENT_HOME/credentials.json`, default
+//! `~/.config/authmd/agent/`), shared with `authmd agent mcp`; secrets are
+//! printed only with `--show-secrets`.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Read, Write};
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
-use authmd_client::{
-    Client, ClientError, Credential, CredentialType, Method, MethodKind, Registration, Service,
-};
+use authmd_client::agent::{Agent, Authenticate, Outcome, OutcomeStatus, Renewed};
+use authmd_client::store::Store;
+use authmd_client::{Client, ClientError, CredentialType, Dialect, MethodKind, Options};
 use clap::{Args, Subcommand};
-use serde::{Deserialize, Serialize};
+
+// The MCP server lives beside this file; declared here, as part of the
+// agent role.
+#[path = "mcp.rs"]
+mod mcp;
 
 #[derive(Subcommand)]
 pub enum AgentCommand {
     /// Discover a service from an API URL or its issuer and show how agents
-    /// register there (docs/protocol.md §2).
+    /// register there, and in which dialect (docs/protocol.md §2).
     Discover {
         /// An API URL of the service (its 401 leads to the metadata), or its issuer.
         url: String,
         /// Print the discovered documents as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        options: ClientArgs,
     },
     /// Register with a service and keep the credential (docs/protocol.md §3).
     Register(RegisterArgs),
-    /// Start the claim of an anonymous registration: the user gets an email
+    /// Start the claim of an anonymous registration: the original dialect
+    /// emails the user; the current one prints a link to give them
     /// (docs/protocol.md §4).
     Claim {
-        /// The user's email address: the claim link is sent there.
+        /// The user's email address.
         #[arg(long)]
         email: String,
         /// Which service (its issuer or an API URL); needed when several are kept.
         #[arg(long)]
         service: Option<String>,
+        #[command(flatten)]
+        options: ClientArgs,
     },
     /// Complete the claim with the code the user reads from the claim page
     /// (docs/protocol.md §4.4).
     Complete {
         /// The code; without it, asked for on the terminal.
-        #[arg(long)]
+        #[arg(long, alias = "code", alias = "user-code")]
         otp: Option<String>,
         /// Which service (its issuer or an API URL); needed when several are kept.
         #[arg(long)]
         service: Option<String>,
+        #[command(flatten)]
+        options: ClientArgs,
     },
-    /// Call the API with the kept credential (curl-like). A credential that
-    /// stopped working is dropped, the service rediscovered and the agent
-    /// registered again where it can do so alone.
+    /// Call the API with the kept credential (curl-like). The credential is
+    /// renewed on the way (access token, assertion, refresh token, or a new
+    /// registration where no user is needed), and once more after a 401.
     Call(CallArgs),
     /// Show the kept registrations.
     Status {
@@ -68,6 +78,8 @@ pub enum AgentCommand {
         /// Which service (its issuer or an API URL); needed when several are kept.
         #[arg(long)]
         service: Option<String>,
+        #[command(flatten)]
+        options: ClientArgs,
     },
     /// Forget a service's credentials (or all).
     Forget {
@@ -78,13 +90,34 @@ pub enum AgentCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Serve the agent side as an MCP server over stdio (tools
+    /// authmd_authenticate, authmd_complete_claim, authmd_fetch,
+    /// authmd_status, authmd_revoke), for any MCP host.
+    Mcp {
+        #[command(flatten)]
+        options: ClientArgs,
+    },
+}
+
+/// How the client treats services.
+#[derive(Args, Clone, Default)]
+pub struct ClientArgs {
+    /// Speak this dialect (original or current) whatever discovery
+    /// suggests; by default the current one where `identity_endpoint` is
+    /// published.
+    #[arg(long, env = "AUTHMD_AGENT_DIALECT", value_name = "DIALECT")]
+    dialect: Option<String>,
+    /// Accept plain http to hosts other than loopback (credentials then
+    /// cross the network in clear; never in production).
+    #[arg(long, env = "AUTHMD_AGENT_ALLOW_HTTP")]
+    allow_http: bool,
 }
 
 #[derive(Args)]
 pub struct RegisterArgs {
     /// An API URL of the service, or its issuer.
     url: String,
-    /// Anonymous start: an API key now, claimed by a user later.
+    /// Anonymous start: a credential now, claimed by a user later.
     #[arg(long, group = "how")]
     anonymous: bool,
     /// Email required: no credential until the user at ADDRESS claims it.
@@ -97,12 +130,17 @@ pub struct RegisterArgs {
     /// register again after a revocation).
     #[arg(long, group = "how", value_name = "COMMAND")]
     id_jag_command: Option<String>,
-    /// api_key or access_token (email and ID-JAG flows).
+    /// api_key or access_token (original dialect, email and ID-JAG flows).
     #[arg(long, default_value = "api_key")]
     credential_type: String,
+    /// RFC 8707 resource the access token is bound to (current dialect).
+    #[arg(long)]
+    resource: Option<String>,
     /// Print the credential.
     #[arg(long)]
     show_secrets: bool,
+    #[command(flatten)]
+    options: ClientArgs,
 }
 
 #[derive(Args)]
@@ -124,173 +162,14 @@ pub struct CallArgs {
     /// Exit with status 22 on an HTTP error (as curl -f).
     #[arg(short = 'f', long)]
     fail: bool,
-}
-
-/// How a kept registration can be renewed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum Renewal {
-    Anonymous,
-    Email {
-        address: String,
-        credential_type: CredentialType,
-    },
-    IdJag {
-        credential_type: CredentialType,
-        /// The command that mints a fresh assertion, if one was given.
-        command: Option<String>,
-    },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Entry {
-    service: Service,
-    renewal: Renewal,
-    registration: Registration,
-    credential: Option<Credential>,
-    /// The email a claim was started for.
-    #[serde(default)]
-    claim_email: Option<String>,
-    /// Whether a user claimed it (then it is never silently replaced by a
-    /// new, unclaimed registration).
-    #[serde(default)]
-    claimed: bool,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Kept {
-    #[serde(default)]
-    services: BTreeMap<String, Entry>,
-}
-
-fn home() -> anyhow::Result<PathBuf> {
-    if let Some(h) = std::env::var_os("AUTHMD_AGENT_HOME") {
-        return Ok(PathBuf::from(h));
-    }
-    let config = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-        .ok_or_else(|| anyhow!("set AUTHMD_AGENT_HOME (no HOME to keep credentials in)"))?;
-    Ok(config.join("authmd").join("agent"))
-}
-
-impl Kept {
-    fn path() -> anyhow::Result<PathBuf> {
-        Ok(home()?.join("credentials.json"))
-    }
-
-    fn load() -> anyhow::Result<Kept> {
-        let path = Kept::path()?;
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("{} is damaged", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Kept::default()),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-        }
-    }
-
-    /// Writes atomically, readable only by the user.
-    fn save(&self) -> anyhow::Result<()> {
-        crate::private::write(&Kept::path()?, &serde_json::to_vec_pretty(self)?)
-    }
-
-    /// The service whose resource covers `url`: the only one whose
-    /// credential may be sent there.
-    fn for_url(&self, url: &str) -> anyhow::Result<String> {
-        self.services
-            .iter()
-            .find(|(_, e)| e.service.covers(url))
-            .map(|(i, _)| i.clone())
-            .ok_or_else(|| {
-                anyhow!("no registration kept for {url}; run `authmd agent register` first")
-            })
-    }
-
-    /// The entry for `which` (an issuer or a URL under a service's
-    /// resource), or the only one.
-    fn find(&self, which: Option<&str>) -> anyhow::Result<String> {
-        match which {
-            Some(w) => {
-                let w = w.trim_end_matches('/');
-                self.services
-                    .iter()
-                    .find(|(issuer, e)| issuer.as_str() == w || e.service.covers(w))
-                    .map(|(i, _)| i.clone())
-                    .ok_or_else(|| {
-                        anyhow!("no registration kept for {w}; run `authmd agent register` first")
-                    })
-            }
-            None => match self.services.len() {
-                0 => bail!("no registration kept; run `authmd agent register URL` first"),
-                1 => Ok(self.services.keys().next().cloned().unwrap_or_default()),
-                _ => bail!("several services are kept; say which with --service"),
-            },
-        }
-    }
-}
-
-/// Holds the credentials file for one command: two `authmd agent`
-/// processes never overwrite each other's registrations.
-struct Lock(#[allow(dead_code)] std::fs::File);
-
-fn lock() -> anyhow::Result<Lock> {
-    let dir = home()?;
-    crate::private::dir(&dir)?;
-    let path = dir.join(".lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    f.lock()
-        .with_context(|| format!("cannot lock {}", path.display()))?;
-    Ok(Lock(f))
+    #[command(flatten)]
+    options: ClientArgs,
 }
 
 /// Text from a service, safe to print: control characters (terminal
 /// escapes) dropped.
 fn clean(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).collect()
-}
-
-fn credential_type(s: &str) -> anyhow::Result<CredentialType> {
-    match s {
-        "api_key" => Ok(CredentialType::ApiKey),
-        "access_token" => Ok(CredentialType::AccessToken),
-        other => bail!("--credential-type must be api_key or access_token, not {other:?}"),
-    }
-}
-
-/// Runs `command` in a shell and returns its output, trimmed: a fresh ID-JAG.
-fn run_minter(command: &str) -> anyhow::Result<String> {
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("cannot run {command:?}"))?;
-    if !out.status.success() {
-        bail!("{command:?} failed ({})", out.status);
-    }
-    let assertion = String::from_utf8(out.stdout)
-        .context("the ID-JAG command printed something that is not text")?
-        .trim()
-        .to_owned();
-    if assertion.is_empty() {
-        bail!("{command:?} printed no ID-JAG");
-    }
-    Ok(assertion)
-}
-
-fn read_assertion(source: &str) -> anyhow::Result<String> {
-    let mut s = String::new();
-    if source == "-" {
-        std::io::stdin().read_to_string(&mut s)?;
-    } else {
-        s = std::fs::read_to_string(source).with_context(|| format!("cannot read {source}"))?;
-    }
-    Ok(s.trim().to_owned())
 }
 
 fn describe(e: &ClientError) -> String {
@@ -310,19 +189,80 @@ fn describe(e: &ClientError) -> String {
                 clean(message)
             )
         }
+        ClientError::Http(e) => format!("cannot reach the service: {}", clean(&e.to_string())),
         other => clean(&other.to_string()),
     }
 }
 
+fn fail(e: ClientError) -> anyhow::Error {
+    anyhow!(describe(&e))
+}
+
+fn agent(options: &ClientArgs) -> anyhow::Result<Agent> {
+    let dialect = options
+        .dialect
+        .as_deref()
+        .map(|d| d.parse::<Dialect>().map_err(|e| anyhow!(e)))
+        .transpose()?;
+    let client = Client::new()?.with_options(Options {
+        dialect,
+        allow_http: options.allow_http,
+    });
+    Ok(Agent::new(client, Store::new(Store::default_path()?)))
+}
+
+fn prefix(secret: &str) -> String {
+    secret.chars().take(7).collect::<String>() + "…"
+}
+
+fn warn(o: &Outcome) {
+    for w in &o.warnings {
+        eprintln!("authmd: warning: {}", clean(w));
+    }
+}
+
+/// What a claim asks of the user, for a person at a terminal.
+fn claim_lines(o: &Outcome) {
+    let Some(c) = &o.claim else { return };
+    if !c.started {
+        return;
+    }
+    match (&c.verification_uri, &c.email) {
+        (Some(uri), email) => {
+            println!(
+                "give the user this link: {}{}",
+                clean(uri),
+                email
+                    .as_deref()
+                    .map(|e| format!(" (they sign in as {})", clean(e)))
+                    .unwrap_or_default()
+            );
+            println!(
+                "they confirm, the page shows a 6-digit code; once they read it to you: authmd agent complete"
+            );
+        }
+        (None, Some(email)) => {
+            println!(
+                "a claim email went to {} (valid until {}).",
+                clean(email),
+                c.expires_at.as_deref().unwrap_or("?")
+            );
+            println!(
+                "Ask the user to open it, press \"Show my code\", and tell you the code; then run `authmd agent complete`."
+            );
+        }
+        (None, None) => {}
+    }
+}
+
 pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
-    let client = Client::new()?;
-    let _lock = match cmd {
-        AgentCommand::Discover { .. } => None,
-        _ => Some(lock()?),
-    };
     match cmd {
-        AgentCommand::Discover { url, json } => {
-            let service = discover(&client, &url).await?;
+        AgentCommand::Discover { url, json, options } => {
+            let agent = agent(&options)?;
+            let service = agent.client().discover(&url).await.map_err(fail)?;
+            for w in &service.warnings {
+                eprintln!("authmd: warning: {}", clean(w));
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&service)?);
                 return Ok(());
@@ -333,6 +273,7 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
                 println!("name:          {}", clean(name));
             }
             println!("issuer:        {}", service.issuer);
+            println!("dialect:       {}", service.dialect.as_str());
             println!(
                 "scopes:        {}",
                 clean(&service.resource.scopes_supported.join(" "))
@@ -348,13 +289,20 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
             .collect();
             println!(
                 "registration:  {} ({})",
-                clean(&a.register_uri),
+                clean(service.registration_endpoint().unwrap_or("?")),
                 methods.join(", ")
             );
-            if let Some(c) = &a.claim_uri {
+            let claim = match service.dialect {
+                Dialect::Original => a.claim_uri.as_ref(),
+                Dialect::Current => a.claim_endpoint.as_ref(),
+            };
+            if let Some(c) = claim {
                 println!("claim:         {}", clean(c));
             }
-            if let Some(r) = &a.revocation_uri {
+            if let Some(t) = &service.metadata.token_endpoint {
+                println!("token:         {}", clean(t));
+            }
+            if let Some(r) = &service.metadata.revocation_endpoint {
                 println!("revocation:    {}", clean(r));
             }
             if let Some(s) = &a.skill {
@@ -362,132 +310,131 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        AgentCommand::Register(args) => register(&client, args).await,
-        AgentCommand::Claim { email, service } => {
-            let mut kept = Kept::load()?;
-            let issuer = kept.find(service.as_deref())?;
-            let entry = kept
-                .services
-                .get_mut(&issuer)
-                .ok_or_else(|| anyhow!("gone"))?;
-            let started = client
-                .start_claim(&entry.service, &entry.registration, &email)
+        AgentCommand::Register(args) => register(args).await,
+        AgentCommand::Claim {
+            email,
+            service,
+            options,
+        } => {
+            let o = agent(&options)?
+                .start_claim(service.as_deref(), &email)
                 .await
-                .map_err(|e| anyhow!(describe(&e)))?;
-            entry.claim_email = Some(email.clone());
-            kept.save()?;
-            println!(
-                "a claim email went to {email} (attempt {}, link valid until {}).",
-                clean(&started.claim_attempt_id),
-                started.expires_at.as_deref().unwrap_or("?")
-            );
-            println!(
-                "Ask the user to open it, press \"Show my code\", and tell you the code; then run `authmd agent complete`."
-            );
+                .map_err(fail)?;
+            warn(&o);
+            claim_lines(&o);
             Ok(())
         }
-        AgentCommand::Complete { otp, service } => {
-            let mut kept = Kept::load()?;
-            let issuer = kept.find(service.as_deref())?;
-            let entry = kept
-                .services
-                .get_mut(&issuer)
-                .ok_or_else(|| anyhow!("gone"))?;
+        AgentCommand::Complete {
+            otp,
+            service,
+            options,
+        } => {
+            let agent = agent(&options)?;
             let otp = match otp {
                 Some(o) => o,
                 None => prompt_code()?,
             };
-            let done = client
-                .complete_claim(&entry.service, &entry.registration, &otp)
+            let o = agent
+                .complete_claim(service.as_deref(), &otp)
                 .await
-                .map_err(|e| anyhow!(describe(&e)))?;
-            entry.registration.absorb(&done);
-            entry.claimed = true;
-            if done.credential.is_some() {
-                entry.credential = Some(entry.registration.credential(&entry.service)?);
-            }
-            let scopes = clean(&entry.registration.scopes.join(" "));
-            kept.save()?;
+                .map_err(fail)?;
+            warn(&o);
             println!(
-                "claimed: registration {} now holds {scopes}",
-                clean(&done.registration_id)
+                "claimed: registration {} now holds {}",
+                clean(&o.registration_id),
+                clean(&o.scopes.join(" "))
             );
             Ok(())
         }
-        AgentCommand::Call(args) => call(&client, args).await,
-        AgentCommand::Status { show_secrets, json } => {
-            let kept = Kept::load()?;
-            if json {
-                let mut v = serde_json::to_value(&kept.services)?;
-                if !show_secrets {
-                    redact(&mut v);
-                }
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
-            }
-            if kept.services.is_empty() {
-                println!("no registrations kept ({})", Kept::path()?.display());
-            }
-            for (issuer, e) in &kept.services {
-                let r = &e.registration;
-                println!("{issuer}");
-                println!("  resource:      {}", e.service.resource.resource);
-                println!(
-                    "  registration:  {} ({})",
-                    clean(&r.registration_id),
-                    r.registration_type.as_deref().unwrap_or("?")
-                );
-                println!("  scopes:        {}", clean(&r.scopes.join(" ")));
-                match (&e.credential, show_secrets) {
-                    (Some(c), true) => println!("  credential:    {}", c.secret),
-                    (Some(c), false) => println!("  credential:    {} (hidden)", prefix(&c.secret)),
-                    (None, _) => println!("  credential:    none yet (complete the claim)"),
-                }
-                if let Some(t) = &r.claim_token {
-                    if show_secrets {
-                        println!("  claim token:   {t}");
-                    }
-                    if let Some(x) = &r.claim_token_expires {
-                        println!("  claim by:      {x}");
-                    }
-                }
-            }
+        AgentCommand::Call(args) => call(args).await,
+        AgentCommand::Status { show_secrets, json } => status(show_secrets, json),
+        AgentCommand::Revoke { service, options } => {
+            let agent = agent(&options)?;
+            let which = service.as_deref();
+            let id = agent.revoke(which).await.map_err(fail)?;
+            println!(
+                "revoked: the credential of registration {} no longer works at {}; forgotten",
+                clean(&id),
+                which.unwrap_or("the service")
+            );
             Ok(())
         }
-        AgentCommand::Revoke { service } => revoke(&client, service.as_deref()).await,
         AgentCommand::Forget { service, all } => {
-            let mut kept = Kept::load()?;
-            if all {
-                kept.services.clear();
-            } else {
-                let issuer = kept.find(service.as_deref())?;
-                kept.services.remove(&issuer);
-            }
-            kept.save()?;
+            agent(&ClientArgs::default())?
+                .forget(service.as_deref(), all)
+                .await
+                .map_err(fail)?;
             println!("forgotten");
             Ok(())
         }
+        AgentCommand::Mcp { options } => mcp::serve(agent(&options)?).await,
     }
 }
 
-fn prefix(secret: &str) -> String {
-    secret.chars().take(7).collect::<String>() + "…"
-}
-
-fn redact(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(m) => {
-            for (k, v) in m.iter_mut() {
-                if matches!(k.as_str(), "secret" | "credential" | "claim_token") && v.is_string() {
-                    *v = "(hidden)".into();
-                } else {
-                    redact(v);
-                }
+fn status(show_secrets: bool, json: bool) -> anyhow::Result<()> {
+    let agent = agent(&ClientArgs::default())?;
+    if show_secrets {
+        let all = agent.records().map_err(fail)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&all)?);
+            return Ok(());
+        }
+        for (issuer, r) in &all {
+            println!("{issuer}");
+            if let Some(a) = &r.access {
+                println!("  credential:    {}", a.value);
+            }
+            if let Some(a) = &r.refresh_token {
+                println!("  refresh token: {}", a.value);
+            }
+            if let Some(c) = &r.claim {
+                println!("  claim token:   {}", c.token.value);
             }
         }
-        serde_json::Value::Array(a) => a.iter_mut().for_each(redact),
-        _ => {}
+        return Ok(());
     }
+    let entries = agent.status().map_err(fail)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(());
+    }
+    if entries.is_empty() {
+        println!("no registrations kept ({})", agent.store().path().display());
+    }
+    for e in &entries {
+        println!("{}", e.issuer);
+        println!("  dialect:       {}", e.dialect.as_str());
+        println!("  resource:      {}", clean(&e.resource));
+        println!(
+            "  registration:  {} ({})",
+            clean(&e.registration_id),
+            clean(e.registration_type.as_deref().unwrap_or("?"))
+        );
+        println!("  scopes:        {}", clean(&e.scopes.join(" ")));
+        println!(
+            "  credential:    {}",
+            match (e.has_access_token, &e.access_expires_at) {
+                (true, Some(x)) => format!("kept (hidden), expires {x}"),
+                (true, None) => "kept (hidden)".into(),
+                (false, _) if e.has_assertion || e.has_refresh_token => {
+                    "renewable (an assertion or refresh token is kept)".into()
+                }
+                (false, _) => "none yet (complete the claim)".into(),
+            }
+        );
+        if let Some(c) = &e.claim {
+            if let Some(u) = &c.verification_uri {
+                println!("  claim link:    {}", clean(u));
+            }
+            if let Some(m) = &c.email {
+                println!("  claim for:     {}", clean(m));
+            }
+            if let Some(x) = &c.expires_at {
+                println!("  claim by:      {x}");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn prompt_code() -> anyhow::Result<String> {
@@ -501,167 +448,80 @@ fn prompt_code() -> anyhow::Result<String> {
     Ok(line.trim().to_owned())
 }
 
-async fn revoke(client: &Client, which: Option<&str>) -> anyhow::Result<()> {
-    let mut kept = Kept::load()?;
-    let issuer = kept.find(which)?;
-    let entry = kept
-        .services
-        .get_mut(&issuer)
-        .ok_or_else(|| anyhow!("gone"))?;
-    let credential = entry.credential.clone().ok_or_else(|| {
-        anyhow!("no credential kept for {issuer}: nothing to revoke (`authmd agent forget` drops the registration)")
-    })?;
-    if entry.service.metadata.revocation_endpoint.is_none() {
-        // Kept before the service published one: read its metadata again.
-        entry.service.metadata = client
-            .authorization_server(&issuer)
-            .await
-            .map_err(|e| anyhow!(describe(&e)))?;
-    }
-    client
-        .revoke(&entry.service, &credential)
-        .await
-        .map_err(|e| anyhow!(describe(&e)))?;
-    let registration = clean(&entry.registration.registration_id);
-    kept.services.remove(&issuer);
-    kept.save()?;
-    println!(
-        "revoked: the credential of registration {registration} no longer works at {issuer}; forgotten"
-    );
-    Ok(())
-}
-
-/// Discovery, with what it accepted under reservation shown on stderr.
-async fn discover(client: &Client, url: &str) -> anyhow::Result<authmd_client::Service> {
-    let service = client
-        .discover(url)
-        .await
-        .map_err(|e| anyhow!(describe(&e)))?;
-    for w in &service.warnings {
-        eprintln!("authmd: warning: {}", clean(w));
-    }
-    Ok(service)
-}
-
-async fn register(client: &Client, args: RegisterArgs) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let service = discover(client, &args.url).await?;
-    let ct = credential_type(&args.credential_type)?;
-    let (method, renewal) = if args.anonymous {
-        (Method::Anonymous, Renewal::Anonymous)
-    } else if let Some(address) = args.email {
-        (
-            Method::Email {
-                address: address.clone(),
-                credential_type: ct,
-            },
-            Renewal::Email {
-                address,
-                credential_type: ct,
-            },
-        )
-    } else if let Some(source) = args.id_jag {
-        (
-            Method::IdJag {
-                assertion: read_assertion(&source)?,
-                credential_type: ct,
-            },
-            Renewal::IdJag {
-                credential_type: ct,
-                command: None,
-            },
-        )
-    } else if let Some(command) = args.id_jag_command {
-        (
-            Method::IdJag {
-                assertion: run_minter(&command)?,
-                credential_type: ct,
-            },
-            Renewal::IdJag {
-                credential_type: ct,
-                command: Some(command),
-            },
-        )
+fn read_assertion(source: &str) -> anyhow::Result<String> {
+    let mut s = String::new();
+    if source == "-" {
+        std::io::stdin().read_to_string(&mut s)?;
     } else {
-        // No choice made: the first the service offers that needs no input.
-        match service.choose(&[MethodKind::Anonymous]) {
-            Some(_) => (Method::Anonymous, Renewal::Anonymous),
-            None => bail!(
-                "say how to register: --anonymous, --email ADDRESS, --id-jag FILE or --id-jag-command CMD"
-            ),
-        }
+        s = std::fs::read_to_string(source).with_context(|| format!("cannot read {source}"))?;
+    }
+    Ok(s.trim().to_owned())
+}
+
+async fn register(args: RegisterArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let agent = agent(&args.options)?;
+    let credential_type = match args.credential_type.as_str() {
+        "api_key" => CredentialType::ApiKey,
+        "access_token" => CredentialType::AccessToken,
+        other => bail!("--credential-type must be api_key or access_token, not {other:?}"),
     };
-    // Read before registering: a credential is never obtained that could
-    // not be kept.
-    let mut kept = Kept::load()?;
-    let registration = client
-        .register(&service, &method)
+    let id_jag = args.id_jag.as_deref().map(read_assertion).transpose()?;
+    let o = agent
+        .authenticate(Authenticate {
+            target: args.url.clone(),
+            email: args.email.clone(),
+            id_jag,
+            id_jag_command: args.id_jag_command.clone(),
+            anonymous: args.anonymous,
+            resource: args.resource.clone(),
+            force_reregister: true,
+            credential_type: Some(credential_type),
+        })
         .await
-        .map_err(|e| anyhow!(describe(&e)))?;
-    let credential = registration.credential(&service).ok();
-    let entry = Entry {
-        service: service.clone(),
-        renewal,
-        registration: registration.clone(),
-        credential: credential.clone(),
-        claim_email: None,
-        claimed: false,
-    };
-    kept.services.insert(service.issuer.clone(), entry);
-    if let Err(e) = kept.save() {
-        if let Some(c) = &credential {
-            eprintln!(
-                "authmd agent: the credential could not be kept; here it is: {}",
-                c.secret
-            );
-        }
-        return Err(e);
-    }
+        .map_err(fail)?;
+    warn(&o);
     println!(
-        "registered with {} in {} ms: registration {} ({})",
-        service.issuer,
+        "registered with {} in {} ms: registration {} ({}, {} dialect)",
+        o.issuer,
         started.elapsed().as_millis(),
-        clean(&registration.registration_id),
-        registration.registration_type.as_deref().unwrap_or("?")
+        clean(&o.registration_id),
+        clean(o.registration_type.as_deref().unwrap_or("?")),
+        o.dialect.as_str()
     );
-    match &credential {
-        Some(c) => {
-            println!(
-                "credential: {}",
-                if args.show_secrets {
-                    c.secret.clone()
-                } else {
-                    format!("{} (kept; --show-secrets to print)", prefix(&c.secret))
-                }
-            );
-            println!("scopes: {}", clean(&registration.scopes.join(" ")));
+    match o.status {
+        OutcomeStatus::Authenticated => {
+            let shown = agent
+                .records()
+                .ok()
+                .and_then(|all| all.get(&o.issuer).and_then(|r| r.access.clone()))
+                .map(|a| {
+                    if args.show_secrets {
+                        a.value
+                    } else {
+                        format!("{} (kept; --show-secrets to print)", prefix(&a.value))
+                    }
+                })
+                .unwrap_or_else(|| "(kept)".into());
+            println!("credential: {shown}");
+            println!("scopes: {}", clean(&o.scopes.join(" ")));
+            if o.claim.as_ref().is_some_and(|c| !c.started) && !o.claimed {
+                println!(
+                    "to upgrade to {}, have a user claim it: authmd agent claim --email ADDRESS",
+                    clean(&o.post_claim_scopes.join(" "))
+                );
+            }
         }
-        None => println!("no credential yet: the user must claim it (a claim email was sent)"),
+        OutcomeStatus::ClaimRequired => {
+            println!("no credential yet: the user must claim it");
+        }
     }
-    if registration.claim_token.is_some() && credential.is_some() {
-        println!(
-            "to upgrade to {}, have a user claim it: authmd agent claim --email ADDRESS",
-            registration.post_claim_scopes.join(" ")
-        );
-    } else if credential.is_none() {
-        println!("once the user reads you the code from the claim page: authmd agent complete");
-    }
+    claim_lines(&o);
     Ok(())
 }
 
-async fn call(client: &Client, args: CallArgs) -> anyhow::Result<()> {
-    let mut kept = Kept::load()?;
-    // Only the credential for the service whose resource covers the URL:
-    // a credential is never sent anywhere else.
-    let issuer = kept.for_url(&args.url)?;
-    let entry = kept
-        .services
-        .get(&issuer)
-        .cloned()
-        .ok_or_else(|| anyhow!("gone"))?;
-    let mut credential = entry.credential.clone().ok_or_else(|| {
-        anyhow!("no credential for {issuer} yet: complete the claim first (authmd agent complete)")
-    })?;
+async fn call(args: CallArgs) -> anyhow::Result<()> {
+    let agent = agent(&args.options)?;
     let method = match &args.method {
         Some(m) => reqwest::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
             .map_err(|_| anyhow!("{m:?} is not an HTTP method"))?,
@@ -702,77 +562,18 @@ async fn call(client: &Client, args: CallArgs) -> anyhow::Result<()> {
         }
         r
     };
-    let renewal = entry.renewal.clone();
-    let claimed = entry.claimed;
-    let renew = |service: Service| async move {
-        eprintln!(
-            "authmd agent: the credential stopped working; registering again with {}",
-            service.issuer
-        );
-        let method = match &renewal {
-            Renewal::Anonymous if claimed => {
-                return Err(ClientError::Unsupported(
-                    "a user had claimed this registration: register again and have them claim it (authmd agent register --anonymous, then claim)".into(),
-                ));
-            }
-            Renewal::Anonymous => Method::Anonymous,
-            Renewal::IdJag {
-                credential_type,
-                command: Some(cmd),
-            } => Method::IdJag {
-                assertion: run_minter(cmd).map_err(|e| ClientError::Unsupported(e.to_string()))?,
-                credential_type: *credential_type,
-            },
-            Renewal::IdJag { command: None, .. } => {
-                return Err(ClientError::Unsupported(
-                    "an ID-JAG is single-use: register again with a fresh one (or use --id-jag-command)".into(),
-                ));
-            }
-            Renewal::Email { .. } => {
-                return Err(ClientError::Unsupported(
-                    "an email-required registration needs its user: run `authmd agent register --email` again".into(),
-                ));
-            }
-        };
-        let registration = client.register(&service, &method).await?;
-        let credential = registration.credential(&service)?;
-        Ok::<_, ClientError>((credential, registration, service))
-    };
-    let renewed = std::sync::Mutex::new(None);
-    let outcome = client
-        .call_or_renew(&mut credential, method, &args.url, build, |service| async {
-            let (c, r, s) = renew(service).await?;
-            if let Ok(mut slot) = renewed.lock() {
-                *slot = Some((r, s));
-            }
-            Ok(c)
-        })
-        .await;
-    // Keep what changed whatever happened next: a new registration, or the
-    // credential's state. A credential that was refused and could not be
-    // renewed is dropped, so the next step is a fresh registration.
-    let fresh = renewed.into_inner().ok().flatten();
-    let renewed_now = fresh.is_some();
-    if let Some(e) = kept.services.get_mut(&issuer) {
-        if let Some((registration, service)) = fresh {
-            e.registration = registration;
-            e.service = service;
-            e.claimed = false;
-            e.claim_email = None;
+    let fetched = agent.fetch(&args.url, method, build).await.map_err(fail)?;
+    match fetched.renewed {
+        Some(Renewed::Reregistered) => eprintln!(
+            "authmd agent: the credential stopped working; registering again with {} (done)",
+            fetched.issuer
+        ),
+        Some(Renewed::Refreshed) => {
+            eprintln!("authmd agent: renewed the credential with the refresh token")
         }
-        let dead = matches!(&outcome, Err(err) if !matches!(err, ClientError::Http(_)));
-        e.credential = if dead && !renewed_now {
-            None
-        } else {
-            Some(credential)
-        };
+        Some(Renewed::Exchanged) | None => {}
     }
-    kept.save()?;
-    let response = match outcome {
-        Ok((r, _)) => r,
-        Err(ClientError::Http(e)) => bail!("cannot reach the service: {}", clean(&e.to_string())),
-        Err(e) => bail!(describe(&e)),
-    };
+    let response = fetched.response;
     let status = response.status();
     let mut out = std::io::stdout().lock();
     if args.include {

@@ -11,11 +11,19 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 mod common;
 use common::free_port;
+
+#[path = "../../authmd-client/tests/standin/mod.rs"]
+mod standin;
+
+use rmcp::model::CallToolRequestParams;
+use rmcp::service::RunningService;
+use rmcp::transport::TokioChildProcess;
+use rmcp::{RoleClient, ServiceExt};
 
 /// The binary with a clean environment, killed when dropped.
 fn authmd(dir: &Path) -> Command {
@@ -110,6 +118,9 @@ impl World {
             .arg("agent")
             .args(args)
             .env("AUTHMD_AGENT_HOME", self.agent_home())
+            // These flows are the original dialect's (the claim by email),
+            // whatever else authmd's metadata also publishes.
+            .env("AUTHMD_AGENT_DIALECT", "original")
             .stdin(Stdio::null())
             .output()
             .await
@@ -250,8 +261,8 @@ async fn anonymous_start_then_the_user_claims_through_smtp() {
 
     // The secret stays out of what the agent prints, and in a private file.
     let kept = w.kept();
-    let entry = &kept["services"][&w.base];
-    let secret = entry["credential"]["secret"].as_str().expect("kept secret");
+    let entry = &kept["issuers"][&w.base];
+    let secret = entry["access"]["value"].as_str().expect("kept secret");
     assert!(!out.contains(secret), "register printed the secret");
     let status = w.agent_ok(&["status"]).await;
     assert!(!status.contains(secret), "{status}");
@@ -297,7 +308,7 @@ async fn anonymous_start_then_the_user_claims_through_smtp() {
     assert_eq!(scopes(&me), ["api.read", "api.write"]);
     assert_eq!(me["user"]["email"], "ines@example.com");
     assert_eq!(
-        me["registration_id"], entry["registration"]["registration_id"],
+        me["registration_id"], entry["registration_id"],
         "the same registration"
     );
 
@@ -421,7 +432,7 @@ async fn provider_revocation_then_the_agent_registers_again() {
     ])
     .await;
     let before = w.whoami().await;
-    let old_secret = w.kept()["services"][&w.base]["credential"]["secret"]
+    let old_secret = w.kept()["issuers"][&w.base]["access"]["value"]
         .as_str()
         .expect("secret")
         .to_owned();
@@ -488,7 +499,7 @@ async fn an_agent_revokes_its_own_credential() {
     let api = format!("{}/api/whoami", w.base);
     w.agent_ok(&["register", &api, "--anonymous"]).await;
     let me = w.whoami().await;
-    let secret = w.kept()["services"][&w.base]["credential"]["secret"]
+    let secret = w.kept()["issuers"][&w.base]["access"]["value"]
         .as_str()
         .expect("kept secret")
         .to_owned();
@@ -496,7 +507,7 @@ async fn an_agent_revokes_its_own_credential() {
     let out = w.agent_ok(&["revoke"]).await;
     assert!(out.contains("revoked"), "{out}");
     assert!(!out.contains(&secret), "{out}");
-    assert!(w.kept()["services"].get(&w.base).is_none(), "forgotten");
+    assert!(w.kept()["issuers"].get(&w.base).is_none(), "forgotten");
     let r = reqwest::Client::new()
         .get(&api)
         .bearer_auth(&secret)
@@ -520,5 +531,361 @@ async fn an_agent_revokes_its_own_credential() {
         !r.ok && r.stderr.contains("no registration kept"),
         "{}",
         r.stderr
+    );
+}
+
+/// `authmd agent mcp` as a child process, with a real MCP client (rmcp)
+/// on its stdin and stdout.
+async fn mcp_server(dir: &Path, home: &Path, dialect: &[&str]) -> RunningService<RoleClient, ()> {
+    let mut cmd = Command::from(common::authmd(dir));
+    cmd.args(["agent", "mcp"])
+        .args(dialect)
+        .env("AUTHMD_AGENT_HOME", home)
+        .kill_on_drop(true);
+    let transport = TokioChildProcess::new(cmd).expect("spawn authmd agent mcp");
+    ().serve(transport).await.expect("MCP initialize")
+}
+
+/// Calls a tool: (succeeded, its JSON result).
+async fn tool(mcp: &RunningService<RoleClient, ()>, name: &str, args: Value) -> (bool, Value) {
+    let r = mcp
+        .call_tool(
+            CallToolRequestParams::new(name.to_owned())
+                .with_arguments(args.as_object().cloned().unwrap_or_default()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let text = r
+        .content
+        .first()
+        .and_then(|c| c.as_text())
+        .map(|t| t.text.clone())
+        .unwrap_or_default();
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (r.is_error != Some(true), v)
+}
+
+async fn tool_ok(mcp: &RunningService<RoleClient, ()>, name: &str, args: Value) -> Value {
+    let (ok, v) = tool(mcp, name, args).await;
+    assert!(ok, "{name} failed: {v}");
+    v
+}
+
+/// The fetched body of an `authmd_fetch` result, parsed.
+fn fetched_body(v: &Value) -> Value {
+    serde_json::from_str(v["body"].as_str().unwrap_or_default()).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn the_mcp_server_lists_workos_compatible_tools() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mcp = mcp_server(dir.path(), &dir.path().join("agent"), &[]).await;
+    let tools = mcp.list_all_tools().await.expect("tools/list");
+    let args = |name: &str| -> Vec<String> {
+        let t = tools
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("no tool {name}"));
+        let mut v: Vec<String> = t.input_schema["properties"]
+            .as_object()
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    // The argument names of WorkOS's agent client (dialect-latest.md §6).
+    assert_eq!(
+        args("authmd_authenticate"),
+        ["email", "force_reregister", "id_jag", "issuer", "resource"]
+    );
+    assert_eq!(
+        args("authmd_complete_claim"),
+        ["issuer", "resource", "user_code"]
+    );
+    assert_eq!(
+        args("authmd_fetch"),
+        ["body", "headers", "issuer", "method", "resource", "url"]
+    );
+    assert_eq!(args("authmd_status"), ["issuer"]);
+    assert_eq!(args("authmd_revoke"), ["issuer"]);
+    // A failure carries a code and a sentence to act on.
+    let (ok, v) = tool(
+        &mcp,
+        "authmd_complete_claim",
+        json!({"issuer": "http://127.0.0.1:9"}),
+    )
+    .await;
+    assert!(!ok);
+    assert_eq!(v["error"], "invalid_request");
+    assert!(
+        v["advice"].as_str().unwrap_or_default().contains("6-digit"),
+        "{v}"
+    );
+    mcp.cancel().await.expect("close");
+}
+
+/// Item 4 of the issue, original dialect: the MCP server against a running
+/// authmd; the user's part through real SMTP and the claim page.
+#[tokio::test]
+async fn the_mcp_server_against_authmd_anonymous_then_claimed() {
+    let mut w = World::start().await;
+    let api = format!("{}/api/whoami", w.base);
+    let mcp = mcp_server(w.dir.path(), &w.agent_home(), &["--dialect", "original"]).await;
+    assert!(mcp.list_all_tools().await.expect("tools").len() >= 5);
+
+    let out = tool_ok(&mcp, "authmd_authenticate", json!({"issuer": w.base})).await;
+    assert_eq!(out["status"], "authenticated", "{out}");
+    assert_eq!(out["dialect"], "original");
+    let fetched = tool_ok(&mcp, "authmd_fetch", json!({"issuer": w.base, "url": api})).await;
+    assert_eq!(fetched["status"], 200, "{fetched}");
+    assert_eq!(scopes(&fetched_body(&fetched)), ["api.read"]);
+    // Never to another origin.
+    let (ok, v) = tool(
+        &mcp,
+        "authmd_fetch",
+        json!({"issuer": w.base, "url": format!("{}/agent-auth.json", w.provider)}),
+    )
+    .await;
+    assert!(!ok);
+    assert_eq!(v["error"], "credential_origin_mismatch", "{v}");
+
+    // The claim: the email goes out, the user reads the code off the page.
+    let started = tool_ok(
+        &mcp,
+        "authmd_authenticate",
+        json!({"issuer": w.base, "email": "ines@example.com"}),
+    )
+    .await;
+    assert!(
+        started["instructions"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ines@example.com"),
+        "{started}"
+    );
+    let code = w.user_reads_code("ines@example.com").await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let (ok, v) = tool(
+        &mcp,
+        "authmd_complete_claim",
+        json!({"issuer": w.base, "user_code": wrong}),
+    )
+    .await;
+    assert!(!ok);
+    assert_eq!(v["error"], "otp_invalid", "{v}");
+    assert!(
+        v["advice"].as_str().unwrap_or_default().contains("6-digit"),
+        "{v}"
+    );
+    let done = tool_ok(
+        &mcp,
+        "authmd_complete_claim",
+        json!({"issuer": w.base, "user_code": code}),
+    )
+    .await;
+    assert_eq!(done["claimed"], true, "{done}");
+    let fetched = tool_ok(&mcp, "authmd_fetch", json!({"issuer": w.base, "url": api})).await;
+    let me = fetched_body(&fetched);
+    assert_eq!(scopes(&me), ["api.read", "api.write"]);
+    assert_eq!(me["user"]["email"], "ines@example.com");
+
+    // Status holds no secret; the CLI sees what the MCP server kept.
+    let status = tool_ok(&mcp, "authmd_status", json!({})).await;
+    let secret = w.kept()["issuers"][&w.base]["access"]["value"]
+        .as_str()
+        .expect("kept")
+        .to_owned();
+    assert!(!status.to_string().contains(&secret), "{status}");
+    assert!(w.agent_ok(&["status"]).await.contains(&w.base));
+    let revoked = tool_ok(&mcp, "authmd_revoke", json!({"issuer": w.base})).await;
+    assert_eq!(revoked["revoked"], true);
+    let r = reqwest::Client::new()
+        .get(&api)
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(r.status(), 401);
+    mcp.cancel().await.expect("close");
+}
+
+/// Item 4 and 5, current dialect: the MCP server against the stand-in
+/// service (dialect-latest.md §2–§3 shapes).
+#[tokio::test]
+async fn the_mcp_server_against_a_current_dialect_service() {
+    let s = standin::StandIn::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mcp = mcp_server(dir.path(), &dir.path().join("agent"), &[]).await;
+    let api = s.api();
+
+    let out = tool_ok(&mcp, "authmd_authenticate", json!({"issuer": s.base})).await;
+    assert_eq!(
+        (out["status"].clone(), out["dialect"].clone()),
+        (json!("authenticated"), json!("current"))
+    );
+    let fetched = tool_ok(&mcp, "authmd_fetch", json!({"issuer": s.base, "url": api})).await;
+    assert_eq!(fetched["status"], 200, "{fetched}");
+    assert_eq!(fetched_body(&fetched)["scopes"], json!(["api.read"]));
+
+    let started = tool_ok(
+        &mcp,
+        "authmd_authenticate",
+        json!({"issuer": s.base, "email": "ines@example.com"}),
+    )
+    .await;
+    let uri = started["claim"]["verification_uri"]
+        .as_str()
+        .expect("verification_uri")
+        .to_owned();
+    let (ok, v) = tool(
+        &mcp,
+        "authmd_complete_claim",
+        json!({"issuer": s.base, "user_code": "123456"}),
+    )
+    .await;
+    assert!(!ok);
+    assert_eq!(v["error"], "claim_not_confirmed", "{v}");
+    assert_eq!(v["status"], 409);
+    let code = s.user_confirms(&uri, "ines@example.com").await;
+    let done = tool_ok(
+        &mcp,
+        "authmd_complete_claim",
+        json!({"issuer": s.base, "user_code": code}),
+    )
+    .await;
+    assert_eq!(done["scopes"], json!(["api.read", "api.write"]));
+    let fetched = tool_ok(&mcp, "authmd_fetch", json!({"issuer": s.base, "url": api})).await;
+    let body = fetched_body(&fetched);
+    assert_eq!(body["scopes"], json!(["api.read", "api.write"]));
+    assert_eq!(body["email"], "ines@example.com");
+
+    let status = tool_ok(&mcp, "authmd_status", json!({"issuer": s.base}))
+        .await
+        .to_string();
+    for secret in ["art_", "at_0", "clm_", "eyJ"] {
+        assert!(!status.contains(secret), "{secret} in {status}");
+    }
+    tool_ok(&mcp, "authmd_revoke", json!({"issuer": s.base})).await;
+    mcp.cancel().await.expect("close");
+}
+
+/// Item 5: `authmd agent` against the stand-in service of the current
+/// dialect, every step a process.
+#[tokio::test]
+async fn the_cli_against_a_current_dialect_service() {
+    let s = standin::StandIn::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("agent");
+    let agent = |args: Vec<String>| {
+        let mut c = authmd(dir.path());
+        c.arg("agent")
+            .args(args)
+            .env("AUTHMD_AGENT_HOME", &home)
+            .stdin(Stdio::null());
+        async move {
+            let out = c.output().await.expect("run agent");
+            Ran {
+                ok: out.status.success(),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        }
+    };
+    let ok = |r: Ran| {
+        assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+        r
+    };
+    let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let api = s.api();
+
+    let d = ok(agent(v(&["discover", &api])).await);
+    assert!(d.stdout.contains("dialect:       current"), "{}", d.stdout);
+    let forced = agent(v(&["discover", &api, "--dialect", "original"])).await;
+    assert!(
+        !forced.ok && forced.stderr.contains("original dialect"),
+        "{}",
+        forced.stderr
+    );
+
+    ok(agent(v(&["register", &api, "--anonymous"])).await);
+    let me: Value =
+        serde_json::from_str(&ok(agent(v(&["call", "-f", &api])).await).stdout).expect("json");
+    assert_eq!(me["scopes"], json!(["api.read"]));
+
+    let started = ok(agent(v(&["claim", "--email", "ines@example.com"])).await);
+    let uri = started
+        .stdout
+        .split_whitespace()
+        .find(|w| w.starts_with(&format!("{}/login?", s.base)))
+        .unwrap_or_else(|| panic!("a link in {}", started.stdout))
+        .to_owned();
+    let code = s.user_confirms(&uri, "ines@example.com").await;
+    let done = ok(agent(v(&["complete", "--otp", &code])).await);
+    assert!(
+        done.stdout.contains("api.read api.write"),
+        "{}",
+        done.stdout
+    );
+    let me: Value =
+        serde_json::from_str(&ok(agent(v(&["call", "-f", &api])).await).stdout).expect("json");
+    assert_eq!(me["scopes"], json!(["api.read", "api.write"]));
+
+    // The access token and the assertion stop working: the refresh token
+    // (kept in the store since the claim) renews, in a new process.
+    s.with(|w| {
+        w.drop_access_tokens();
+        w.drop_assertions();
+    });
+    let r = ok(agent(v(&["call", "-f", &api])).await);
+    assert!(r.stderr.contains("refresh token"), "{}", r.stderr);
+
+    let status = ok(agent(v(&["status", "--json"])).await).stdout;
+    assert!(
+        !status.contains("art_") && !status.contains("at_0"),
+        "{status}"
+    );
+    assert!(status.contains("\"dialect\": \"current\""), "{status}");
+    ok(agent(v(&["revoke"])).await);
+    let r = agent(v(&["call", &api])).await;
+    assert!(
+        !r.ok && r.stderr.contains("no registration kept"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Two `authmd agent` processes registering at the same moment, each with
+/// its own service, into one store: both registrations are kept.
+#[tokio::test]
+async fn two_agent_processes_at_once_keep_both_registrations() {
+    let (a, b) = (
+        standin::StandIn::start().await,
+        standin::StandIn::start().await,
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("agent");
+    let register = |api: String| {
+        let mut c = authmd(dir.path());
+        c.args(["agent", "register", &api, "--anonymous"])
+            .env("AUTHMD_AGENT_HOME", &home)
+            .stdin(Stdio::null());
+        async move { c.output().await.expect("run agent") }
+    };
+    let (ra, rb) = tokio::join!(register(a.api()), register(b.api()));
+    assert!(ra.status.success() && rb.status.success(), "{ra:?}\n{rb:?}");
+    let status = authmd(dir.path())
+        .args(["agent", "status", "--json"])
+        .env("AUTHMD_AGENT_HOME", &home)
+        .output()
+        .await
+        .expect("status");
+    let entries: Value = serde_json::from_slice(&status.stdout).expect("json");
+    let issuers: Vec<&str> = entries
+        .as_array()
+        .map(|e| e.iter().filter_map(|e| e["issuer"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        issuers.contains(&a.base.as_str()) && issuers.contains(&b.base.as_str()),
+        "{entries}"
     );
 }

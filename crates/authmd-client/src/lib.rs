@@ -29,9 +29,22 @@
 //! carries the `agent_auth` block. Each document is checked against what was
 //! asked for (RFC 9728 §3.3, RFC 8414 §3.3) before anything in it is used.
 //! Errors are typed; a refusal by the service carries its protocol code.
+//!
+//! Two wire dialects are spoken ([`Dialect`]): the original one of
+//! docs/protocol.md, and the current one (`identity_endpoint`, an identity
+//! assertion exchanged at `token_endpoint`, rotating refresh tokens, a claim
+//! the user confirms at the service before the page shows the code).
+//! Discovery picks one per service ([`Service::dialect`]; [`Options`]
+//! overrides). The functions of this module are the original dialect's
+//! steps; [`current`] has the current dialect's; [`agent::Agent`] is one
+//! API over both, with the credential store of [`store`], and is what most
+//! agents want.
 
+pub mod agent;
 pub mod challenge;
+pub mod current;
 mod metadata;
+pub mod store;
 
 use std::time::Duration;
 
@@ -75,6 +88,14 @@ pub enum ClientError {
     InvalidResponse(String),
     #[error("HTTP: {0}")]
     Http(#[from] reqwest::Error),
+    /// The credential store could not be read or written; nothing that
+    /// could not be kept was used.
+    #[error("credential store: {0}")]
+    Store(#[from] store::StoreError),
+    /// What is kept cannot be renewed without the user or a new input (a
+    /// claimed registration, an ID-JAG that was single-use).
+    #[error("{0}")]
+    Reauthenticate(String),
 }
 
 impl ClientError {
@@ -87,6 +108,53 @@ impl ClientError {
     }
 }
 
+/// The two wire dialects of auth.md an agent meets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dialect {
+    /// docs/protocol.md: `register_uri` (`POST /agent/auth`) hands out the
+    /// credential; the claim sends the user an email whose page shows the
+    /// code.
+    #[default]
+    Original,
+    /// dialect-latest.md §2–§3: `identity_endpoint` hands out an identity
+    /// assertion exchanged at `token_endpoint`; the claim gives the agent a
+    /// `verification_uri` whose page, after the user signs in and confirms,
+    /// shows the code; refresh tokens rotate.
+    Current,
+}
+
+impl Dialect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Original => "original",
+            Dialect::Current => "current",
+        }
+    }
+}
+
+impl std::str::FromStr for Dialect {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Dialect, String> {
+        match s {
+            "original" | "d0" => Ok(Dialect::Original),
+            "current" | "latest" | "d2" => Ok(Dialect::Current),
+            other => Err(format!("{other:?} is not a dialect (original or current)")),
+        }
+    }
+}
+
+/// How a [`Client`] treats what discovery finds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Speak this dialect whatever the metadata suggests (the service must
+    /// still publish the endpoints it needs).
+    pub dialect: Option<Dialect>,
+    /// Accept plain http to hosts other than loopback (never needed in
+    /// production; the credential then crosses the network in clear).
+    pub allow_http: bool,
+}
+
 /// A discovered service: its resource, its issuer and how agents register.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Service {
@@ -95,6 +163,11 @@ pub struct Service {
     pub resource: ProtectedResourceMetadata,
     pub issuer: String,
     pub metadata: AuthorizationServerMetadata,
+    /// Which dialect is spoken with it: the current one when the metadata
+    /// publishes `identity_endpoint`, else the original (overridable with
+    /// [`Options::dialect`]).
+    #[serde(default)]
+    pub dialect: Dialect,
     /// What discovery accepted with a reservation (metadata without
     /// `issuer`, as services built from the reference implementation
     /// publish it); a tool shows these to its user.
@@ -115,13 +188,43 @@ impl Service {
             .as_ref()
             .map(|i| i.assertion_types_supported.as_slice())
             .unwrap_or_default();
-        match kind {
-            MethodKind::Anonymous => {
-                a.identity_types_supported.iter().any(|t| t == "anonymous") || a.anonymous.is_some()
+        let listed = |t: &str| a.identity_types_supported.iter().any(|x| x == t);
+        match (self.dialect, kind) {
+            (Dialect::Original, MethodKind::Anonymous) => {
+                listed("anonymous") || a.anonymous.is_some()
             }
-            MethodKind::Email => assertion_types.iter().any(|t| t == VERIFIED_EMAIL),
-            MethodKind::IdJag => assertion_types.iter().any(|t| t == ID_JAG),
+            (Dialect::Original, MethodKind::Email) => {
+                assertion_types.iter().any(|t| t == VERIFIED_EMAIL)
+            }
+            (Dialect::Original, MethodKind::IdJag) => assertion_types.iter().any(|t| t == ID_JAG),
+            // dialect-latest.md §2.3: the types are listed; an ID-JAG also
+            // needs its assertion type.
+            (Dialect::Current, MethodKind::Anonymous) => listed("anonymous"),
+            (Dialect::Current, MethodKind::Email) => listed("service_auth"),
+            (Dialect::Current, MethodKind::IdJag) => {
+                listed("identity_assertion") && assertion_types.iter().any(|t| t == ID_JAG)
+            }
         }
+    }
+
+    /// The endpoint registrations go to in this service's dialect.
+    pub fn registration_endpoint(&self) -> Result<&str, ClientError> {
+        let a = self.agent_auth();
+        match self.dialect {
+            Dialect::Original => a.register_uri.as_deref(),
+            Dialect::Current => a.identity_endpoint.as_deref(),
+        }
+        .ok_or_else(|| {
+            ClientError::Unsupported(format!(
+                "{} publishes no {} (the {} dialect's registration endpoint)",
+                self.issuer,
+                match self.dialect {
+                    Dialect::Original => "register_uri",
+                    Dialect::Current => "agent_auth.identity_endpoint",
+                },
+                self.dialect.as_str()
+            ))
+        })
     }
 
     /// The first of `preferences` the service offers.
@@ -248,7 +351,7 @@ impl Registration {
     /// either), else the metadata's `claim_uri`. It must be on the issuer's
     /// origin: the claim token is not sent anywhere else.
     pub fn claim_endpoint(&self, service: &Service) -> Result<Url, ClientError> {
-        let base = Url::parse(&service.agent_auth().register_uri)
+        let base = Url::parse(service.registration_endpoint()?)
             .map_err(|e| ClientError::Discovery(format!("register_uri: {e}")))?;
         let url = match (&self.claim_url, &service.agent_auth().claim_uri) {
             (Some(u), _) => base
@@ -383,6 +486,7 @@ impl std::fmt::Debug for ClaimCompleted {
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
+    options: Options,
 }
 
 impl Client {
@@ -393,12 +497,52 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Client { http })
+        Ok(Client {
+            http,
+            options: Options::default(),
+        })
     }
 
     /// With an HTTP client of the caller's (proxies, TLS roots, timeouts).
     pub fn with_http(http: reqwest::Client) -> Client {
-        Client { http }
+        Client {
+            http,
+            options: Options::default(),
+        }
+    }
+
+    /// The same client with other [`Options`].
+    pub fn with_options(mut self, options: Options) -> Client {
+        self.options = options;
+        self
+    }
+
+    pub fn options(&self) -> Options {
+        self.options
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// https, or http for loopback hosts (or anywhere with
+    /// [`Options::allow_http`]).
+    pub(crate) fn check_scheme(&self, u: &Url) -> Result<(), ClientError> {
+        if self.options.allow_http && u.scheme() == "http" {
+            return Ok(());
+        }
+        check_scheme(u)
+    }
+
+    fn well_known(&self, identifier: &str, name: &str) -> Result<String, ClientError> {
+        let u = Url::parse(identifier)
+            .map_err(|e| ClientError::Discovery(format!("{identifier:?}: {e}")))?;
+        self.check_scheme(&u)?;
+        let path = u.path().trim_end_matches('/');
+        Ok(format!(
+            "{}/.well-known/{name}{path}",
+            u.origin().ascii_serialization()
+        ))
     }
 
     /// Discovers the service behind `url`: an API URL (its 401 names the
@@ -406,6 +550,7 @@ impl Client {
     pub async fn discover(&self, url: &str) -> Result<Service, ClientError> {
         let target =
             Url::parse(url).map_err(|e| ClientError::Discovery(format!("{url:?}: {e}")))?;
+        self.check_scheme(&target)?;
         let probe = self.http.get(target.clone()).send().await?;
         if probe.status() == reqwest::StatusCode::UNAUTHORIZED
             && let Some(prm) = probe
@@ -441,14 +586,14 @@ impl Client {
         let resource_url = metadata.resource.clone().ok_or_else(|| {
             ClientError::Discovery(format!("{url} has no protected resource metadata"))
         })?;
-        let prm_url = well_known(&resource_url, "oauth-protected-resource")?;
+        let prm_url = self.well_known(&resource_url, "oauth-protected-resource")?;
         match self.discover_from_metadata(&prm_url, &resource_url).await {
             Err(ClientError::Discovery(e)) => {
                 // The root form, where the reference implementation
                 // serves it whatever the resource's path.
                 let root = Url::parse(&resource_url)
                     .map_err(|e| ClientError::Discovery(format!("resource: {e}")))?;
-                let root = well_known(
+                let root = self.well_known(
                     &root.origin().ascii_serialization(),
                     "oauth-protected-resource",
                 )?;
@@ -470,7 +615,7 @@ impl Client {
     ) -> Result<Service, ClientError> {
         let prm_url_parsed =
             Url::parse(prm_url).map_err(|e| ClientError::Discovery(format!("{prm_url:?}: {e}")))?;
-        check_scheme(&prm_url_parsed)?;
+        self.check_scheme(&prm_url_parsed)?;
         let resource: ProtectedResourceMetadata = self.document(prm_url).await?;
         // RFC 9728 §3.3: the metadata must be for what was asked. Strictly,
         // `resource` is the URL requested; an API has many URLs under one
@@ -479,7 +624,7 @@ impl Client {
         let resource_url = Url::parse(&resource.resource).map_err(|e| {
             ClientError::Discovery(format!("resource {:?}: {e}", resource.resource))
         })?;
-        check_scheme(&resource_url)?;
+        self.check_scheme(&resource_url)?;
         if !under(requested, &resource.resource) {
             return Err(ClientError::Discovery(format!(
                 "the metadata at {prm_url} is for {:?}, not for {requested}",
@@ -492,13 +637,45 @@ impl Client {
             .cloned()
             .ok_or_else(|| ClientError::Discovery("no authorization_servers".into()))?;
         let (metadata, warning) = self.metadata_of(&issuer, true).await?;
+        let dialect = self.dialect_of(&issuer, &metadata)?;
         Ok(Service {
             resource_metadata_url: prm_url.to_owned(),
             resource,
             issuer,
             metadata,
+            dialect,
             warnings: warning.into_iter().collect(),
         })
+    }
+
+    /// The current dialect when `identity_endpoint` is published, else the
+    /// original; [`Options::dialect`] overrides, if the service publishes
+    /// what that dialect needs.
+    fn dialect_of(
+        &self,
+        issuer: &str,
+        metadata: &AuthorizationServerMetadata,
+    ) -> Result<Dialect, ClientError> {
+        let a = &metadata.agent_auth;
+        let detected = if a.identity_endpoint.is_some() {
+            Dialect::Current
+        } else {
+            Dialect::Original
+        };
+        let dialect = self.options.dialect.unwrap_or(detected);
+        let missing = match dialect {
+            Dialect::Original if a.register_uri.is_none() => Some("register_uri"),
+            Dialect::Current if a.identity_endpoint.is_none() => Some("identity_endpoint"),
+            Dialect::Current if metadata.token_endpoint.is_none() => Some("token_endpoint"),
+            _ => None,
+        };
+        match missing {
+            Some(m) => Err(ClientError::Unsupported(format!(
+                "{issuer} does not speak the {} dialect: its metadata has no {m}",
+                dialect.as_str()
+            ))),
+            None => Ok(dialect),
+        }
     }
 
     /// RFC 8414 metadata of `issuer`, with its `issuer` checked byte for
@@ -523,7 +700,7 @@ impl Client {
         issuer: &str,
         missing_ok: bool,
     ) -> Result<(AuthorizationServerMetadata, Option<String>), ClientError> {
-        let url = well_known(issuer, "oauth-authorization-server")?;
+        let url = self.well_known(issuer, "oauth-authorization-server")?;
         let metadata: AuthorizationServerMetadata = self.document(&url).await?;
         let warning = match &metadata.issuer {
             Some(named) if named == issuer => None,
@@ -542,14 +719,16 @@ impl Client {
                 )));
             }
         };
+        let a = &metadata.agent_auth;
         for (name, u) in [
-            ("register_uri", Some(&metadata.agent_auth.register_uri)),
-            ("claim_uri", metadata.agent_auth.claim_uri.as_ref()),
-            (
-                "revocation_uri",
-                metadata.agent_auth.revocation_uri.as_ref(),
-            ),
+            ("register_uri", a.register_uri.as_ref()),
+            ("identity_endpoint", a.identity_endpoint.as_ref()),
+            ("claim_uri", a.claim_uri.as_ref()),
+            ("claim_endpoint", a.claim_endpoint.as_ref()),
+            ("revocation_uri", a.revocation_uri.as_ref()),
+            ("events_endpoint", a.events_endpoint.as_ref()),
             ("revocation_endpoint", metadata.revocation_endpoint.as_ref()),
+            ("token_endpoint", metadata.token_endpoint.as_ref()),
         ] {
             if let Some(u) = u {
                 let parsed = Url::parse(u)
@@ -560,7 +739,10 @@ impl Client {
         Ok((metadata, warning))
     }
 
-    async fn document<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, ClientError> {
+    pub(crate) async fn document<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+    ) -> Result<T, ClientError> {
         let r = self
             .http
             .get(url)
@@ -584,6 +766,11 @@ impl Client {
         service: &Service,
         method: &Method,
     ) -> Result<Registration, ClientError> {
+        if service.dialect != Dialect::Original {
+            return Err(ClientError::Unsupported(
+                "register speaks the original dialect; use authmd_client::agent::Agent, or Client::identity, for the current one".into(),
+            ));
+        }
         if !service.supports(method.kind()) {
             return Err(ClientError::Unsupported(format!(
                 "{:?} registration is not offered by {}",
@@ -627,7 +814,7 @@ impl Client {
                 "requested_credential_type": credential_type.as_str(),
             }),
         };
-        self.post_json(&service.agent_auth().register_uri, &body)
+        self.post_json(service.registration_endpoint()?, &body)
             .await
     }
 
@@ -839,7 +1026,7 @@ impl Client {
         }
     }
 
-    async fn post_json<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn post_json<T: serde::de::DeserializeOwned>(
         &self,
         url: &str,
         body: &Value,
@@ -863,7 +1050,7 @@ impl Client {
 }
 
 /// `Retry-After` in seconds, if the answer has one.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
@@ -871,18 +1058,33 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// A refusal with the protocol's code: `{"error", "message"}`, or the OAuth
-/// shape `{"error", "error_description"}`.
-fn refusal(status: reqwest::StatusCode, retry_after: Option<Duration>, body: &[u8]) -> ClientError {
+/// A refusal with the protocol's code: `{"error", "message"}`, the OAuth
+/// shape `{"error", "error_description"}`, or the `{"code", "message"}`
+/// envelope some hosted services send (dialect-latest.md §7), read as the
+/// same thing rather than as an unknown error.
+pub(crate) fn refusal(
+    status: reqwest::StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> ClientError {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let code = v["error"]
+        .as_str()
+        .or(v["code"].as_str())
+        .or(v["err"].as_str())
+        .unwrap_or("unknown");
     ClientError::Protocol {
         status: status.as_u16(),
-        code: v["error"].as_str().unwrap_or("unknown").to_owned(),
+        code: code.chars().filter(|c| !c.is_control()).take(100).collect(),
         message: v["message"]
             .as_str()
             .or(v["error_description"].as_str())
+            .or(v["description"].as_str())
             .unwrap_or_default()
-            .to_owned(),
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(1000)
+            .collect(),
         retry_after,
     }
 }
@@ -894,7 +1096,7 @@ fn claim_token(registration: &Registration) -> Result<&str, ClientError> {
         .ok_or_else(|| ClientError::Unsupported("this registration has no claim token".into()))
 }
 
-async fn read_capped(mut r: reqwest::Response) -> Result<Vec<u8>, ClientError> {
+pub(crate) async fn read_capped(mut r: reqwest::Response) -> Result<Vec<u8>, ClientError> {
     let mut out = Vec::new();
     while let Some(chunk) = r.chunk().await? {
         if out.len() + chunk.len() > MAX_RESPONSE {
@@ -953,7 +1155,7 @@ fn check_scheme(u: &Url) -> Result<(), ClientError> {
     }
 }
 
-fn same_origin(u: &Url, issuer: &str, what: &str) -> Result<(), ClientError> {
+pub(crate) fn same_origin(u: &Url, issuer: &str, what: &str) -> Result<(), ClientError> {
     let issuer = Url::parse(issuer).map_err(|e| ClientError::Discovery(format!("issuer: {e}")))?;
     if u.origin() != issuer.origin() {
         return Err(ClientError::Discovery(format!(
@@ -966,7 +1168,7 @@ fn same_origin(u: &Url, issuer: &str, what: &str) -> Result<(), ClientError> {
 
 /// `url` is `resource`, or under it: same origin, and the resource's path
 /// is a prefix of the URL's at a segment boundary.
-fn under(url: &str, resource: &str) -> bool {
+pub(crate) fn under(url: &str, resource: &str) -> bool {
     let (Ok(u), Ok(r)) = (Url::parse(url), Url::parse(resource)) else {
         return false;
     };

@@ -1,7 +1,9 @@
 //! The discovery documents as an agent reads them. Unknown members are
-//! ignored (RFC 9728 §2, RFC 8414 §2); the later dialect's endpoint names
-//! (`identity_endpoint`, `claim_endpoint`, `events_endpoint`) are read as
-//! aliases of the names docs/protocol.md uses.
+//! ignored (RFC 9728 §2, RFC 8414 §2). Both dialects' endpoint names are
+//! read: the original's (`register_uri`, `claim_uri`, `revocation_uri`, as
+//! docs/protocol.md uses them) and the current one's (`identity_endpoint`,
+//! `claim_endpoint`, `events_endpoint`, plus `token_endpoint` at the top
+//! level); a service may publish both sets.
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +39,12 @@ pub struct AuthorizationServerMetadata {
     /// RFC 7009: where an agent ends its own credential.
     #[serde(default)]
     pub revocation_endpoint: Option<String>,
+    /// RFC 8414: where the current dialect exchanges an identity assertion
+    /// for an access token (RFC 7523 jwt-bearer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grant_types_supported: Vec<String>,
     pub agent_auth: AgentAuth,
 }
 
@@ -44,12 +52,24 @@ pub struct AuthorizationServerMetadata {
 pub struct AgentAuth {
     #[serde(default)]
     pub skill: Option<String>,
-    #[serde(alias = "identity_endpoint")]
-    pub register_uri: String,
-    #[serde(default, alias = "claim_endpoint")]
+    /// The original dialect's registration endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register_uri: Option<String>,
+    /// The current dialect's registration endpoint; its presence selects
+    /// the current dialect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim_uri: Option<String>,
-    #[serde(default, alias = "events_endpoint")]
+    /// The current dialect's claim endpoint (`/complete` appended to finish).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_endpoint: Option<String>,
+    /// Where a provider sends logout tokens (original dialect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation_uri: Option<String>,
+    /// Where a provider sends security event tokens (current dialect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_endpoint: Option<String>,
     #[serde(default)]
     pub identity_types_supported: Vec<String>,
     #[serde(default)]

@@ -265,6 +265,35 @@ async fn endpoints_on_another_origin_are_refused() {
     }
 }
 
+/// The same for the current dialect's endpoints: a credential, an
+/// assertion or a claim token is never sent off the issuer's origin.
+#[tokio::test]
+async fn current_dialect_endpoints_on_another_origin_are_refused() {
+    for (block, field) in [
+        ("agent_auth", "identity_endpoint"),
+        ("agent_auth", "claim_endpoint"),
+        ("agent_auth", "events_endpoint"),
+        ("", "token_endpoint"),
+        ("", "revocation_endpoint"),
+    ] {
+        let f = Fake::start().await;
+        f.well_formed();
+        let mut asm = f.asm();
+        let b = f.base.clone();
+        asm["agent_auth"]["identity_endpoint"] = json!(format!("{b}/agent/identity"));
+        asm["token_endpoint"] = json!(format!("{b}/oauth2/token"));
+        let evil = json!("https://collector.example/x");
+        if block.is_empty() {
+            asm[field] = evil;
+        } else {
+            asm[block][field] = evil;
+        }
+        f.set("GET /.well-known/oauth-authorization-server", ok(asm));
+        let m = discovery_error(client().discover(&format!("{}/api/x", f.base)).await);
+        assert!(m.contains(field), "{field}: {m}");
+    }
+}
+
 #[tokio::test]
 async fn redirects_oversized_and_malformed_documents_are_refused() {
     let f = Fake::start().await;
