@@ -3,9 +3,9 @@
 
 use serde::Serialize;
 
-use crate::register::{RegistrationStatus, RegistrationType};
 use crate::time::Timestamp;
 use crate::token::SecretHash;
+use crate::vocab::{RegistrationStatus, RegistrationType};
 
 /// `api_key` or `access_token` on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -9,6 +9,8 @@ use serde::Serialize;
 
 use crate::config::Config;
 
+mod auth_md;
+
 /// Where authmd publishes its own public keys (RFC 8414 `jwks_uri`).
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
@@ -226,10 +228,10 @@ impl Documents {
             identity_types.push("identity_assertion");
             let mut types = Vec::new();
             if flows.id_jag {
-                types.push(crate::register::ID_JAG_ASSERTION_TYPE);
+                types.push(crate::vocab::ID_JAG_ASSERTION_TYPE);
             }
             if flows.verified_email {
-                types.push(crate::register::VERIFIED_EMAIL_ASSERTION_TYPE);
+                types.push(crate::vocab::VERIFIED_EMAIL_ASSERTION_TYPE);
             }
             IdentityAssertion {
                 assertion_types_supported: types,
@@ -260,13 +262,13 @@ impl Documents {
                 identity_types_supported: identity_types,
                 anonymous,
                 identity_assertion,
-                events_supported: flows.id_jag.then_some(crate::revoke::EVENTS_SUPPORTED),
+                events_supported: flows.id_jag.then_some(crate::vocab::EVENTS_SUPPORTED),
             },
         };
         Documents {
             protected_resource: to_json(&prm),
             authorization_server: to_json(&asm),
-            auth_md: crate::auth_md::render(config, urls).into(),
+            auth_md: auth_md::render(config, urls).into(),
         }
     }
 }

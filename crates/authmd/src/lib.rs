@@ -16,7 +16,6 @@
 pub mod access;
 pub mod admin;
 pub mod audit;
-mod auth_md;
 pub mod claim;
 pub mod claim_page;
 pub mod config;
@@ -42,6 +41,7 @@ pub mod time;
 pub mod token;
 pub mod users;
 pub mod validation;
+pub mod vocab;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};

@@ -16,73 +16,9 @@ use crate::store::{
 use crate::time::Timestamp;
 use crate::token::{PlainSecret, SecretKind, new_id};
 use crate::users::{ProvidedIdentity, jti_key};
-
-/// `registration_type` on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub enum RegistrationType {
-    #[serde(rename = "anonymous")]
-    Anonymous,
-    #[serde(rename = "email-verification")]
-    EmailVerification,
-    #[serde(rename = "agent-provider")]
-    AgentProvider,
-}
-
-impl RegistrationType {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            RegistrationType::Anonymous => "anonymous",
-            RegistrationType::EmailVerification => "email-verification",
-            RegistrationType::AgentProvider => "agent-provider",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "anonymous" => Some(RegistrationType::Anonymous),
-            "email-verification" => Some(RegistrationType::EmailVerification),
-            "agent-provider" => Some(RegistrationType::AgentProvider),
-            _ => None,
-        }
-    }
-}
-
-/// Registration states (docs/protocol.md §11).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RegistrationStatus {
-    Unclaimed,
-    PendingClaim,
-    Claimed,
-    Active,
-    Expired,
-    Revoked,
-}
-
-impl RegistrationStatus {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            RegistrationStatus::Unclaimed => "unclaimed",
-            RegistrationStatus::PendingClaim => "pending_claim",
-            RegistrationStatus::Claimed => "claimed",
-            RegistrationStatus::Active => "active",
-            RegistrationStatus::Expired => "expired",
-            RegistrationStatus::Revoked => "revoked",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "unclaimed" => Some(RegistrationStatus::Unclaimed),
-            "pending_claim" => Some(RegistrationStatus::PendingClaim),
-            "claimed" => Some(RegistrationStatus::Claimed),
-            "active" => Some(RegistrationStatus::Active),
-            "expired" => Some(RegistrationStatus::Expired),
-            "revoked" => Some(RegistrationStatus::Revoked),
-            _ => None,
-        }
-    }
-}
+pub use crate::vocab::{
+    ID_JAG_ASSERTION_TYPE, RegistrationStatus, RegistrationType, VERIFIED_EMAIL_ASSERTION_TYPE,
+};
 
 /// The request body. Every field is optional here so that a missing one is
 /// our `invalid_request` with a clear message, not a parser error.
@@ -94,11 +30,6 @@ pub struct RegisterRequest {
     pub assertion_type: Option<String>,
     pub assertion: Option<String>,
 }
-
-/// The assertion type of the agent-verified flow (§3.3).
-pub const ID_JAG_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:token-type:id-jag";
-/// The assertion type of the email-required flow (§3.2).
-pub const VERIFIED_EMAIL_ASSERTION_TYPE: &str = "verified_email";
 
 /// §3.1 response.
 #[derive(Debug, Clone, Serialize)]
@@ -132,13 +63,24 @@ pub struct AgentRegistered {
     pub max_live_api_keys: Option<u32>,
 }
 
+/// §3.2 response.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmailRegistered {
+    pub registration_id: String,
+    pub registration_type: RegistrationType,
+    pub claim_url: String,
+    pub claim_token: String,
+    pub claim_token_expires: String,
+    pub post_claim_scopes: Vec<String>,
+}
+
 /// A successful `POST /agent/auth`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Registered {
     Anonymous(AnonymousRegistered),
     Agent(AgentRegistered),
-    Email(crate::claim::EmailRegistered),
+    Email(EmailRegistered),
 }
 
 impl AuthMd {

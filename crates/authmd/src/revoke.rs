@@ -33,14 +33,7 @@ use crate::id_jag::{
 use crate::store::{SubjectRevocation, SubjectRevoked};
 use crate::time::Timestamp;
 use crate::users::logout_jti_key;
-
-/// The event of the reference implementation (docs/protocol.md §5).
-pub const REVOKED_EVENT: &str =
-    "https://schemas.workos.com/events/agent/auth/identity/assertion/revoked";
-/// The OpenID Back-Channel Logout event.
-pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
-/// Either names a logout (`events_supported` in the metadata).
-pub const EVENTS_SUPPORTED: [&str; 2] = [REVOKED_EVENT, BACKCHANNEL_LOGOUT_EVENT];
+pub use crate::vocab::{BACKCHANNEL_LOGOUT_EVENT, EVENTS_SUPPORTED, REVOKED_EVENT};
 
 /// A token without `exp` is accepted this long after its `iat`.
 pub const MAX_AGE_WITHOUT_EXP: Duration = Duration::from_secs(300);

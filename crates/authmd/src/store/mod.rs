@@ -19,10 +19,10 @@ use async_trait::async_trait;
 use crate::audit::{AuditEvent, AuditRecord, EventFilter, EventKind, RequestMeta};
 use crate::credential::{CredentialRecord, CredentialSource, CredentialType, UserSummary};
 use crate::rate_limit::{RateLimit, RateLimited};
-use crate::register::{RegistrationStatus, RegistrationType};
 use crate::time::Timestamp;
 use crate::token::SecretHash;
 use crate::users::ProvidedIdentity;
+use crate::vocab::{RegistrationStatus, RegistrationType};
 
 pub use listing::{
     CredentialSummary, DelegationFilter, DelegationRecord, RegistrationFilter, RegistrationSummary,
@@ -1051,7 +1051,7 @@ pub(crate) const FLUSH_OVER: usize = 1000;
 /// The entries to append to the invalidation log for `hashes`.
 pub(crate) fn invalidation_entries(hashes: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     if hashes.len() > FLUSH_OVER {
-        vec![crate::validation::FLUSH_ALL.as_bytes().to_vec()]
+        vec![crate::vocab::FLUSH_ALL.as_bytes().to_vec()]
     } else {
         hashes
     }

@@ -6,8 +6,8 @@
 
 use std::fmt::Write;
 
+use super::{Flows, Urls};
 use crate::config::{Config, duration_words};
-use crate::discovery::{Flows, Urls};
 
 /// Renders the document.
 pub fn render(config: &Config, urls: &Urls) -> String {
