@@ -151,7 +151,7 @@ impl AuthMd {
         now: Timestamp,
     ) -> Result<Registered, Error> {
         let config = self.config();
-        if !config.registration.verified_email {
+        if !crate::discovery::Flows::of(config).verified_email {
             return Err(ProtocolError::VerifiedEmailNotEnabled.into());
         }
         let email = req

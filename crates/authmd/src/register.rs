@@ -155,7 +155,7 @@ impl AuthMd {
         now: Timestamp,
     ) -> Result<Registered, Error> {
         let config = self.config();
-        if !config.registration.anonymous {
+        if !crate::discovery::Flows::of(config).anonymous {
             return Err(ProtocolError::AnonymousNotEnabled.into());
         }
         match req

@@ -75,6 +75,8 @@ impl RegistrationStatus {
 
 /// The assertion type of the agent-verified flow (§3.3).
 pub const ID_JAG_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:token-type:id-jag";
+/// RFC 7523's grant type, at the current dialect's token endpoint.
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// The assertion type of the email-required flow (§3.2).
 pub const VERIFIED_EMAIL_ASSERTION_TYPE: &str = "verified_email";
 

@@ -12,6 +12,7 @@ mod claim;
 mod claim_browser;
 mod claim_smtp;
 mod cors;
+mod dialects;
 mod discovery;
 mod expiry;
 mod followups;
