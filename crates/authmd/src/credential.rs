@@ -42,6 +42,16 @@ pub enum CredentialSource {
 }
 
 impl CredentialSource {
+    /// The source of a credential issued to a registration of `kind` by
+    /// the current dialect's token endpoint.
+    pub const fn of(kind: RegistrationType) -> Self {
+        match kind {
+            RegistrationType::Anonymous => CredentialSource::Anonymous,
+            RegistrationType::EmailVerification => CredentialSource::Email,
+            RegistrationType::AgentProvider => CredentialSource::Provider,
+        }
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             CredentialSource::Anonymous => "anonymous",

@@ -15,13 +15,16 @@
 
 pub mod access;
 pub mod admin;
+pub mod assertion;
 pub mod audit;
 pub mod claim;
 pub mod claim_page;
 pub mod config;
 pub mod credential;
+pub mod current;
 pub mod discovery;
 pub mod error;
+pub mod grant;
 pub mod http;
 pub mod id_jag;
 pub mod identity;

@@ -277,55 +277,8 @@ impl AuthMd {
             .into());
         };
 
-        let credential_id = new_id("crd_");
-        let (kind, expires_at) = match credential_type {
-            CredentialType::AccessToken => (
-                SecretKind::AccessToken,
-                Some(now.plus(config.ttl.access_token.get())),
-            ),
-            CredentialType::ApiKey => (SecretKind::ApiKey, None),
-        };
-        let secret = PlainSecret::generate(kind, &credential_id);
-        let scopes = config.resource.post_claim_scopes.clone();
-        let mut audit = serde_json::Map::new();
-        for (k, v) in [
-            ("agent_platform", &verified.agent_platform),
-            ("agent_context_id", &verified.agent_context_id),
-        ] {
-            audit.insert(
-                k.into(),
-                v.clone().map_or(serde_json::Value::Null, Into::into),
-            );
-        }
-        let reg = NewAgentRegistration {
-            iss: verified.iss.clone(),
-            sub: verified.sub.clone(),
-            aud: verified.aud.clone(),
-            jti_key,
-            jti_until: self.verifier().remember_jti_until(verified.exp, now),
-            issued_at: verified.iat,
-            identity: ProvidedIdentity {
-                email: verified.email.clone(),
-                email_verified: verified.email_verified,
-                phone_number: verified.phone_number.clone(),
-                phone_number_verified: verified.phone_number_verified,
-                name: verified.name.clone(),
-            },
-            link_by_verified: verified.provider.config.link_by_verified_email,
-            link_email_domains: verified.provider.config.email_domains.clone(),
-            jit_provisioning: config.registration.jit_provisioning,
-            new_registration_id: new_id("reg_"),
-            new_user_id: new_id("usr_"),
-            credential_id,
-            credential: secret.hash(),
-            credential_type,
-            scopes: scopes.clone(),
-            expires_at,
-            max_api_keys: config.registration.max_api_keys_per_delegation,
-            now,
-            meta: meta.clone(),
-            audit,
-        };
+        let (reg, secret) = self.agent_registration(&verified, credential_type, meta, now);
+        let (scopes, expires_at) = (reg.scopes.clone(), reg.expires_at);
         let limits = self.limits(
             "identity_assertion",
             meta,
@@ -368,11 +321,79 @@ impl AuthMd {
             // assertion registers again.
             StoreOutcome::IssuedBeforeRevocation => Err(ProtocolError::Expired.into()),
             StoreOutcome::Blocked => Err(ProtocolError::Blocked.into()),
+            // Only in a mode that asks for confirmation (not this dialect's).
+            StoreOutcome::NeedsConfirmation { .. } => {
+                Err(ProtocolError::InteractionRequired.into())
+            }
             StoreOutcome::Limited(l) => Err(ProtocolError::RateLimited {
                 retry_after: l.retry_after,
             }
             .into()),
         }
+    }
+
+    /// What registering a verified ID-JAG writes (§3.3 step 12 on, §6),
+    /// with a fresh credential of `credential_type` (issued or not, as the
+    /// store's [`crate::store::AgentMode`] says): shared by both dialects
+    /// and the token endpoint.
+    pub(crate) fn agent_registration(
+        &self,
+        verified: &crate::id_jag::VerifiedIdJag,
+        credential_type: CredentialType,
+        meta: &RequestMeta,
+        now: Timestamp,
+    ) -> (NewAgentRegistration, PlainSecret) {
+        let config = self.config();
+        let credential_id = new_id("crd_");
+        let (kind, expires_at) = match credential_type {
+            CredentialType::AccessToken => (
+                SecretKind::AccessToken,
+                Some(now.plus(config.ttl.access_token.get())),
+            ),
+            CredentialType::ApiKey => (SecretKind::ApiKey, None),
+        };
+        let secret = PlainSecret::generate(kind, &credential_id);
+        let scopes = config.resource.post_claim_scopes.clone();
+        let mut audit = serde_json::Map::new();
+        for (k, v) in [
+            ("agent_platform", &verified.agent_platform),
+            ("agent_context_id", &verified.agent_context_id),
+        ] {
+            audit.insert(
+                k.into(),
+                v.clone().map_or(serde_json::Value::Null, Into::into),
+            );
+        }
+        let reg = NewAgentRegistration {
+            iss: verified.iss.clone(),
+            sub: verified.sub.clone(),
+            aud: verified.aud.clone(),
+            jti_key: jti_key(&verified.iss, &verified.jti),
+            jti_until: self.verifier().remember_jti_until(verified.exp, now),
+            issued_at: verified.iat,
+            identity: ProvidedIdentity {
+                email: verified.email.clone(),
+                email_verified: verified.email_verified,
+                phone_number: verified.phone_number.clone(),
+                phone_number_verified: verified.phone_number_verified,
+                name: verified.name.clone(),
+            },
+            link_by_verified: verified.provider.config.link_by_verified_email,
+            link_email_domains: verified.provider.config.email_domains.clone(),
+            jit_provisioning: config.registration.jit_provisioning,
+            new_registration_id: new_id("reg_"),
+            new_user_id: new_id("usr_"),
+            credential_id,
+            credential: secret.hash(),
+            credential_type,
+            scopes: scopes.clone(),
+            expires_at,
+            max_api_keys: config.registration.max_api_keys_per_delegation,
+            now,
+            meta: meta.clone(),
+            audit,
+        };
+        (reg, secret)
     }
 
     /// §9 for anonymous registration.
@@ -410,7 +431,7 @@ impl AuthMd {
 }
 
 /// Quotes client-supplied text for an error message, cut to a sane length.
-fn quoted(s: &str) -> String {
+pub(crate) fn quoted(s: &str) -> String {
     let cut: String = s.chars().take(64).collect();
     format!("{cut:?}")
 }

@@ -73,6 +73,33 @@ impl RegistrationStatus {
     }
 }
 
+/// The wire dialect a registration was made in (docs/protocol.md §20).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dialect {
+    /// `POST /agent/auth` (§3).
+    Original,
+    /// `POST /agent/identity` (§20).
+    Current,
+}
+
+impl Dialect {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Original => "original",
+            Dialect::Current => "current",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "original" => Some(Dialect::Original),
+            "current" => Some(Dialect::Current),
+            _ => None,
+        }
+    }
+}
+
 /// The assertion type of the agent-verified flow (§3.3).
 pub const ID_JAG_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:token-type:id-jag";
 /// RFC 7523's grant type, at the current dialect's token endpoint.

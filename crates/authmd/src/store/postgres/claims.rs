@@ -78,7 +78,7 @@ async fn registration(
     }))
 }
 
-async fn insert_attempt(
+pub(super) async fn insert_attempt(
     tx: &Transaction<'_>,
     registration: &str,
     email: &str,

@@ -7,6 +7,7 @@
 //! order is its commit order.
 
 mod claims;
+mod current;
 mod governance;
 mod keys;
 
@@ -17,7 +18,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transacti
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
+use super::current::{AssertionExchange, Created, Exchanged, NewIdentityRegistration};
 use super::migrate::POSTGRES;
+use super::{AgentMode, SelfRevocation, SelfRevoked};
 use super::{
     AgentRegistered, Invalidation, NewAgentRegistration, NewAnonymousRegistration, RawCredential,
     STATS_QUERY, SigningKeyRow, Stats, Store, StoreError, SweepReport, credential_columns,
@@ -32,7 +35,6 @@ use super::{
     OperatorRevocation, RegistrationFilter, RegistrationSummary, RevokeReport, SubjectRevocation,
     SubjectRevoked, TailCursor, UserFilter, UserRecord, listing,
 };
-use super::{SelfRevocation, SelfRevoked};
 use crate::audit::{AuditEvent, AuditRecord, EventFilter, EventKind, RequestMeta};
 use crate::credential::{CredentialRecord, CredentialType};
 use crate::rate_limit::{RateLimit, RateLimited};
@@ -233,6 +235,7 @@ async fn register_agent_tx(
     tx: &Transaction<'_>,
     reg: &NewAgentRegistration,
     limits: &[RateLimit],
+    mode: &AgentMode,
 ) -> Result<AgentRegistered, StoreError> {
     let now = reg.now.as_millis();
     let inserted = exec(
@@ -300,6 +303,14 @@ async fn register_agent_tx(
     if governance::is_blocked(tx, &reg.block_keys(existing_user.as_deref())).await? {
         return Ok(AgentRegistered::Blocked);
     }
+    if mode.confirm_links
+        && let (Some(user_id), Some(how)) = (&existing_user, linked_by)
+    {
+        return Ok(AgentRegistered::NeedsConfirmation {
+            user_id: user_id.clone(),
+            email: (how == LinkedBy::Email).then(|| reg.link_email()).flatten(),
+        });
+    }
     if existing_user.is_none() && !reg.jit_provisioning {
         return Ok(AgentRegistered::NotProvisioned);
     }
@@ -338,9 +349,16 @@ async fn register_agent_tx(
             exec(
                 tx,
                 "INSERT INTO registrations (id, type, status, created_at, updated_at, user_id,
-                                            created_by_agent, iss, sub)
-                 VALUES ($1, 'agent-provider', 'active', $2, $2, $3, TRUE, $4, $5)",
-                &[&reg.new_registration_id, &now, &user_id, &reg.iss, &reg.sub],
+                                            created_by_agent, iss, sub, dialect)
+                 VALUES ($1, 'agent-provider', 'active', $2, $2, $3, TRUE, $4, $5, $6)",
+                &[
+                    &reg.new_registration_id,
+                    &now,
+                    &user_id,
+                    &reg.iss,
+                    &reg.sub,
+                    &mode.dialect.as_str(),
+                ],
             )
             .await?;
             exec(
@@ -356,7 +374,8 @@ async fn register_agent_tx(
             reg.new_registration_id.clone()
         }
     };
-    exec(
+    if mode.issue {
+        exec(
         tx,
         "INSERT INTO credentials (id, token_hash, registration_id, user_id, type, source, scopes,
                                   issued_at, expires_at, iss, sub, aud, assertion_iat)
@@ -377,13 +396,14 @@ async fn register_agent_tx(
         ],
     )
     .await?;
-    for e in reg.events(&registration_id, &user_id, provisioned) {
+    }
+    for e in reg.events_as(&registration_id, &user_id, provisioned, mode) {
         insert_event(tx, &e).await?;
     }
     if let Some(how) = linked_by {
         insert_event(tx, &reg.linked_event(&registration_id, &user_id, how)).await?;
     }
-    if reg.credential_type == CredentialType::ApiKey {
+    if mode.issue && reg.credential_type == CredentialType::ApiKey {
         // Past the cap, the oldest live keys of the delegation end (ids
         // are time-ordered). Issuances for one subject take turns (its
         // advisory lock), so each sees the keys of the one before.
@@ -546,10 +566,44 @@ impl Store for PostgresStore {
         reg: NewAgentRegistration,
         limits: Vec<RateLimit>,
     ) -> Result<AgentRegistered, StoreError> {
+        self.register_agent_as(reg, limits, AgentMode::ORIGINAL)
+            .await
+    }
+
+    async fn register_agent_as(
+        &self,
+        reg: NewAgentRegistration,
+        limits: Vec<RateLimit>,
+        mode: AgentMode,
+    ) -> Result<AgentRegistered, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
-        let outcome = register_agent_tx(&tx, &reg, &limits).await?;
+        let outcome = register_agent_tx(&tx, &reg, &limits, &mode).await?;
         if matches!(outcome, AgentRegistered::Issued { .. }) {
+            tx.commit().await.map_err(pg)?;
+        }
+        Ok(outcome)
+    }
+
+    async fn create_identity_registration(
+        &self,
+        reg: NewIdentityRegistration,
+        limits: Vec<RateLimit>,
+    ) -> Result<Created, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let created = current::create_identity_registration(&tx, &reg, &limits).await?;
+        if created.is_ok() {
+            tx.commit().await.map_err(pg)?;
+        }
+        Ok(created)
+    }
+
+    async fn exchange_assertion(&self, x: AssertionExchange) -> Result<Exchanged, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let outcome = current::exchange_assertion(&tx, &x).await?;
+        if matches!(outcome, Exchanged::Issued { .. }) {
             tx.commit().await.map_err(pg)?;
         }
         Ok(outcome)

@@ -81,7 +81,7 @@ impl Reg {
     }
 }
 
-fn insert_attempt(
+pub(super) fn insert_attempt(
     c: &Connection,
     registration: &str,
     email: &str,
