@@ -163,3 +163,36 @@ async fn registration_switches_apply_to_both() {
     let a = metadata(&t).await["agent_auth"].clone();
     assert_eq!(a["identity_types_supported"], json!([]));
 }
+
+/// `/auth.md` explains the current dialect first, and the original one as
+/// still supported; off, the document is unchanged (the snapshots).
+#[tokio::test]
+async fn auth_md_explains_the_current_dialect_first() {
+    let t = TestApp::new(Backend::Sqlite, &format!("{CURRENT_ON}{PROVIDER}")).await;
+    let md = t.get("/auth.md", None).await.text();
+    let current = md.find("## The current dialect").unwrap_or(usize::MAX);
+    let original = md.find("## 1. Discover").unwrap_or(0);
+    assert!(current < original, "current dialect first");
+    for needle in [
+        "http://127.0.0.1:8080/agent/identity",
+        "http://127.0.0.1:8080/oauth2/token",
+        "{\"type\": \"anonymous\"}",
+        "urn:ietf:params:oauth:token-type:id-jag",
+        "login_required",
+        "interaction_required",
+        "is still supported",
+    ] {
+        assert!(md.contains(needle), "{needle}");
+    }
+    assert!(
+        !md.contains("provider.example"),
+        "the trust list stays private"
+    );
+    let t = TestApp::new(Backend::Sqlite, PROVIDER).await;
+    assert!(
+        !t.get("/auth.md", None)
+            .await
+            .text()
+            .contains("## The current dialect")
+    );
+}
