@@ -568,3 +568,80 @@ both_backends! {
         assert_eq!(exchange(&t, &grant(again["identity"]["assertion"].as_str().unwrap_or_default())).await.status, 200);
     }
 }
+
+/// Tokens authmd signs for other purposes, or forged ones, are never a
+/// grant: the identity assertion it sends to the API behind it (another
+/// `typ` and `aud`), an assertion with `alg: none`, one re-signed with a
+/// key that is not authmd's, and authmd's own assertion presented as an
+/// ID-JAG at the identity endpoint (its issuer is no trusted provider).
+#[tokio::test]
+async fn other_tokens_are_not_grants() {
+    let server = JwksServer::start().await;
+    let k = key(Algorithm::Es256, "k1");
+    server.set_keys(&[&k]);
+    let t = TestApp::new(Backend::Sqlite, &trusting(&[server.issuer()], ON)).await;
+    let b = identity(&t, r#"{"type":"anonymous"}"#).await.json();
+    let assertion = b["identity"]["assertion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let access = exchange(&t, &grant(&assertion)).await.json()["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let now = authmd::Timestamp::now();
+    let authmd::validation::Validation::Valid(record) = t
+        .app
+        .validate(Some(&access), now)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    else {
+        panic!("the access token is valid");
+    };
+    let upstream = t
+        .app
+        .identity_assertion(&record, now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r = exchange(&t, &grant(&upstream)).await;
+    assert_eq!(r.code(), "invalid_grant", "an upstream identity assertion");
+
+    let (_, c) = parts(&assertion);
+    let c = c.as_object().cloned().unwrap_or_default();
+    let none = crate::provider::raw_token(
+        r#"{"alg":"none","typ":"oauth-id-jag+jwt"}"#,
+        &Value::Object(c.clone()).to_string(),
+        b"",
+    );
+    assert_eq!(
+        exchange(&t, &grant(&none)).await.code(),
+        "invalid_grant",
+        "alg none"
+    );
+    let kid = parts(&assertion).0["kid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let stranger = key(Algorithm::Es256, &kid);
+    let resigned = authmd_jose::jws::sign(
+        &stranger,
+        &json!({"typ": "oauth-id-jag+jwt"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        &c,
+    )
+    .expect("sign");
+    assert_eq!(
+        exchange(&t, &grant(&resigned)).await.code(),
+        "invalid_grant",
+        "a stranger's key with our kid"
+    );
+
+    let r = identity(&t, &id_jag_body(&assertion)).await;
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (400, "invalid_issuer")
+    );
+    // Nothing above issued anything.
+    assert_eq!(t.events("token.exchanged").await.len(), 1);
+}
