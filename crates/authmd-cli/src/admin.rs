@@ -295,6 +295,7 @@ pub async fn registrations(cmd: RegistrationsCommand, config: Config) -> anyhow:
                     vec![
                         r.id.clone(),
                         r.kind.clone(),
+                        r.dialect.clone(),
                         r.status.clone(),
                         r.created_at.to_human(),
                         or_dash(r.user_email.as_deref().or(r.claim_email.as_deref())),
@@ -305,7 +306,7 @@ pub async fn registrations(cmd: RegistrationsCommand, config: Config) -> anyhow:
                 .collect();
             table(
                 &[
-                    "ID", "TYPE", "STATUS", "CREATED", "EMAIL", "PROVIDER", "LIVE",
+                    "ID", "TYPE", "DIALECT", "STATUS", "CREATED", "EMAIL", "PROVIDER", "LIVE",
                 ],
                 rows,
             )?;

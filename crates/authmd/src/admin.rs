@@ -16,7 +16,6 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditRecord, EventFilter, EventKind, RequestMeta};
-use crate::register::{RegistrationStatus, RegistrationType};
 use crate::store::listing::{MAX_PAGE, comma_list};
 use crate::store::{
     BlockChange, BlockRecord, BlockTarget, CredentialSummary, DelegationFilter, DelegationRecord,
@@ -24,6 +23,7 @@ use crate::store::{
     StoreError, TailCursor, UserFilter, UserRecord,
 };
 use crate::time::Timestamp;
+use crate::vocab::{RegistrationStatus, RegistrationType};
 
 /// Longest operator name and revocation reason kept.
 pub const MAX_OPERATOR: usize = 64;

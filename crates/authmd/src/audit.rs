@@ -31,10 +31,18 @@ pub enum EventKind {
     /// A provider subject's first registration was linked to an existing
     /// user by a verified email or phone (`matched_by`), docs/protocol.md §6.
     DelegationLinked,
+    /// The current dialect signed an identity assertion (`jti`,
+    /// `expires_at`).
+    AssertionIssued,
+    /// The token endpoint issued an access token for an assertion.
+    TokenExchanged,
+    /// An ID-JAG matched an existing account by a verified address: the
+    /// user must confirm through the claim ceremony (current dialect).
+    StepUpRequired,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::RegistrationCreated,
         EventKind::RegistrationRejected,
         EventKind::RegistrationExpired,
@@ -49,6 +57,9 @@ impl EventKind {
         EventKind::OtpFailed,
         EventKind::OperatorAction,
         EventKind::DelegationLinked,
+        EventKind::AssertionIssued,
+        EventKind::TokenExchanged,
+        EventKind::StepUpRequired,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -67,6 +78,9 @@ impl EventKind {
             EventKind::OtpFailed => "otp.failed",
             EventKind::OperatorAction => "operator.action",
             EventKind::DelegationLinked => "delegation.linked",
+            EventKind::AssertionIssued => "assertion.issued",
+            EventKind::TokenExchanged => "token.exchanged",
+            EventKind::StepUpRequired => "step_up.required",
         }
     }
 

@@ -14,16 +14,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::AuthMd;
 use crate::audit::{AuditEvent, EventKind, RequestMeta};
+pub use crate::claim_page::ClaimPage;
 use crate::credential::CredentialType;
 use crate::error::{Error, ProtocolError};
 use crate::mail::Email;
-use crate::register::{RegisterRequest, Registered, RegistrationType};
+pub use crate::register::EmailRegistered;
+use crate::register::{RegisterRequest, Registered};
 use crate::store::{
     AttemptAction, AttemptState, ClaimRequest, ClaimStarted, CompleteClaim, Completed, NewAttempt,
     NewCredential, NewEmailRegistration, WRONG_PER_REGISTRATION,
 };
 use crate::time::Timestamp;
 use crate::token::{PlainSecret, SecretHash, SecretKind, new_id, recognize};
+use crate::vocab::RegistrationType;
 
 /// Longest email address accepted (RFC 5321 §4.5.3.1 path limit).
 pub const MAX_EMAIL: usize = 254;
@@ -84,17 +87,6 @@ pub fn valid_email(email: &str) -> bool {
         && email.parse::<lettre::Address>().is_ok()
 }
 
-/// §3.2 response.
-#[derive(Debug, Clone, Serialize)]
-pub struct EmailRegistered {
-    pub registration_id: String,
-    pub registration_type: RegistrationType,
-    pub claim_url: String,
-    pub claim_token: String,
-    pub claim_token_expires: String,
-    pub post_claim_scopes: Vec<String>,
-}
-
 /// `POST /agent/auth/claim` body.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ClaimBody {
@@ -149,33 +141,6 @@ pub struct ClaimCompleted {
     pub scopes: Option<Vec<String>>,
 }
 
-/// What the claim page shows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClaimPage {
-    /// The link works: the two buttons.
-    Open {
-        email: String,
-        scopes: Vec<(String, String)>,
-        link_expires: Timestamp,
-        token: String,
-    },
-    /// The code, after "show my code".
-    Code {
-        code: String,
-        expires: Timestamp,
-    },
-    /// After "this wasn't me".
-    Denied,
-    /// The link was cancelled earlier.
-    Cancelled,
-    Superseded,
-    Expired,
-    Claimed,
-    Locked,
-    Unknown,
-    MissingToken,
-}
-
 impl AuthMd {
     /// §3.2: no credential until the user proves the mailbox. The answer
     /// is the same whether or not a user with that email exists.
@@ -186,7 +151,7 @@ impl AuthMd {
         now: Timestamp,
     ) -> Result<Registered, Error> {
         let config = self.config();
-        if !config.registration.verified_email {
+        if !crate::discovery::Flows::of(config).verified_email {
             return Err(ProtocolError::VerifiedEmailNotEnabled.into());
         }
         let email = req

@@ -8,7 +8,34 @@ use std::sync::OnceLock;
 
 use base64::Engine;
 
-use crate::claim::ClaimPage;
+use crate::time::Timestamp;
+
+/// What the claim page shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimPage {
+    /// The link works: the two buttons.
+    Open {
+        email: String,
+        scopes: Vec<(String, String)>,
+        link_expires: Timestamp,
+        token: String,
+    },
+    /// The code, after "show my code".
+    Code {
+        code: String,
+        expires: Timestamp,
+    },
+    /// After "this wasn't me".
+    Denied,
+    /// The link was cancelled earlier.
+    Cancelled,
+    Superseded,
+    Expired,
+    Claimed,
+    Locked,
+    Unknown,
+    MissingToken,
+}
 
 const STYLE: &str = "\
 :root{color-scheme:light dark;--fg:#1b1f24;--bg:#fff;--muted:#57606a;--accent:#0b57d0;--line:#d0d7de}\

@@ -89,6 +89,8 @@ pub struct Config {
     #[serde(default)]
     pub registration: RegistrationConfig,
     #[serde(default)]
+    pub dialects: DialectsConfig,
+    #[serde(default)]
     pub ttl: TtlConfig,
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
@@ -214,6 +216,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             resource: ResourceConfig::default(),
             registration: RegistrationConfig::default(),
+            dialects: DialectsConfig::default(),
             ttl: TtlConfig::default(),
             providers: Vec::new(),
             assertions: AssertionConfig::default(),
@@ -368,6 +371,82 @@ impl Default for RegistrationConfig {
             jit_provisioning: true,
             rotate_key_on_claim: false,
             max_api_keys_per_delegation: n10(),
+        }
+    }
+}
+
+/// Which wire dialect offers which flow. A flow is offered in a dialect
+/// when it is on in `[registration]` (the core) and in the dialect's table
+/// here: `[registration]` switches a flow off everywhere, this per dialect.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DialectsConfig {
+    /// The dialect as first published: `POST /agent/auth`
+    /// (docs/protocol.md §3).
+    #[serde(default)]
+    pub original: OriginalDialectConfig,
+    /// The current dialect: `POST /agent/identity`, `POST /oauth2/token`
+    /// (docs/protocol.md §20).
+    #[serde(default)]
+    pub current: CurrentDialectConfig,
+}
+
+/// `[dialects.original]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginalDialectConfig {
+    /// Off: nothing of the original dialect is published or accepted.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "yes")]
+    pub anonymous: bool,
+    #[serde(default = "yes")]
+    pub verified_email: bool,
+    #[serde(default = "yes")]
+    pub identity_assertion: bool,
+}
+
+impl Default for OriginalDialectConfig {
+    fn default() -> Self {
+        OriginalDialectConfig {
+            enabled: true,
+            anonymous: true,
+            verified_email: true,
+            identity_assertion: true,
+        }
+    }
+}
+
+/// `[dialects.current]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CurrentDialectConfig {
+    /// Off: nothing of the current dialect is published or accepted.
+    /// Off by default until its endpoints are all built.
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "yes")]
+    pub anonymous: bool,
+    /// `service_auth` (a `login_hint` the user confirms): the current
+    /// dialect's email flow.
+    #[serde(default = "yes")]
+    pub service_auth: bool,
+    #[serde(default = "yes")]
+    pub identity_assertion: bool,
+    /// An ID-JAG whose `auth_time` is missing or older than this (plus the
+    /// clock skew) is refused with `login_required`.
+    #[serde(default = "d1h")]
+    pub max_auth_age: HumanDuration,
+}
+
+impl Default for CurrentDialectConfig {
+    fn default() -> Self {
+        CurrentDialectConfig {
+            enabled: false,
+            anonymous: true,
+            service_auth: true,
+            identity_assertion: true,
+            max_auth_age: d1h(),
         }
     }
 }

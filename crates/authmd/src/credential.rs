@@ -3,9 +3,9 @@
 
 use serde::Serialize;
 
-use crate::register::{RegistrationStatus, RegistrationType};
 use crate::time::Timestamp;
 use crate::token::SecretHash;
+use crate::vocab::{RegistrationStatus, RegistrationType};
 
 /// `api_key` or `access_token` on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -42,6 +42,16 @@ pub enum CredentialSource {
 }
 
 impl CredentialSource {
+    /// The source of a credential issued to a registration of `kind` by
+    /// the current dialect's token endpoint.
+    pub const fn of(kind: RegistrationType) -> Self {
+        match kind {
+            RegistrationType::Anonymous => CredentialSource::Anonymous,
+            RegistrationType::EmailVerification => CredentialSource::Email,
+            RegistrationType::AgentProvider => CredentialSource::Provider,
+        }
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             CredentialSource::Anonymous => "anonymous",

@@ -9,8 +9,19 @@ use serde::Serialize;
 
 use crate::config::Config;
 
+mod auth_md;
+
 /// Where authmd publishes its own public keys (RFC 8414 `jwks_uri`).
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// The current dialect's endpoints (docs/protocol.md §20).
+pub const IDENTITY_PATH: &str = "/agent/identity";
+pub const IDENTITY_CLAIM_PATH: &str = "/agent/identity/claim";
+pub const IDENTITY_CLAIM_COMPLETE_PATH: &str = "/agent/identity/claim/complete";
+/// Where the user opens a current-dialect claim attempt (`verification_uri`).
+pub const IDENTITY_VERIFY_PATH: &str = "/agent/identity/claim/verify";
+pub const EVENTS_PATH: &str = "/agent/event/notify";
+pub const TOKEN_PATH: &str = "/oauth2/token";
 
 /// Every URL authmd publishes or serves, derived once from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +41,7 @@ pub struct Urls {
     /// authmd's own public keys (`service_keys.rs`).
     pub jwks: String,
     pub auth_md: String,
+    /// The original dialect's registration (`POST /agent/auth`).
     pub register: String,
     pub claim: String,
     pub revoke: String,
@@ -38,6 +50,16 @@ pub struct Urls {
     /// RFC 7662: where resource servers ask about a credential.
     pub introspection: String,
     pub whoami: String,
+    /// The current dialect (docs/protocol.md §20): registration and
+    /// refresh (`POST /agent/identity`).
+    pub identity: String,
+    /// Its claim start (`POST /agent/identity/claim`); completion is this
+    /// plus `/complete`.
+    pub identity_claim: String,
+    /// Where providers send security events (RFC 8935).
+    pub events: String,
+    /// RFC 6749 token endpoint (RFC 7523 jwt-bearer).
+    pub token: String,
 }
 
 impl Urls {
@@ -80,6 +102,10 @@ impl Urls {
             revoke: format!("{issuer}/agent/auth/revoke"),
             token_revocation: format!("{issuer}/oauth2/revoke"),
             introspection: format!("{issuer}/oauth2/introspect"),
+            identity: format!("{issuer}{IDENTITY_PATH}"),
+            identity_claim: format!("{issuer}{IDENTITY_CLAIM_PATH}"),
+            events: format!("{issuer}{EVENTS_PATH}"),
+            token: format!("{issuer}{TOKEN_PATH}"),
             issuer,
             resource,
             resource_path,
@@ -103,23 +129,35 @@ pub struct ProtectedResourceMetadata<'a> {
     pub resource_documentation: &'a str,
 }
 
-/// The `agent_auth` block: how an agent registers here. Lists only what is
-/// enabled and built.
+/// The `agent_auth` block: how an agent registers here, in both dialects
+/// (an agent reads the members of its own and ignores the others). Lists
+/// only what is enabled and built.
 #[derive(Debug, Serialize)]
 pub struct AgentAuth<'a> {
     pub skill: &'a str,
-    pub register_uri: &'a str,
+    /// The current dialect (docs/protocol.md §20).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity_endpoint: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim_endpoint: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_endpoint: Option<&'a str>,
+    /// The original dialect (§3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub register_uri: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub claim_uri: Option<&'a str>,
     /// Where providers send logout tokens (§5), while any is trusted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revocation_uri: Option<&'a str>,
+    /// The union of both dialects' enabled types.
     pub identity_types_supported: Vec<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub anonymous: Option<CredentialTypes<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identity_assertion: Option<IdentityAssertion<'a>>,
-    /// The logout events accepted at `revocation_uri`.
+    /// The logout events accepted at `revocation_uri` and
+    /// `events_endpoint`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events_supported: Option<[&'a str; 2]>,
 }
@@ -127,7 +165,10 @@ pub struct AgentAuth<'a> {
 #[derive(Debug, Serialize)]
 pub struct IdentityAssertion<'a> {
     pub assertion_types_supported: Vec<&'a str>,
-    pub credential_types_supported: Vec<&'a str>,
+    /// The original dialect's (absent when only the current one offers
+    /// identity assertions: it returns no credential at registration).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_types_supported: Option<Vec<&'a str>>,
 }
 
 /// Which flows are on: enabled in the configuration and built. ID-JAG
@@ -141,17 +182,62 @@ pub struct Flows {
 }
 
 impl Flows {
+    /// The flows of the original dialect (`[registration]` and
+    /// `[dialects.original]`).
     pub fn of(config: &Config) -> Flows {
+        let r = &config.registration;
+        let d = &config.dialects.original;
         Flows {
-            anonymous: config.registration.anonymous,
-            verified_email: config.registration.verified_email,
-            id_jag: config.registration.identity_assertion && !config.providers.is_empty(),
+            anonymous: d.enabled && d.anonymous && r.anonymous,
+            verified_email: d.enabled && d.verified_email && r.verified_email,
+            id_jag: d.enabled
+                && d.identity_assertion
+                && r.identity_assertion
+                && !config.providers.is_empty(),
         }
     }
 
     /// Whether a claim ceremony can happen (anonymous or email required).
     pub fn claim(self) -> bool {
         self.anonymous || self.verified_email
+    }
+}
+
+/// Whether this build has the current dialect's claim ceremony and
+/// `service_auth` (docs/protocol.md §20.5; not yet: until then they are
+/// neither published nor accepted) and its security events (§20.7).
+const SERVICE_AUTH_BUILT: bool = false;
+const CLAIM_BUILT: bool = false;
+
+/// Which flows the current dialect offers (`[registration]` and
+/// `[dialects.current]`; ID-JAGs also need a trusted provider).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CurrentFlows {
+    pub anonymous: bool,
+    pub service_auth: bool,
+    pub id_jag: bool,
+}
+
+impl CurrentFlows {
+    pub fn of(config: &Config) -> CurrentFlows {
+        let r = &config.registration;
+        let d = &config.dialects.current;
+        CurrentFlows {
+            anonymous: d.enabled && d.anonymous && r.anonymous,
+            // Offered once the current dialect's claim ceremony is built
+            // (docs/protocol.md §20.5): not in this build.
+            service_auth: SERVICE_AUTH_BUILT && d.enabled && d.service_auth && r.verified_email,
+            id_jag: d.enabled
+                && d.identity_assertion
+                && r.identity_assertion
+                && !config.providers.is_empty(),
+        }
+    }
+
+    /// Whether the current dialect offers anything at all (then its
+    /// endpoints are published).
+    pub fn any(self) -> bool {
+        self.anonymous || self.service_auth || self.id_jag
     }
 }
 
@@ -162,13 +248,16 @@ pub struct CredentialTypes<'a> {
 
 /// RFC 8414 authorization server metadata with the `agent_auth` extension.
 ///
-/// authmd has no authorization endpoint and no token endpoint: agents
-/// register at `agent_auth.register_uri`. RFC 8414 §2 makes
+/// authmd has no authorization endpoint: agents register at
+/// `agent_auth.register_uri` (original dialect) or
+/// `agent_auth.identity_endpoint` (current dialect), and only the current
+/// dialect has a token endpoint (RFC 7523 jwt-bearer). RFC 8414 §2 makes
 /// `response_types_supported` REQUIRED and lets an absent
 /// `grant_types_supported` mean `["authorization_code", "implicit"]`; both
-/// would mislead, so both are published as empty arrays. §3.2's "omit
-/// zero-element claims" conflicts with the first; a present, empty,
-/// truthful member wins over a missing required one.
+/// would mislead, so the first is an empty array and the second lists
+/// exactly the jwt-bearer grant (empty without the current dialect).
+/// §3.2's "omit zero-element claims" conflicts with the first; a present,
+/// empty, truthful member wins over a missing required one.
 #[derive(Debug, Serialize)]
 pub struct AuthorizationServerMetadata<'a> {
     pub issuer: &'a str,
@@ -176,7 +265,14 @@ pub struct AuthorizationServerMetadata<'a> {
     pub jwks_uri: &'a str,
     pub scopes_supported: Vec<&'a str>,
     pub response_types_supported: [&'a str; 0],
-    pub grant_types_supported: [&'a str; 0],
+    /// RFC 7523 jwt-bearer while the current dialect is on, else empty.
+    pub grant_types_supported: Vec<&'a str>,
+    /// The current dialect's token endpoint (RFC 6749 §3.2): no client
+    /// authentication (`none`), the assertion is the grant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_endpoint_auth_methods_supported: Option<[&'a str; 1]>,
     pub service_documentation: &'a str,
     /// Kept from the reference implementation for compatibility.
     pub resource: &'a str,
@@ -215,34 +311,50 @@ impl Documents {
             resource_documentation: &urls.auth_md,
         };
         let flows = Flows::of(config);
+        let current = CurrentFlows::of(config);
         let mut identity_types = Vec::new();
-        let anonymous = flows.anonymous.then(|| {
+        if flows.anonymous || current.anonymous {
             identity_types.push("anonymous");
-            CredentialTypes {
-                credential_types_supported: vec!["api_key"],
-            }
-        });
-        let identity_assertion = (flows.id_jag || flows.verified_email).then(|| {
+        }
+        if flows.id_jag || flows.verified_email || current.id_jag {
             identity_types.push("identity_assertion");
-            let mut types = Vec::new();
-            if flows.id_jag {
-                types.push(crate::register::ID_JAG_ASSERTION_TYPE);
-            }
-            if flows.verified_email {
-                types.push(crate::register::VERIFIED_EMAIL_ASSERTION_TYPE);
-            }
-            IdentityAssertion {
-                assertion_types_supported: types,
-                credential_types_supported: vec!["access_token", "api_key"],
-            }
+        }
+        if current.service_auth {
+            identity_types.push("service_auth");
+        }
+        let anonymous = flows.anonymous.then(|| CredentialTypes {
+            credential_types_supported: vec!["api_key"],
         });
+        let identity_assertion =
+            (flows.id_jag || flows.verified_email || current.id_jag).then(|| {
+                let mut types = Vec::new();
+                if flows.id_jag || current.id_jag {
+                    types.push(crate::vocab::ID_JAG_ASSERTION_TYPE);
+                }
+                if flows.verified_email {
+                    types.push(crate::vocab::VERIFIED_EMAIL_ASSERTION_TYPE);
+                }
+                IdentityAssertion {
+                    assertion_types_supported: types,
+                    credential_types_supported: (flows.id_jag || flows.verified_email)
+                        .then(|| vec!["access_token", "api_key"]),
+                }
+            });
+        let original = config.dialects.original.enabled;
+        let on = current.any();
         let introspection = !config.introspection.clients.is_empty();
         let asm = AuthorizationServerMetadata {
             issuer: &urls.issuer,
             jwks_uri: &urls.jwks,
             scopes_supported: scopes,
             response_types_supported: [],
-            grant_types_supported: [],
+            grant_types_supported: if on {
+                vec![crate::vocab::JWT_BEARER_GRANT]
+            } else {
+                Vec::new()
+            },
+            token_endpoint: on.then_some(urls.token.as_str()),
+            token_endpoint_auth_methods_supported: on.then_some(["none"]),
             service_documentation: &urls.auth_md,
             resource: &urls.resource,
             authorization_servers: [&urls.issuer],
@@ -254,19 +366,23 @@ impl Documents {
                 .then_some(["client_secret_basic"]),
             agent_auth: AgentAuth {
                 skill: &urls.auth_md,
-                register_uri: &urls.register,
+                identity_endpoint: on.then_some(urls.identity.as_str()),
+                claim_endpoint: (on && CLAIM_BUILT).then_some(urls.identity_claim.as_str()),
+                events_endpoint: current.id_jag.then_some(urls.events.as_str()),
+                register_uri: original.then_some(urls.register.as_str()),
                 claim_uri: flows.claim().then_some(urls.claim.as_str()),
                 revocation_uri: flows.id_jag.then_some(urls.revoke.as_str()),
                 identity_types_supported: identity_types,
                 anonymous,
                 identity_assertion,
-                events_supported: flows.id_jag.then_some(crate::revoke::EVENTS_SUPPORTED),
+                events_supported: (flows.id_jag || current.id_jag)
+                    .then_some(crate::vocab::EVENTS_SUPPORTED),
             },
         };
         Documents {
             protected_resource: to_json(&prm),
             authorization_server: to_json(&asm),
-            auth_md: crate::auth_md::render(config, urls).into(),
+            auth_md: auth_md::render(config, urls).into(),
         }
     }
 }

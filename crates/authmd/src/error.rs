@@ -88,6 +88,29 @@ pub enum ProtocolError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The current dialect's token endpoint (RFC 6749 §5.2): the assertion
+    /// does not verify, or its registration is gone or changed. The text
+    /// says why; it goes to the log and the `error_description`.
+    #[error("the assertion is not valid here: {0}")]
+    InvalidGrant(String),
+    #[error("grant_type must be urn:ietf:params:oauth:grant-type:jwt-bearer")]
+    UnsupportedGrantType,
+    /// RFC 8707: `resource` is not this service's resource identifier.
+    #[error("resource must be this service's resource identifier")]
+    InvalidTarget,
+    /// The current dialect: the ID-JAG's `auth_time` is missing, too old
+    /// or in the future (401).
+    #[error(
+        "the user must sign in at the provider again: auth_time must be within the last {max_age} seconds"
+    )]
+    LoginRequired { max_age: u64 },
+    /// The current dialect: a first link to an existing account needs the
+    /// user's confirmation (401; the identity endpoint answers it with a
+    /// claim handle, the token endpoint as `invalid_grant`).
+    #[error(
+        "the assertion matches an existing account; the user must confirm the link at the identity endpoint's claim ceremony"
+    )]
+    InteractionRequired,
     /// Gateway mode: the upstream refused the connection or failed (502).
     /// Never names the upstream.
     #[error("the API behind this service is unavailable")]
@@ -142,6 +165,11 @@ impl ProtocolError {
             ProtocolError::MethodNotAllowed => "method_not_allowed",
             ProtocolError::UpstreamUnavailable => "upstream_unavailable",
             ProtocolError::UpstreamTimeout => "upstream_timeout",
+            ProtocolError::InvalidGrant(_) => "invalid_grant",
+            ProtocolError::UnsupportedGrantType => "unsupported_grant_type",
+            ProtocolError::InvalidTarget => "invalid_target",
+            ProtocolError::LoginRequired { .. } => "login_required",
+            ProtocolError::InteractionRequired => "interaction_required",
         }
     }
 

@@ -68,6 +68,9 @@ pub struct VerifiedIdJag {
     pub name: Option<String>,
     pub agent_platform: Option<String>,
     pub agent_context_id: Option<String>,
+    /// When the user last signed in at the provider (`auth_time`), if
+    /// given as a NumericDate.
+    pub auth_time: Option<Timestamp>,
     pub provider: Arc<Provider>,
 }
 
@@ -258,6 +261,7 @@ impl Verifier {
             name: text("name", 256),
             agent_platform: text("agent_platform", 256),
             agent_context_id: text("agent_context_id", 256),
+            auth_time: numeric_date(claims.get("auth_time")),
             provider: Arc::clone(provider),
         })
     }

@@ -15,14 +15,16 @@
 
 pub mod access;
 pub mod admin;
+pub mod assertion;
 pub mod audit;
-mod auth_md;
 pub mod claim;
 pub mod claim_page;
 pub mod config;
 pub mod credential;
+pub mod current;
 pub mod discovery;
 pub mod error;
+pub mod grant;
 pub mod http;
 pub mod id_jag;
 pub mod identity;
@@ -42,6 +44,7 @@ pub mod time;
 pub mod token;
 pub mod users;
 pub mod validation;
+pub mod vocab;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};

@@ -16,73 +16,9 @@ use crate::store::{
 use crate::time::Timestamp;
 use crate::token::{PlainSecret, SecretKind, new_id};
 use crate::users::{ProvidedIdentity, jti_key};
-
-/// `registration_type` on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub enum RegistrationType {
-    #[serde(rename = "anonymous")]
-    Anonymous,
-    #[serde(rename = "email-verification")]
-    EmailVerification,
-    #[serde(rename = "agent-provider")]
-    AgentProvider,
-}
-
-impl RegistrationType {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            RegistrationType::Anonymous => "anonymous",
-            RegistrationType::EmailVerification => "email-verification",
-            RegistrationType::AgentProvider => "agent-provider",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "anonymous" => Some(RegistrationType::Anonymous),
-            "email-verification" => Some(RegistrationType::EmailVerification),
-            "agent-provider" => Some(RegistrationType::AgentProvider),
-            _ => None,
-        }
-    }
-}
-
-/// Registration states (docs/protocol.md §11).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RegistrationStatus {
-    Unclaimed,
-    PendingClaim,
-    Claimed,
-    Active,
-    Expired,
-    Revoked,
-}
-
-impl RegistrationStatus {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            RegistrationStatus::Unclaimed => "unclaimed",
-            RegistrationStatus::PendingClaim => "pending_claim",
-            RegistrationStatus::Claimed => "claimed",
-            RegistrationStatus::Active => "active",
-            RegistrationStatus::Expired => "expired",
-            RegistrationStatus::Revoked => "revoked",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "unclaimed" => Some(RegistrationStatus::Unclaimed),
-            "pending_claim" => Some(RegistrationStatus::PendingClaim),
-            "claimed" => Some(RegistrationStatus::Claimed),
-            "active" => Some(RegistrationStatus::Active),
-            "expired" => Some(RegistrationStatus::Expired),
-            "revoked" => Some(RegistrationStatus::Revoked),
-            _ => None,
-        }
-    }
-}
+pub use crate::vocab::{
+    ID_JAG_ASSERTION_TYPE, RegistrationStatus, RegistrationType, VERIFIED_EMAIL_ASSERTION_TYPE,
+};
 
 /// The request body. Every field is optional here so that a missing one is
 /// our `invalid_request` with a clear message, not a parser error.
@@ -94,11 +30,6 @@ pub struct RegisterRequest {
     pub assertion_type: Option<String>,
     pub assertion: Option<String>,
 }
-
-/// The assertion type of the agent-verified flow (§3.3).
-pub const ID_JAG_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:token-type:id-jag";
-/// The assertion type of the email-required flow (§3.2).
-pub const VERIFIED_EMAIL_ASSERTION_TYPE: &str = "verified_email";
 
 /// §3.1 response.
 #[derive(Debug, Clone, Serialize)]
@@ -132,13 +63,24 @@ pub struct AgentRegistered {
     pub max_live_api_keys: Option<u32>,
 }
 
+/// §3.2 response.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmailRegistered {
+    pub registration_id: String,
+    pub registration_type: RegistrationType,
+    pub claim_url: String,
+    pub claim_token: String,
+    pub claim_token_expires: String,
+    pub post_claim_scopes: Vec<String>,
+}
+
 /// A successful `POST /agent/auth`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Registered {
     Anonymous(AnonymousRegistered),
     Agent(AgentRegistered),
-    Email(crate::claim::EmailRegistered),
+    Email(EmailRegistered),
 }
 
 impl AuthMd {
@@ -213,7 +155,7 @@ impl AuthMd {
         now: Timestamp,
     ) -> Result<Registered, Error> {
         let config = self.config();
-        if !config.registration.anonymous {
+        if !crate::discovery::Flows::of(config).anonymous {
             return Err(ProtocolError::AnonymousNotEnabled.into());
         }
         match req
@@ -335,55 +277,8 @@ impl AuthMd {
             .into());
         };
 
-        let credential_id = new_id("crd_");
-        let (kind, expires_at) = match credential_type {
-            CredentialType::AccessToken => (
-                SecretKind::AccessToken,
-                Some(now.plus(config.ttl.access_token.get())),
-            ),
-            CredentialType::ApiKey => (SecretKind::ApiKey, None),
-        };
-        let secret = PlainSecret::generate(kind, &credential_id);
-        let scopes = config.resource.post_claim_scopes.clone();
-        let mut audit = serde_json::Map::new();
-        for (k, v) in [
-            ("agent_platform", &verified.agent_platform),
-            ("agent_context_id", &verified.agent_context_id),
-        ] {
-            audit.insert(
-                k.into(),
-                v.clone().map_or(serde_json::Value::Null, Into::into),
-            );
-        }
-        let reg = NewAgentRegistration {
-            iss: verified.iss.clone(),
-            sub: verified.sub.clone(),
-            aud: verified.aud.clone(),
-            jti_key,
-            jti_until: self.verifier().remember_jti_until(verified.exp, now),
-            issued_at: verified.iat,
-            identity: ProvidedIdentity {
-                email: verified.email.clone(),
-                email_verified: verified.email_verified,
-                phone_number: verified.phone_number.clone(),
-                phone_number_verified: verified.phone_number_verified,
-                name: verified.name.clone(),
-            },
-            link_by_verified: verified.provider.config.link_by_verified_email,
-            link_email_domains: verified.provider.config.email_domains.clone(),
-            jit_provisioning: config.registration.jit_provisioning,
-            new_registration_id: new_id("reg_"),
-            new_user_id: new_id("usr_"),
-            credential_id,
-            credential: secret.hash(),
-            credential_type,
-            scopes: scopes.clone(),
-            expires_at,
-            max_api_keys: config.registration.max_api_keys_per_delegation,
-            now,
-            meta: meta.clone(),
-            audit,
-        };
+        let (reg, secret) = self.agent_registration(&verified, credential_type, meta, now);
+        let (scopes, expires_at) = (reg.scopes.clone(), reg.expires_at);
         let limits = self.limits(
             "identity_assertion",
             meta,
@@ -426,11 +321,79 @@ impl AuthMd {
             // assertion registers again.
             StoreOutcome::IssuedBeforeRevocation => Err(ProtocolError::Expired.into()),
             StoreOutcome::Blocked => Err(ProtocolError::Blocked.into()),
+            // Only in a mode that asks for confirmation (not this dialect's).
+            StoreOutcome::NeedsConfirmation { .. } => {
+                Err(ProtocolError::InteractionRequired.into())
+            }
             StoreOutcome::Limited(l) => Err(ProtocolError::RateLimited {
                 retry_after: l.retry_after,
             }
             .into()),
         }
+    }
+
+    /// What registering a verified ID-JAG writes (§3.3 step 12 on, §6),
+    /// with a fresh credential of `credential_type` (issued or not, as the
+    /// store's [`crate::store::AgentMode`] says): shared by both dialects
+    /// and the token endpoint.
+    pub(crate) fn agent_registration(
+        &self,
+        verified: &crate::id_jag::VerifiedIdJag,
+        credential_type: CredentialType,
+        meta: &RequestMeta,
+        now: Timestamp,
+    ) -> (NewAgentRegistration, PlainSecret) {
+        let config = self.config();
+        let credential_id = new_id("crd_");
+        let (kind, expires_at) = match credential_type {
+            CredentialType::AccessToken => (
+                SecretKind::AccessToken,
+                Some(now.plus(config.ttl.access_token.get())),
+            ),
+            CredentialType::ApiKey => (SecretKind::ApiKey, None),
+        };
+        let secret = PlainSecret::generate(kind, &credential_id);
+        let scopes = config.resource.post_claim_scopes.clone();
+        let mut audit = serde_json::Map::new();
+        for (k, v) in [
+            ("agent_platform", &verified.agent_platform),
+            ("agent_context_id", &verified.agent_context_id),
+        ] {
+            audit.insert(
+                k.into(),
+                v.clone().map_or(serde_json::Value::Null, Into::into),
+            );
+        }
+        let reg = NewAgentRegistration {
+            iss: verified.iss.clone(),
+            sub: verified.sub.clone(),
+            aud: verified.aud.clone(),
+            jti_key: jti_key(&verified.iss, &verified.jti),
+            jti_until: self.verifier().remember_jti_until(verified.exp, now),
+            issued_at: verified.iat,
+            identity: ProvidedIdentity {
+                email: verified.email.clone(),
+                email_verified: verified.email_verified,
+                phone_number: verified.phone_number.clone(),
+                phone_number_verified: verified.phone_number_verified,
+                name: verified.name.clone(),
+            },
+            link_by_verified: verified.provider.config.link_by_verified_email,
+            link_email_domains: verified.provider.config.email_domains.clone(),
+            jit_provisioning: config.registration.jit_provisioning,
+            new_registration_id: new_id("reg_"),
+            new_user_id: new_id("usr_"),
+            credential_id,
+            credential: secret.hash(),
+            credential_type,
+            scopes: scopes.clone(),
+            expires_at,
+            max_api_keys: config.registration.max_api_keys_per_delegation,
+            now,
+            meta: meta.clone(),
+            audit,
+        };
+        (reg, secret)
     }
 
     /// §9 for anonymous registration.
@@ -468,7 +431,7 @@ impl AuthMd {
 }
 
 /// Quotes client-supplied text for an error message, cut to a sane length.
-fn quoted(s: &str) -> String {
+pub(crate) fn quoted(s: &str) -> String {
     let cut: String = s.chars().take(64).collect();
     format!("{cut:?}")
 }

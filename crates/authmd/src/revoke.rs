@@ -33,14 +33,7 @@ use crate::id_jag::{
 use crate::store::{SubjectRevocation, SubjectRevoked};
 use crate::time::Timestamp;
 use crate::users::logout_jti_key;
-
-/// The event of the reference implementation (docs/protocol.md §5).
-pub const REVOKED_EVENT: &str =
-    "https://schemas.workos.com/events/agent/auth/identity/assertion/revoked";
-/// The OpenID Back-Channel Logout event.
-pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
-/// Either names a logout (`events_supported` in the metadata).
-pub const EVENTS_SUPPORTED: [&str; 2] = [REVOKED_EVENT, BACKCHANNEL_LOGOUT_EVENT];
+pub use crate::vocab::{BACKCHANNEL_LOGOUT_EVENT, EVENTS_SUPPORTED, REVOKED_EVENT};
 
 /// A token without `exp` is accepted this long after its `iat`.
 pub const MAX_AGE_WITHOUT_EXP: Duration = Duration::from_secs(300);
@@ -55,6 +48,24 @@ pub struct VerifiedLogout {
     pub iat: Timestamp,
     /// When the token stops being acceptable (`exp`, or `iat` + 5 min).
     pub valid_until: Timestamp,
+    /// Whether it asks for a revocation: a security event of another kind
+    /// is accepted and changes nothing.
+    pub revokes: bool,
+}
+
+/// The two ways a provider says "revoke": a logout token at
+/// `POST /agent/auth/revoke` (original dialect, §5) and a security event at
+/// `POST /agent/event/notify` (current dialect, RFC 8417/8935, §20.7).
+/// Verified by the same rules (`Verifier::verify_logout`) and applied by
+/// the same transaction (`Store::revoke_subject`); they differ in `typ`,
+/// in whether `sub` may be absent, and in what other events mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationToken {
+    /// `typ: logout+jwt`; `sub` or `sid`; events must name a logout.
+    Logout,
+    /// `typ: secevent+jwt`; `sub` required; events a non-empty object,
+    /// and only the assertion-revoked event acts.
+    SecurityEvent,
 }
 
 /// `POST /agent/auth/revoke`'s answer.
@@ -95,6 +106,17 @@ impl Verifier {
         token: &str,
         now: Timestamp,
     ) -> Result<VerifiedLogout, ProtocolError> {
+        self.verify_revocation(token, RevocationToken::Logout, now)
+            .await
+    }
+
+    /// [`Verifier::verify_logout`] for either kind of token.
+    pub async fn verify_revocation(
+        &self,
+        token: &str,
+        kind: RevocationToken,
+        now: Timestamp,
+    ) -> Result<VerifiedLogout, ProtocolError> {
         let token = unverified_parse(token)?;
         let provider = token
             .claim_str("iss")
@@ -109,8 +131,12 @@ impl Verifier {
             .header_str("typ")
             .unwrap_or_default()
             .to_ascii_lowercase();
-        if typ != "logout+jwt" && typ != "application/logout+jwt" {
-            return Err(refuse("the token's typ header must be logout+jwt"));
+        let wanted = match kind {
+            RevocationToken::Logout => "logout+jwt",
+            RevocationToken::SecurityEvent => "secevent+jwt",
+        };
+        if typ != wanted && typ.strip_prefix("application/") != Some(wanted) {
+            return Err(refuse(&format!("the token's typ header must be {wanted}")));
         }
         self.audience(claims)?;
 
@@ -155,17 +181,18 @@ impl Verifier {
         }
         let sub = identifier(claims, "sub")?;
         let sid = identifier(claims, "sid")?;
-        if sub.is_none() && sid.is_none() {
+        if sub.is_none() && (sid.is_none() || kind == RevocationToken::SecurityEvent) {
             return Err(refuse("the token needs sub"));
         }
         let events = claims
             .get("events")
             .and_then(Value::as_object)
-            .ok_or_else(|| refuse("the token needs events, a JSON object"))?;
+            .filter(|e| !e.is_empty())
+            .ok_or_else(|| refuse("the token needs events, a non-empty JSON object"))?;
         let logout = EVENTS_SUPPORTED
             .iter()
             .any(|name| events.get(*name).is_some_and(Value::is_object));
-        if !logout {
+        if !logout && kind == RevocationToken::Logout {
             return Err(ProtocolError::InvalidLogoutToken(format!(
                 "events must hold {REVOKED_EVENT:?} or {BACKCHANNEL_LOGOUT_EVENT:?} with an object value"
             )));
@@ -177,6 +204,7 @@ impl Verifier {
             jti,
             iat,
             valid_until,
+            revokes: logout,
         })
     }
 }
@@ -191,13 +219,31 @@ impl AuthMd {
         meta: &RequestMeta,
         now: Timestamp,
     ) -> Result<Revoked, Error> {
-        let verified = match self.verifier().verify_logout(&token?, now).await {
+        self.revoke_by_token(token, RevocationToken::Logout, meta, now)
+            .await
+    }
+
+    /// The one revocation path of both dialects: a logout token (§5) or a
+    /// security event (§20.7), verified and applied alike. A security
+    /// event that names no revocation is accepted and changes nothing
+    /// (its `jti` is not recorded: it changes nothing if replayed).
+    pub async fn revoke_by_token(
+        &self,
+        token: Result<String, ProtocolError>,
+        kind: RevocationToken,
+        meta: &RequestMeta,
+        now: Timestamp,
+    ) -> Result<Revoked, Error> {
+        let verified = match self.verifier().verify_revocation(&token?, kind, now).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::info!(code = e.code(), reason = %e, ip = ?meta.ip, "logout token refused");
                 return Err(e.into());
             }
         };
+        if !verified.revokes {
+            return Ok(Revoked { revoked: 0 });
+        }
         let skew = self.verifier().skew();
         let revocation = SubjectRevocation {
             jti_key: logout_jti_key(&verified.iss, &verified.jti),

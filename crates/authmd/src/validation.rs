@@ -39,11 +39,7 @@ use crate::credential::{CredentialRecord, Refusal};
 use crate::store::{Store, StoreError};
 use crate::time::Timestamp;
 use crate::token::{SecretHash, SecretKind, recognize};
-
-/// The invalidation log entry that drops every cached credential (written
-/// instead of many single entries by a large revocation). No secret hashes
-/// to all zeros.
-pub const FLUSH_ALL: SecretHash = SecretHash([0; 32]);
+pub use crate::vocab::FLUSH_ALL;
 
 /// How long the invalidation log is kept. A replica that could not read it
 /// for longer may have missed entries: it finds that out

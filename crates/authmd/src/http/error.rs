@@ -47,6 +47,12 @@ pub fn status(e: &ProtocolError) -> StatusCode {
         ProtocolError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ProtocolError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
         ProtocolError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        ProtocolError::InvalidGrant(_)
+        | ProtocolError::UnsupportedGrantType
+        | ProtocolError::InvalidTarget => StatusCode::BAD_REQUEST,
+        ProtocolError::LoginRequired { .. } | ProtocolError::InteractionRequired => {
+            StatusCode::UNAUTHORIZED
+        }
     }
 }
 
@@ -196,6 +202,27 @@ mod tests {
                 "upstream_unavailable",
             ),
             (ProtocolError::UpstreamTimeout, 504, "upstream_timeout"),
+            (
+                ProtocolError::InvalidGrant("x".into()),
+                400,
+                "invalid_grant",
+            ),
+            (
+                ProtocolError::UnsupportedGrantType,
+                400,
+                "unsupported_grant_type",
+            ),
+            (ProtocolError::InvalidTarget, 400, "invalid_target"),
+            (
+                ProtocolError::LoginRequired { max_age: 3600 },
+                401,
+                "login_required",
+            ),
+            (
+                ProtocolError::InteractionRequired,
+                401,
+                "interaction_required",
+            ),
             (
                 ProtocolError::InsufficientScope { needed: vec![] },
                 403,

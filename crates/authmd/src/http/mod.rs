@@ -3,6 +3,7 @@
 
 mod admin;
 mod cors;
+mod current;
 mod error;
 pub mod extract;
 pub mod forward_auth;
@@ -101,6 +102,8 @@ fn with_agent_routes(app: AuthMd, base: Router<AuthMd>) -> Router {
         )
         .route("/agent/auth/claim/complete", post(routes::complete_claim))
         .route("/agent/auth/revoke", post(routes::revoke))
+        .route(crate::discovery::IDENTITY_PATH, post(current::identity))
+        .route(crate::discovery::EVENTS_PATH, post(current::events))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             routes::agent_timeout,
@@ -112,6 +115,7 @@ fn with_agent_routes(app: AuthMd, base: Router<AuthMd>) -> Router {
         // body read themselves (introspection is a hot path).
         .route("/oauth2/introspect", post(oauth::introspect))
         .route("/oauth2/revoke", post(oauth::revoke))
+        .route(crate::discovery::TOKEN_PATH, post(current::token))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .fallback(routes::not_found)

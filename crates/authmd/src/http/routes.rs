@@ -15,8 +15,9 @@ use crate::claim::{ChallengeBody, ClaimBody, ClaimPage, CompleteBody};
 use crate::credential::UserSummary;
 use crate::error::ProtocolError;
 use crate::middleware::Agent;
-use crate::register::{RegisterRequest, RegistrationStatus, RegistrationType};
+use crate::register::RegisterRequest;
 use crate::time::Timestamp;
+use crate::vocab::{RegistrationStatus, RegistrationType};
 
 const JSON: &str = "application/json";
 const PUBLIC_5_MIN: &str = "public, max-age=300";

@@ -180,6 +180,9 @@ pub struct RegistrationSummary {
     pub sub: Option<String>,
     /// Credentials neither revoked nor expired.
     pub live_credentials: i64,
+    /// The wire dialect it was made in: `original` or `current`
+    /// (docs/protocol.md §20).
+    pub dialect: String,
 }
 
 /// A credential as operators see it (never its hash).
@@ -299,7 +302,8 @@ pub(crate) fn registrations(f: &RegistrationFilter, now: Timestamp) -> Query {
         "SELECT r.id, r.type, r.status, r.created_at, r.updated_at, r.expires_at, r.user_id,
                 u.email, r.email, r.iss, r.sub,
                 (SELECT COUNT(*) FROM credentials c WHERE c.registration_id = r.id
-                   AND c.revoked_at IS NULL AND (c.expires_at IS NULL OR c.expires_at > #))
+                   AND c.revoked_at IS NULL AND (c.expires_at IS NULL OR c.expires_at > #)),
+                r.dialect
          FROM registrations r LEFT JOIN users u ON u.id = r.user_id WHERE 1 = 1",
     );
     q.args.push(Arg::Int(now.as_millis()));
@@ -338,6 +342,7 @@ pub(crate) fn registration_summary(r: &impl ReadRow) -> Result<RegistrationSumma
         iss: r.opt_text(9)?,
         sub: r.opt_text(10)?,
         live_credentials: r.int(11)?,
+        dialect: r.text(12)?,
     })
 }
 

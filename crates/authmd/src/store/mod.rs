@@ -7,6 +7,7 @@
 //! transaction. The contract tests in `tests/api/store_contract.rs` run
 //! against both backends.
 
+pub mod current;
 pub mod listing;
 mod migrate;
 pub mod postgres;
@@ -19,10 +20,10 @@ use async_trait::async_trait;
 use crate::audit::{AuditEvent, AuditRecord, EventFilter, EventKind, RequestMeta};
 use crate::credential::{CredentialRecord, CredentialSource, CredentialType, UserSummary};
 use crate::rate_limit::{RateLimit, RateLimited};
-use crate::register::{RegistrationStatus, RegistrationType};
 use crate::time::Timestamp;
 use crate::token::SecretHash;
 use crate::users::ProvidedIdentity;
+use crate::vocab::{Dialect, RegistrationStatus, RegistrationType};
 
 pub use listing::{
     CredentialSummary, DelegationFilter, DelegationRecord, RegistrationFilter, RegistrationSummary,
@@ -119,6 +120,41 @@ pub enum AgentRegistered {
     /// operator (nothing written).
     Blocked,
     Limited(RateLimited),
+    /// [`AgentMode::confirm_links`]: the subject's first registration
+    /// would link it to an existing user by a verified address; the user
+    /// must confirm first (nothing written). `email`: the address it
+    /// matched, when it matched by email.
+    NeedsConfirmation {
+        user_id: String,
+        email: Option<String>,
+    },
+}
+
+/// How [`Store::register_agent_as`] registers an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentMode {
+    /// Issue the request's credential (the original dialect, and the
+    /// token endpoint), or none (the current dialect's identity endpoint,
+    /// which signs an assertion instead).
+    pub issue: bool,
+    /// A subject's first link to an existing user by a verified email or
+    /// phone is not made: [`AgentRegistered::NeedsConfirmation`].
+    pub confirm_links: bool,
+    /// Recorded on a registration it creates.
+    pub dialect: Dialect,
+    /// Without `issue`: the `jti` and expiry of the assertion that will be
+    /// signed, for `assertion.issued`.
+    pub assertion: Option<(String, Timestamp)>,
+}
+
+impl AgentMode {
+    /// The original dialect: issue, link silently (docs/protocol.md §6).
+    pub const ORIGINAL: AgentMode = AgentMode {
+        issue: true,
+        confirm_links: false,
+        dialect: Dialect::Original,
+        assertion: None,
+    };
 }
 
 /// A claim attempt to create: its id (`cla_…`, the link token's selector),
@@ -684,6 +720,48 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         limits: Vec<RateLimit>,
     ) -> Result<AgentRegistered, StoreError>;
 
+    /// [`Store::register_agent`] as `mode` says: with or without the
+    /// credential, linking silently or asking for confirmation, recording
+    /// the dialect. The new operations of the current dialect have
+    /// defaults so that a `Store` written for the original dialect (a
+    /// wrapper, a test double) still builds; both backends implement them.
+    async fn register_agent_as(
+        &self,
+        reg: NewAgentRegistration,
+        limits: Vec<RateLimit>,
+        mode: AgentMode,
+    ) -> Result<AgentRegistered, StoreError> {
+        if mode == AgentMode::ORIGINAL {
+            self.register_agent(reg, limits).await
+        } else {
+            Err(unsupported())
+        }
+    }
+
+    /// The current dialect (docs/protocol.md §20): checks `limits`, then
+    /// creates a registration without a credential (anonymous, or pending
+    /// a claim with its first attempt) and records `reg.events`.
+    async fn create_identity_registration(
+        &self,
+        reg: current::NewIdentityRegistration,
+        limits: Vec<RateLimit>,
+    ) -> Result<current::Created, StoreError> {
+        let _ = (reg, limits);
+        Err(unsupported())
+    }
+
+    /// The token endpoint's exchange of authmd's own assertion: issues an
+    /// access token and records `token.exchanged` only while the
+    /// registration is in the assertion's state (unclaimed ones before
+    /// their deadline).
+    async fn exchange_assertion(
+        &self,
+        x: current::AssertionExchange,
+    ) -> Result<current::Exchanged, StoreError> {
+        let _ = x;
+        Err(unsupported())
+    }
+
     /// Records a block and `operator.action` (`block`); `false` (and
     /// nothing written) if it was in force already.
     async fn block(&self, b: BlockChange) -> Result<bool, StoreError>;
@@ -899,6 +977,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<(Vec<(TailCursor, AuditRecord)>, TailCursor), StoreError>;
 }
 
+/// What a `Store` without the current dialect's operations answers them.
+fn unsupported() -> StoreError {
+    StoreError::Database("this store does not implement the current dialect".into())
+}
+
 /// Opens the store named by a `database.url`.
 pub async fn open(url: &str, max_connections: usize) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
@@ -1005,6 +1088,33 @@ impl NewAgentRegistration {
             .with("matched_by", how.as_str())
     }
 
+    /// The events of a successful registration in `mode`: the two of
+    /// [`Self::events`] when it issues; otherwise `registration.created`
+    /// (with the dialect) and `assertion.issued`.
+    pub(crate) fn events_as(
+        &self,
+        registration_id: &str,
+        user_id: &str,
+        provisioned: bool,
+        mode: &AgentMode,
+    ) -> Vec<AuditEvent> {
+        let [created, issued] = self.events(registration_id, user_id, provisioned);
+        if mode.issue {
+            return vec![created, issued];
+        }
+        let mut assertion = AuditEvent::new(EventKind::AssertionIssued, self.now, &self.meta)
+            .registration(registration_id)
+            .user(user_id)
+            .with("iss", self.iss.as_str())
+            .with("sub", self.sub.as_str());
+        if let Some((jti, exp)) = &mode.assertion {
+            assertion = assertion
+                .with("jti", jti.as_str())
+                .with("expires_at", exp.to_rfc3339());
+        }
+        vec![created.with("dialect", mode.dialect.as_str()), assertion]
+    }
+
     /// The two events of a successful registration.
     pub(crate) fn events(
         &self,
@@ -1051,7 +1161,7 @@ pub(crate) const FLUSH_OVER: usize = 1000;
 /// The entries to append to the invalidation log for `hashes`.
 pub(crate) fn invalidation_entries(hashes: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     if hashes.len() > FLUSH_OVER {
-        vec![crate::validation::FLUSH_ALL.as_bytes().to_vec()]
+        vec![crate::vocab::FLUSH_ALL.as_bytes().to_vec()]
     } else {
         hashes
     }

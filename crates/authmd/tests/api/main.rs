@@ -12,6 +12,8 @@ mod claim;
 mod claim_browser;
 mod claim_smtp;
 mod cors;
+mod current_dialect;
+mod dialects;
 mod discovery;
 mod expiry;
 mod followups;

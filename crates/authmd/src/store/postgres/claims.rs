@@ -9,7 +9,6 @@ use super::{admit, exec, insert_event, log_invalidations, pg};
 use crate::audit::{AuditEvent, EventKind, RequestMeta};
 use crate::credential::CredentialType;
 use crate::rate_limit::{RateLimit, RateLimited};
-use crate::register::RegistrationType;
 use crate::store::{
     AttemptAction, AttemptState, AttemptView, ClaimRequest, ClaimStarted, CompleteClaim, Completed,
     NewAttempt, NewEmailRegistration, StoreError, WRONG_PER_CODE, WRONG_PER_REGISTRATION,
@@ -18,6 +17,7 @@ use crate::store::{
 use crate::time::Timestamp;
 use crate::token::SecretHash;
 use crate::users::normalize_email;
+use crate::vocab::RegistrationType;
 
 struct Reg {
     kind: RegistrationType,
@@ -78,7 +78,7 @@ async fn registration(
     }))
 }
 
-async fn insert_attempt(
+pub(super) async fn insert_attempt(
     tx: &Transaction<'_>,
     registration: &str,
     email: &str,

@@ -7,6 +7,7 @@
 //! order is its commit order.
 
 mod claims;
+mod current;
 mod governance;
 mod keys;
 mod pipeline;
@@ -20,7 +21,9 @@ use tokio_postgres::types::ToSql;
 
 use pipeline::Pipeline;
 
+use super::current::{AssertionExchange, Created, Exchanged, NewIdentityRegistration};
 use super::migrate::POSTGRES;
+use super::{AgentMode, SelfRevocation, SelfRevoked};
 use super::{
     AgentRegistered, Invalidation, NewAgentRegistration, NewAnonymousRegistration, RawCredential,
     STATS_QUERY, SigningKeyRow, Stats, Store, StoreError, SweepReport, credential_columns,
@@ -35,7 +38,6 @@ use super::{
     OperatorRevocation, RegistrationFilter, RegistrationSummary, RevokeReport, SubjectRevocation,
     SubjectRevoked, TailCursor, UserFilter, UserRecord, listing,
 };
-use super::{SelfRevocation, SelfRevoked};
 use crate::audit::{AuditEvent, AuditRecord, EventFilter, EventKind, RequestMeta};
 use crate::credential::{CredentialRecord, CredentialType};
 use crate::rate_limit::{RateLimit, RateLimited};
@@ -238,6 +240,7 @@ async fn register_agent_tx(
     tx: &Transaction<'_>,
     reg: &NewAgentRegistration,
     limits: &[RateLimit],
+    mode: &AgentMode,
 ) -> Result<AgentRegistered, StoreError> {
     let now = reg.now.as_millis();
     let link_email = reg.link_email();
@@ -331,6 +334,14 @@ async fn register_agent_tx(
             return Ok(AgentRegistered::Blocked);
         }
     }
+    if mode.confirm_links
+        && let (Some(user_id), Some(how)) = (&existing_user, linked_by)
+    {
+        return Ok(AgentRegistered::NeedsConfirmation {
+            user_id: user_id.clone(),
+            email: (how == LinkedBy::Email).then(|| reg.link_email()).flatten(),
+        });
+    }
     if existing_user.is_none() && !reg.jit_provisioning {
         return Ok(AgentRegistered::NotProvisioned);
     }
@@ -369,14 +380,15 @@ async fn register_agent_tx(
             writes
                 .push(
                     "INSERT INTO registrations (id, type, status, created_at, updated_at, user_id,
-                                                created_by_agent, iss, sub)
-                     VALUES ($1, 'agent-provider', 'active', $2, $2, $3, TRUE, $4, $5)",
+                                                created_by_agent, iss, sub, dialect)
+                     VALUES ($1, 'agent-provider', 'active', $2, $2, $3, TRUE, $4, $5, $6)",
                     vec![
                         Box::new(reg.new_registration_id.clone()),
                         Box::new(now),
                         Box::new(user_id.clone()),
                         Box::new(reg.iss.clone()),
                         Box::new(reg.sub.clone()),
+                        Box::new(mode.dialect.as_str()),
                     ],
                 )
                 .push(
@@ -396,7 +408,8 @@ async fn register_agent_tx(
             reg.new_registration_id.clone()
         }
     };
-    writes.push(
+    if mode.issue {
+        writes.push(
         "INSERT INTO credentials (id, token_hash, registration_id, user_id, type, source, scopes,
                                   issued_at, expires_at, iss, sub, aud, assertion_iat)
          VALUES ($1, $2, $3, $4, $5, 'provider', $6, $7, $8, $9, $10, $11, $12)",
@@ -414,13 +427,14 @@ async fn register_agent_tx(
             Box::new(reg.aud.clone()),
             Box::new(reg.issued_at.as_millis()),
         ],
-    );
-    let mut events = reg.events(&registration_id, &user_id, provisioned).to_vec();
+        );
+    }
+    let mut events = reg.events_as(&registration_id, &user_id, provisioned, mode);
     if let Some(how) = linked_by {
         events.push(reg.linked_event(&registration_id, &user_id, how));
     }
     writes.events(&events).run(tx).await?;
-    if reg.credential_type == CredentialType::ApiKey {
+    if mode.issue && reg.credential_type == CredentialType::ApiKey {
         // Past the cap, the oldest live keys of the delegation end (ids
         // are time-ordered). Issuances for one subject take turns (its
         // advisory lock), so each sees the keys of the one before.
@@ -581,10 +595,44 @@ impl Store for PostgresStore {
         reg: NewAgentRegistration,
         limits: Vec<RateLimit>,
     ) -> Result<AgentRegistered, StoreError> {
+        self.register_agent_as(reg, limits, AgentMode::ORIGINAL)
+            .await
+    }
+
+    async fn register_agent_as(
+        &self,
+        reg: NewAgentRegistration,
+        limits: Vec<RateLimit>,
+        mode: AgentMode,
+    ) -> Result<AgentRegistered, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
-        let outcome = register_agent_tx(&tx, &reg, &limits).await?;
+        let outcome = register_agent_tx(&tx, &reg, &limits, &mode).await?;
         if matches!(outcome, AgentRegistered::Issued { .. }) {
+            tx.commit().await.map_err(pg)?;
+        }
+        Ok(outcome)
+    }
+
+    async fn create_identity_registration(
+        &self,
+        reg: NewIdentityRegistration,
+        limits: Vec<RateLimit>,
+    ) -> Result<Created, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let created = current::create_identity_registration(&tx, &reg, &limits).await?;
+        if created.is_ok() {
+            tx.commit().await.map_err(pg)?;
+        }
+        Ok(created)
+    }
+
+    async fn exchange_assertion(&self, x: AssertionExchange) -> Result<Exchanged, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let outcome = current::exchange_assertion(&tx, &x).await?;
+        if matches!(outcome, Exchanged::Issued { .. }) {
             tx.commit().await.map_err(pg)?;
         }
         Ok(outcome)

@@ -7,7 +7,6 @@ use super::{USER_BY_VERIFIED_EMAIL, admit, db, insert_event, log_invalidations};
 use crate::audit::{AuditEvent, EventKind};
 use crate::credential::CredentialType;
 use crate::rate_limit::RateLimit;
-use crate::register::RegistrationType;
 use crate::store::{
     AttemptAction, AttemptState, AttemptView, ClaimRequest, ClaimStarted, CompleteClaim, Completed,
     NewAttempt, NewEmailRegistration, StoreError, WRONG_PER_CODE, WRONG_PER_REGISTRATION,
@@ -16,6 +15,7 @@ use crate::store::{
 use crate::time::Timestamp;
 use crate::token::SecretHash;
 use crate::users::normalize_email;
+use crate::vocab::RegistrationType;
 
 /// The current code of an attempt: email, hash, expiry, wrong guesses.
 type CodeRow = (String, Option<Vec<u8>>, Option<i64>, i64);
@@ -81,7 +81,7 @@ impl Reg {
     }
 }
 
-fn insert_attempt(
+pub(super) fn insert_attempt(
     c: &Connection,
     registration: &str,
     email: &str,

@@ -9,6 +9,7 @@
 //! Reads run on separate WAL connections and never wait for the writer.
 
 mod claims;
+mod current;
 mod governance;
 mod jti;
 mod keys;
@@ -21,7 +22,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::current::{AssertionExchange, Created, Exchanged, NewIdentityRegistration};
 use super::migrate::{Migration, SQLITE};
+use super::{AgentMode, SelfRevocation, SelfRevoked};
 use super::{
     AgentRegistered, Invalidation, NewAgentRegistration, NewAnonymousRegistration, RawCredential,
     STATS_QUERY, SigningKeyRow, Stats, Store, StoreError, SweepReport, credential_columns,
@@ -36,7 +39,6 @@ use super::{
     OperatorRevocation, RegistrationFilter, RegistrationSummary, RevokeReport, SubjectRevocation,
     SubjectRevoked, TailCursor, UserFilter, UserRecord, listing,
 };
-use super::{SelfRevocation, SelfRevoked};
 use crate::audit::{AuditEvent, AuditRecord, EventFilter, EventKind, RequestMeta};
 use crate::credential::{CredentialRecord, CredentialType};
 use crate::rate_limit::{RateLimit, RateLimited};
@@ -513,6 +515,7 @@ fn register_agent_tx(
     seen: &jti::SeenJti,
     reg: &NewAgentRegistration,
     limits: &[RateLimit],
+    mode: &AgentMode,
 ) -> Result<AgentRegistered, StoreError> {
     let now = reg.now.as_millis();
     if seen.contains(&reg.jti_key) {
@@ -560,6 +563,14 @@ fn register_agent_tx(
     if governance::is_blocked(c, &reg.block_keys(existing_user.as_deref()))? {
         return Ok(AgentRegistered::Blocked);
     }
+    if mode.confirm_links
+        && let (Some(user_id), Some(how)) = (&existing_user, linked_by)
+    {
+        return Ok(AgentRegistered::NeedsConfirmation {
+            user_id: user_id.clone(),
+            email: (how == LinkedBy::Email).then(|| reg.link_email()).flatten(),
+        });
+    }
     // (4) provision, or refuse.
     if existing_user.is_none() && !reg.jit_provisioning {
         return Ok(AgentRegistered::NotProvisioned);
@@ -601,8 +612,8 @@ fn register_agent_tx(
         _ => {
             c.prepare_cached(
                 "INSERT INTO registrations (id, type, status, created_at, updated_at, user_id,
-                                            created_by_agent, iss, sub)
-                 VALUES (?1, 'agent-provider', 'active', ?2, ?2, ?3, 1, ?4, ?5)",
+                                            created_by_agent, iss, sub, dialect)
+                 VALUES (?1, 'agent-provider', 'active', ?2, ?2, ?3, 1, ?4, ?5, ?6)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -610,7 +621,8 @@ fn register_agent_tx(
                     now,
                     user_id,
                     reg.iss,
-                    reg.sub
+                    reg.sub,
+                    mode.dialect.as_str(),
                 ])
             })
             .map_err(db)?;
@@ -626,7 +638,8 @@ fn register_agent_tx(
             reg.new_registration_id.clone()
         }
     };
-    c.prepare_cached(
+    if mode.issue {
+        c.prepare_cached(
         "INSERT INTO credentials (id, token_hash, registration_id, user_id, type, source, scopes,
                                   issued_at, expires_at, iss, sub, aud, assertion_iat)
          VALUES (?1, ?2, ?3, ?4, ?5, 'provider', ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
@@ -648,13 +661,14 @@ fn register_agent_tx(
         ])
     })
     .map_err(db)?;
-    for e in reg.events(&registration_id, &user_id, provisioned) {
+    }
+    for e in reg.events_as(&registration_id, &user_id, provisioned, mode) {
         insert_event(c, &e)?;
     }
     if let Some(how) = linked_by {
         insert_event(c, &reg.linked_event(&registration_id, &user_id, how))?;
     }
-    if reg.credential_type == CredentialType::ApiKey {
+    if mode.issue && reg.credential_type == CredentialType::ApiKey {
         // Past the cap, the oldest live keys of the delegation end (ids
         // are time-ordered).
         let capped: Vec<(String, Vec<u8>)> = {
@@ -791,8 +805,32 @@ impl Store for SqliteStore {
         reg: NewAgentRegistration,
         limits: Vec<RateLimit>,
     ) -> Result<AgentRegistered, StoreError> {
+        self.register_agent_as(reg, limits, AgentMode::ORIGINAL)
+            .await
+    }
+
+    async fn register_agent_as(
+        &self,
+        reg: NewAgentRegistration,
+        limits: Vec<RateLimit>,
+        mode: AgentMode,
+    ) -> Result<AgentRegistered, StoreError> {
         let seen = Arc::clone(&self.seen);
-        self.write(move |c| register_agent_tx(c, &seen, &reg, &limits))
+        self.write(move |c| register_agent_tx(c, &seen, &reg, &limits, &mode))
+            .await
+    }
+
+    async fn create_identity_registration(
+        &self,
+        reg: NewIdentityRegistration,
+        limits: Vec<RateLimit>,
+    ) -> Result<Created, StoreError> {
+        self.write(move |c| current::create_identity_registration(c, &reg, &limits))
+            .await
+    }
+
+    async fn exchange_assertion(&self, x: AssertionExchange) -> Result<Exchanged, StoreError> {
+        self.write(move |c| current::exchange_assertion(c, &x))
             .await
     }
 

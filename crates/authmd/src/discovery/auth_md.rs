@@ -6,14 +6,18 @@
 
 use std::fmt::Write;
 
+use super::{CurrentFlows, Flows, Urls};
 use crate::config::{Config, duration_words};
-use crate::discovery::{Flows, Urls};
 
 /// Renders the document.
 pub fn render(config: &Config, urls: &Urls) -> String {
     let flows = Flows::of(config);
+    let current_flows = CurrentFlows::of(config);
     let mut md = String::with_capacity(16 * 1024);
     intro(&mut md, config, urls);
+    if current_flows.any() {
+        current(&mut md, config, urls, current_flows, flows);
+    }
     discover(&mut md, config, urls);
     pick(&mut md, config, flows);
     register(&mut md, config, urls, flows);
@@ -25,6 +29,73 @@ pub fn render(config: &Config, urls: &Urls) -> String {
 }
 
 // The writes below go to a String and cannot fail.
+
+/// The current dialect (docs/protocol.md §20), explained first when it is
+/// on; the original dialect's steps follow, still supported.
+fn current(md: &mut String, config: &Config, urls: &Urls, c: CurrentFlows, original: Flows) {
+    let _ = writeln!(
+        md,
+        "## The current dialect: `identity_endpoint` and the token endpoint\n\n\
+         Agents written for the current auth.md dialect register at \
+         `agent_auth.identity_endpoint` (`{identity}`) and exchange the identity \
+         assertion they receive at `token_endpoint` (`{token}`) for an access token. \
+         Read both from `{asm}`.\n",
+        identity = urls.identity,
+        token = urls.token,
+        asm = urls.as_metadata,
+    );
+    if c.anonymous {
+        let _ = writeln!(
+            md,
+            "### Anonymous\n\n\
+             ```http\nPOST {identity}\nContent-Type: application/json\n\n{{\"type\": \"anonymous\"}}\n```\n\n\
+             The answer is `{{\"id\", \"type\": \"anonymous\", \"identity\": {{\"assertion\", \"expires_at\"}}, \
+             \"scopes\": {{\"pre_claim\": {pre}, \"post_claim\": {post}}}, \"claim\": {{\"token\", \"expires_at\", \"url\"}}}}`. \
+             Keep `claim.token` in memory only. The assertion lasts at most an hour and never past the \
+             claim deadline ({ttl}).\n",
+            identity = urls.identity,
+            pre = json_list(&config.resource.pre_claim_scopes),
+            post = json_list(&config.resource.post_claim_scopes),
+            ttl = duration_words(config.ttl.registration.get()),
+        );
+    }
+    if c.id_jag {
+        let _ = writeln!(
+            md,
+            "### With an ID-JAG from your provider\n\n\
+             ```http\nPOST {identity}\nContent-Type: application/json\n\n\
+             {{\"type\": \"identity_assertion\", \"assertion_type\": \"urn:ietf:params:oauth:token-type:id-jag\", \"assertion\": \"<ID-JAG>\"}}\n```\n\n\
+             The ID-JAG's `aud` is **`{issuer}`**, and its `auth_time` must be within the last {age}. \
+             A match answers `{{\"id\", \"type\": \"identity_assertion\", \"identity\": {{\"assertion\", \"expires_at\"}}, \"scopes\": [...]}}`. \
+             `401 login_required` (with `max_age`): have the user sign in at the provider again. \
+             `401 interaction_required`: the user must confirm linking this account; show them \
+             `claim.attempt.verification_uri`. You may also present the ID-JAG directly at the token \
+             endpoint as the assertion.\n",
+            identity = urls.identity,
+            issuer = urls.issuer,
+            age = duration_words(config.dialects.current.max_auth_age.get()),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "### Exchange the assertion\n\n\
+         ```http\nPOST {token}\nContent-Type: application/x-www-form-urlencoded\n\n\
+         grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=<identity.assertion>\n```\n\n\
+         The answer is `{{\"access_token\", \"token_type\": \"Bearer\", \"expires_in\", \"scope\"}}`. Send \
+         `Authorization: Bearer <access_token>` to the API. When it expires, exchange the assertion \
+         again while it lasts, then register again. `resource`, if you send it, must be exactly \
+         `{resource}` (`invalid_target` otherwise). An assertion stops exchanging as soon as its \
+         registration is revoked or expires (`invalid_grant`).\n",
+        token = urls.token,
+        resource = urls.resource,
+    );
+    if original.anonymous || original.verified_email || original.id_jag {
+        let _ = writeln!(
+            md,
+            "The original dialect (`agent_auth.register_uri`), described below, is still supported.\n"
+        );
+    }
+}
 
 fn intro(md: &mut String, config: &Config, urls: &Urls) {
     let _ = writeln!(

@@ -1,0 +1,218 @@
+//! The current dialect's token endpoint (docs/protocol.md §20.4): RFC 6749
+//! §5 answers for the RFC 7523 jwt-bearer grant, with two kinds of
+//! assertion through the existing verifiers:
+//!
+//! - authmd's own identity assertion (`assertion.rs`), exchanged while the
+//!   registration is still in the state it was issued for;
+//! - a provider's ID-JAG presented directly (the Identity Assertion
+//!   Authorization Grant draft, MCP's enterprise-managed authorization):
+//!   the same trust list, §3.3 checks, replay protection and user matching
+//!   as registration, issuing an access token.
+//!
+//! `resource` (RFC 8707), when present, must be this service's resource
+//! identifier, byte for byte (`invalid_target`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::AuthMd;
+use crate::assertion;
+use crate::audit::RequestMeta;
+use crate::credential::CredentialType;
+use crate::discovery::CurrentFlows;
+use crate::error::{Error, ProtocolError};
+use crate::store::current::{AssertionExchange, Exchanged};
+use crate::store::{AgentMode, AgentRegistered};
+use crate::time::Timestamp;
+use crate::token::{PlainSecret, SecretKind, new_id};
+use crate::vocab::{Dialect, JWT_BEARER_GRANT, RegistrationStatus};
+
+/// The form of `POST /oauth2/token`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TokenRequest {
+    pub grant_type: Option<String>,
+    pub assertion: Option<String>,
+    pub resource: Option<String>,
+    pub scope: Option<String>,
+}
+
+/// RFC 6749 §5.1.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    pub scope: String,
+}
+
+impl AuthMd {
+    /// `POST /oauth2/token`. Errors are `invalid_request`, `invalid_grant`
+    /// (any assertion that does not verify, or whose registration is gone
+    /// or changed: the reason goes to the log), `unsupported_grant_type`
+    /// and `invalid_target`.
+    pub async fn token(
+        &self,
+        request: Result<TokenRequest, ProtocolError>,
+        meta: &RequestMeta,
+        now: Timestamp,
+    ) -> Result<TokenResponse, Error> {
+        let req = request?;
+        if !CurrentFlows::of(self.config()).any() {
+            return Err(ProtocolError::UnsupportedGrantType.into());
+        }
+        match req.grant_type.as_deref() {
+            Some(JWT_BEARER_GRANT) => {}
+            Some(_) => return Err(ProtocolError::UnsupportedGrantType.into()),
+            None => return Err(ProtocolError::invalid_request("grant_type is required").into()),
+        }
+        if let Some(resource) = &req.resource
+            && *resource != self.urls().resource
+        {
+            return Err(ProtocolError::InvalidTarget.into());
+        }
+        if req.scope.is_some() {
+            return Err(ProtocolError::invalid_request(
+                "scope is not accepted: the registration decides the scopes",
+            )
+            .into());
+        }
+        let Some(assertion) = req.assertion.as_deref().filter(|a| !a.is_empty()) else {
+            return Err(ProtocolError::invalid_request("assertion is required").into());
+        };
+        let token = crate::id_jag::unverified_parse(assertion)
+            .map_err(|e| ProtocolError::InvalidGrant(e.to_string()))?;
+        if assertion::is_ours(&token, &self.urls().issuer) {
+            self.exchange_own(&token, meta, now).await
+        } else {
+            self.exchange_id_jag(assertion, meta, now).await
+        }
+    }
+
+    /// authmd's own assertion: one signature check, then one transaction
+    /// that issues only while the registration is in the assertion's state.
+    async fn exchange_own(
+        &self,
+        token: &authmd_jose::Compact,
+        meta: &RequestMeta,
+        now: Timestamp,
+    ) -> Result<TokenResponse, Error> {
+        let verified = self.verify_assertion(token, now).await?;
+        let config = self.config();
+        let scopes = match verified.status {
+            RegistrationStatus::Unclaimed => config.resource.pre_claim_scopes.clone(),
+            RegistrationStatus::Claimed | RegistrationStatus::Active => {
+                config.resource.post_claim_scopes.clone()
+            }
+            _ => {
+                return Err(ProtocolError::InvalidGrant(
+                    "the assertion names a state that exchanges nothing".into(),
+                )
+                .into());
+            }
+        };
+        let credential_id = new_id("crd_");
+        let secret = PlainSecret::generate(SecretKind::AccessToken, &credential_id);
+        let lifetime = config.ttl.access_token.get();
+        let x = AssertionExchange {
+            registration_id: verified.registration_id,
+            status: verified.status,
+            credential_id,
+            credential: secret.hash(),
+            scopes: scopes.clone(),
+            expires_at: now.plus(lifetime),
+            now,
+            meta: meta.clone(),
+            assertion_jti: verified.jti,
+        };
+        let for_log = crate::audit::AuditEvent::logged().then(|| x.clone());
+        match self.store().exchange_assertion(x).await? {
+            Exchanged::Issued { user_id, .. } => {
+                if let Some(x) = for_log {
+                    x.event(user_id.as_deref()).log();
+                }
+                Ok(TokenResponse {
+                    access_token: secret.expose().to_owned(),
+                    token_type: "Bearer",
+                    expires_in: lifetime.as_secs(),
+                    scope: scopes.join(" "),
+                })
+            }
+            Exchanged::NotLive => Err(ProtocolError::InvalidGrant(
+                "the registration is gone, expired, revoked, or no longer in the state this assertion was issued for"
+                    .into(),
+            )
+            .into()),
+        }
+    }
+
+    /// A provider's ID-JAG presented directly: registration's checks and
+    /// matching, an access token instead of an assertion. A first link to
+    /// an existing account needs the user, which a token endpoint cannot
+    /// ask: `invalid_grant`, register at the identity endpoint instead.
+    async fn exchange_id_jag(
+        &self,
+        assertion: &str,
+        meta: &RequestMeta,
+        now: Timestamp,
+    ) -> Result<TokenResponse, Error> {
+        let config = self.config();
+        let grant = |e: ProtocolError| match e {
+            ProtocolError::RateLimited { .. } => e,
+            other => ProtocolError::InvalidGrant(format!("{}: {other}", other.code())),
+        };
+        if !CurrentFlows::of(config).id_jag {
+            return Err(grant(ProtocolError::IdentityAssertionNotEnabled).into());
+        }
+        let verified = self
+            .verifier()
+            .verify(assertion, now)
+            .await
+            .map_err(grant)?;
+        self.check_auth_time(&verified, now).map_err(grant)?;
+        let (reg, secret) =
+            self.agent_registration(&verified, CredentialType::AccessToken, meta, now);
+        let scopes = reg.scopes.clone();
+        let limits = self.limits(
+            "identity_assertion",
+            meta,
+            config.rate_limits.identity_assertion_per_ip_per_hour,
+            config.rate_limits.identity_assertion_per_hour,
+        );
+        let mode = AgentMode {
+            issue: true,
+            confirm_links: true,
+            dialect: Dialect::Current,
+            assertion: None,
+        };
+        let for_log = crate::audit::AuditEvent::logged().then(|| reg.clone());
+        let outcome = self.store().register_agent_as(reg, limits, mode).await?;
+        let refused = match outcome {
+            AgentRegistered::Issued {
+                registration_id,
+                user_id,
+                user_provisioned,
+                ..
+            } => {
+                if let Some(reg) = &for_log {
+                    for e in reg.events(&registration_id, &user_id, user_provisioned) {
+                        e.log();
+                    }
+                }
+                return Ok(TokenResponse {
+                    access_token: secret.expose().to_owned(),
+                    token_type: "Bearer",
+                    expires_in: config.ttl.access_token.get().as_secs(),
+                    scope: scopes.join(" "),
+                });
+            }
+            AgentRegistered::NeedsConfirmation { .. } => ProtocolError::InteractionRequired,
+            AgentRegistered::Replay => ProtocolError::ReplayDetected,
+            AgentRegistered::NotProvisioned => ProtocolError::UserNotProvisioned,
+            AgentRegistered::IssuedBeforeRevocation => ProtocolError::Expired,
+            AgentRegistered::Blocked => ProtocolError::Blocked,
+            AgentRegistered::Limited(l) => ProtocolError::RateLimited {
+                retry_after: l.retry_after,
+            },
+        };
+        Err(grant(refused).into())
+    }
+}

@@ -1,0 +1,110 @@
+//! The current dialect's operations on PostgreSQL (`store/current.rs`).
+
+use deadpool_postgres::Transaction;
+
+use super::claims::insert_attempt;
+use super::{admit, exec, insert_event, pg};
+use crate::credential::CredentialSource;
+use crate::rate_limit::RateLimit;
+use crate::store::current::{AssertionExchange, Created, Exchanged, NewIdentityRegistration};
+use crate::store::{StoreError, join_scopes, parse_enum};
+use crate::vocab::{RegistrationStatus, RegistrationType};
+
+pub(super) async fn create_identity_registration(
+    tx: &Transaction<'_>,
+    reg: &NewIdentityRegistration,
+    limits: &[RateLimit],
+) -> Result<Created, StoreError> {
+    if let Err(refused) = admit(tx, limits, reg.created_at).await? {
+        return Ok(Err(refused));
+    }
+    let (iss, sub) = reg.subject.clone().unzip();
+    exec(
+        tx,
+        "INSERT INTO registrations (id, type, status, created_at, updated_at, expires_at, created_by_agent,
+                                    claim_token_hash, email, current_attempt_id, iss, sub, dialect)
+         VALUES ($1, $2, $3, $4, $4, $5, TRUE, $6, $7, $8, $9, $10, 'current')",
+        &[
+            &reg.registration_id,
+            &reg.registration_type.as_str(),
+            &reg.status.as_str(),
+            &reg.created_at.as_millis(),
+            &reg.expires_at.as_millis(),
+            &reg.claim_token.as_bytes(),
+            &reg.email,
+            &reg.attempt.as_ref().map(|a| a.id.as_str()),
+            &iss,
+            &sub,
+        ],
+    )
+    .await?;
+    if let (Some(attempt), Some(email)) = (&reg.attempt, &reg.email) {
+        insert_attempt(tx, &reg.registration_id, email, attempt, reg.created_at).await?;
+    }
+    for e in &reg.events {
+        insert_event(tx, e).await?;
+    }
+    Ok(Ok(()))
+}
+
+pub(super) async fn exchange_assertion(
+    tx: &Transaction<'_>,
+    x: &AssertionExchange,
+) -> Result<Exchanged, StoreError> {
+    let now = x.now.as_millis();
+    // FOR SHARE: a revocation or a claim (FOR UPDATE) and this issuance
+    // take turns; whoever is second sees the other.
+    let stmt = tx
+        .prepare_cached(
+            "SELECT type, status, expires_at, user_id, iss, sub FROM registrations
+             WHERE id = $1 FOR SHARE",
+        )
+        .await
+        .map_err(pg)?;
+    let Some(row) = tx
+        .query_opt(&stmt, &[&x.registration_id])
+        .await
+        .map_err(pg)?
+    else {
+        return Ok(Exchanged::NotLive);
+    };
+    let kind: String = row.get(0);
+    let status: String = row.get(1);
+    let expires_at: Option<i64> = row.get(2);
+    let user_id: Option<String> = row.get(3);
+    let iss: Option<String> = row.get(4);
+    let sub: Option<String> = row.get(5);
+    let status = parse_enum("registration status", &status, RegistrationStatus::parse)?;
+    let kind = parse_enum("registration type", &kind, RegistrationType::parse)?;
+    let deadline_passed = matches!(
+        status,
+        RegistrationStatus::Unclaimed | RegistrationStatus::PendingClaim
+    ) && expires_at.is_none_or(|e| e <= now);
+    if status != x.status || deadline_passed {
+        return Ok(Exchanged::NotLive);
+    }
+    exec(
+        tx,
+        "INSERT INTO credentials (id, token_hash, registration_id, user_id, type, source, scopes,
+                                  issued_at, expires_at, iss, sub)
+         VALUES ($1, $2, $3, $4, 'access_token', $5, $6, $7, $8, $9, $10)",
+        &[
+            &x.credential_id,
+            &x.credential.as_bytes(),
+            &x.registration_id,
+            &user_id,
+            &CredentialSource::of(kind).as_str(),
+            &join_scopes(&x.scopes),
+            &now,
+            &x.expires_at.as_millis(),
+            &iss,
+            &sub,
+        ],
+    )
+    .await?;
+    insert_event(tx, &x.event(user_id.as_deref())).await?;
+    Ok(Exchanged::Issued {
+        registration_type: kind,
+        user_id,
+    })
+}

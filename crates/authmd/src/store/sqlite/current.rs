@@ -1,0 +1,121 @@
+//! The current dialect's operations on SQLite (`store/current.rs`).
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::claims::insert_attempt;
+use super::{admit, db, insert_event};
+use crate::credential::CredentialSource;
+use crate::rate_limit::RateLimit;
+use crate::store::current::{AssertionExchange, Created, Exchanged, NewIdentityRegistration};
+use crate::store::{StoreError, join_scopes, parse_enum};
+use crate::vocab::{RegistrationStatus, RegistrationType};
+
+pub(super) fn create_identity_registration(
+    c: &Connection,
+    reg: &NewIdentityRegistration,
+    limits: &[RateLimit],
+) -> Result<Created, StoreError> {
+    if let Err(refused) = admit(c, limits, reg.created_at)? {
+        return Ok(Err(refused));
+    }
+    let (iss, sub) = reg.subject.clone().unzip();
+    c.prepare_cached(
+        "INSERT INTO registrations (id, type, status, created_at, updated_at, expires_at, created_by_agent,
+                                    claim_token_hash, email, current_attempt_id, iss, sub, dialect)
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5, 1, ?6, ?7, ?8, ?9, ?10, 'current')",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            reg.registration_id,
+            reg.registration_type.as_str(),
+            reg.status.as_str(),
+            reg.created_at.as_millis(),
+            reg.expires_at.as_millis(),
+            reg.claim_token.as_bytes(),
+            reg.email,
+            reg.attempt.as_ref().map(|a| a.id.as_str()),
+            iss,
+            sub,
+        ])
+    })
+    .map_err(db)?;
+    if let (Some(attempt), Some(email)) = (&reg.attempt, &reg.email) {
+        insert_attempt(c, &reg.registration_id, email, attempt, reg.created_at)?;
+    }
+    for e in &reg.events {
+        insert_event(c, e)?;
+    }
+    Ok(Ok(()))
+}
+
+/// type, status, expires_at, user_id, iss, sub
+type RegistrationRow = (
+    String,
+    String,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+pub(super) fn exchange_assertion(
+    c: &Connection,
+    x: &AssertionExchange,
+) -> Result<Exchanged, StoreError> {
+    let now = x.now.as_millis();
+    let row: Option<RegistrationRow> = c
+        .prepare_cached(
+            "SELECT type, status, expires_at, user_id, iss, sub FROM registrations WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([&x.registration_id], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(db)?;
+    let Some((kind, status, expires_at, user_id, iss, sub)) = row else {
+        return Ok(Exchanged::NotLive);
+    };
+    let status = parse_enum("registration status", &status, RegistrationStatus::parse)?;
+    let kind = parse_enum("registration type", &kind, RegistrationType::parse)?;
+    let deadline_passed = matches!(
+        status,
+        RegistrationStatus::Unclaimed | RegistrationStatus::PendingClaim
+    ) && expires_at.is_none_or(|e| e <= now);
+    if status != x.status || deadline_passed {
+        return Ok(Exchanged::NotLive);
+    }
+    c.prepare_cached(
+        "INSERT INTO credentials (id, token_hash, registration_id, user_id, type, source, scopes,
+                                  issued_at, expires_at, iss, sub)
+         VALUES (?1, ?2, ?3, ?4, 'access_token', ?5, ?6, ?7, ?8, ?9, ?10)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            x.credential_id,
+            x.credential.as_bytes(),
+            x.registration_id,
+            user_id,
+            CredentialSource::of(kind).as_str(),
+            join_scopes(&x.scopes),
+            now,
+            x.expires_at.as_millis(),
+            iss,
+            sub,
+        ])
+    })
+    .map_err(db)?;
+    insert_event(c, &x.event(user_id.as_deref()))?;
+    Ok(Exchanged::Issued {
+        registration_type: kind,
+        user_id,
+    })
+}
