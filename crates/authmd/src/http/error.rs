@@ -52,6 +52,7 @@ pub fn status(e: &ProtocolError) -> StatusCode {
 
 impl IntoResponse for ProtocolError {
     fn into_response(self) -> Response {
+        crate::metrics::refusal(self.code());
         let mut response = (
             status(&self),
             axum::Json(Body {
@@ -84,6 +85,7 @@ impl IntoResponse for Error {
                     source = s.source();
                 }
                 tracing::error!(error = %chain, "internal error");
+                crate::metrics::refusal("server_error");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     axum::Json(serde_json::json!({ "error": "server_error" })),

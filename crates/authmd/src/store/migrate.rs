@@ -44,6 +44,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "hardening",
         sql: include_str!("../../migrations/sqlite/0007_hardening.sql"),
     },
+    Migration {
+        version: 8,
+        name: "mail_outbox",
+        sql: include_str!("../../migrations/sqlite/0008_mail_outbox.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -81,6 +86,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 7,
         name: "hardening",
         sql: include_str!("../../migrations/postgres/0007_hardening.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "mail_outbox",
+        sql: include_str!("../../migrations/postgres/0008_mail_outbox.sql"),
     },
 ];
 
