@@ -1,6 +1,7 @@
 //! Operating authmd (issue 17), against the real binary: the log in JSON
 //! with one access line per request, metrics on a listener of their own, a
-//! backup taken under registration load and restored into a fresh server.
+//! backup taken under registration load and restored into a fresh server,
+//! and `kill -9` under registration load on SQLite and PostgreSQL.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -311,4 +312,127 @@ fn backup_of_postgres_points_to_pg_dump() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("pg_dump"), "{err}");
+}
+
+/// Registrations answered 200: when, the id, the key.
+type Acknowledged = Arc<Mutex<Vec<(Instant, String, String)>>>;
+
+/// Registers from 4 tasks until `stop`; every 200 is recorded.
+fn registration_load(
+    http: &reqwest::Client,
+    base: &str,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> (Acknowledged, Vec<tokio::task::JoinHandle<()>>) {
+    let acknowledged: Acknowledged = Arc::default();
+    let tasks = (0..4)
+        .map(|_| {
+            let (http, base, acked, stop) = (
+                http.clone(),
+                base.to_owned(),
+                Arc::clone(&acknowledged),
+                Arc::clone(stop),
+            );
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Some((reg, key)) = register(&http, &base).await {
+                        acked.lock().unwrap_or_else(|e| e.into_inner()).push((
+                            Instant::now(),
+                            reg,
+                            key,
+                        ));
+                    }
+                }
+            })
+        })
+        .collect();
+    (acknowledged, tasks)
+}
+
+/// `kill -9` in the middle of a registration load; after a restart on
+/// the same database, every registration that was answered 200 exists and
+/// its key works.
+async fn killed_under_load_keeps_every_acknowledged_registration(
+    dir: &Path,
+    env: &[(&str, String)],
+) {
+    let mut server = Server::start(dir, env).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (acknowledged, load) = registration_load(&http, &server.base, &stop);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = server.child.kill(); // SIGKILL
+    let _ = server.child.wait();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in load {
+        let _ = t.await;
+    }
+    let acknowledged = acknowledged
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    assert!(
+        acknowledged.len() >= 10,
+        "only {} registrations before the kill",
+        acknowledged.len()
+    );
+    drop(server);
+
+    let server = Server::start(dir, env).await;
+    for (_, reg, key) in &acknowledged {
+        let (status, body) = whoami(&http, &server.base, key).await;
+        assert_eq!(
+            status, 200,
+            "{reg}, answered 200 before the kill, is lost: {body}"
+        );
+        assert_eq!(body["registration_id"], reg.as_str());
+    }
+    eprintln!(
+        "{} acknowledged registrations survived kill -9",
+        acknowledged.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_no_acknowledged_registration_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("authmd.db");
+    killed_under_load_keeps_every_acknowledged_registration(
+        dir.path(),
+        &[("AUTHMD_DATABASE_URL", format!("sqlite://{}", db.display()))],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    authmd_no_postgres,
+    ignore = "needs TEST_POSTGRES_URL (e.g. postgres://postgres@127.0.0.1:5432/postgres)"
+)]
+async fn kill_9_under_load_loses_no_acknowledged_registration_on_postgres() {
+    let admin = std::env::var("TEST_POSTGRES_URL").expect("TEST_POSTGRES_URL");
+    let name = format!("authmd_kill_{}", std::process::id());
+    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL at TEST_POSTGRES_URL");
+    tokio::spawn(conn);
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        client.batch_execute(&sql).await.expect("create database");
+    }
+    let mut url = url::Url::parse(&admin).expect("URL");
+    url.set_path(&format!("/{name}"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    killed_under_load_keeps_every_acknowledged_registration(
+        dir.path(),
+        &[("AUTHMD_DATABASE_URL", url.to_string())],
+    )
+    .await;
+    let _ = client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await;
 }

@@ -76,6 +76,12 @@ impl IntoResponse for Error {
         match self {
             Error::Protocol(p) => p.into_response(),
             Error::Internal(e) => {
+                if let Some(crate::store::StoreError::Unavailable(why)) =
+                    e.downcast_ref::<crate::store::StoreError>()
+                {
+                    tracing::warn!(error = %why, "database unavailable; answered 503");
+                    return unavailable();
+                }
                 // The cause chain goes to the log, never to the client.
                 let mut chain = e.to_string();
                 let mut source = e.source();
@@ -94,6 +100,30 @@ impl IntoResponse for Error {
             }
         }
     }
+}
+
+/// Seconds a client is told to wait when the database is unreachable.
+pub const UNAVAILABLE_RETRY_AFTER: u32 = 1;
+
+/// `503 {"error": "temporarily_unavailable"}` with `Retry-After`: the
+/// database cannot be reached; nothing was decided (docs/protocol.md §21).
+pub fn unavailable() -> Response {
+    crate::metrics::refusal("temporarily_unavailable");
+    let mut r = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({
+            "error": "temporarily_unavailable",
+            "message": "the service cannot reach its database; try again shortly",
+        })),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(UNAVAILABLE_RETRY_AFTER),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 #[cfg(test)]

@@ -45,6 +45,11 @@ pub enum StoreError {
     Migration(String),
     #[error("invalid database URL: {0}")]
     Url(String),
+    /// The database cannot be reached (refused, closed, shutting down, no
+    /// connection within the pool's timeouts): answered `503
+    /// temporarily_unavailable` with `Retry-After`, never 500.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// What an anonymous registration (§3.1) writes.

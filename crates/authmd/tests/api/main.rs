@@ -28,6 +28,7 @@ mod nginx;
 mod observe;
 mod outbox;
 mod pg_cluster;
+mod pg_faults;
 mod pg_tls;
 mod rate_limits;
 mod refusals;

@@ -4,8 +4,6 @@
 //! the tests run as root (PostgreSQL refuses to run as root); its port is
 //! in 25000-25999; removed on drop.
 
-#![allow(dead_code)] // stop and restart: the fault tests
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

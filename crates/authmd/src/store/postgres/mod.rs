@@ -66,25 +66,44 @@ impl std::fmt::Debug for PostgresStore {
 
 fn pg(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
+        // Class 57P: the server is shutting down or not accepting yet.
+        Some(d) if d.code().code().starts_with("57P") => {
+            StoreError::Unavailable(format!("{} ({})", d.message(), d.code().code()))
+        }
         Some(d) => StoreError::Database(format!("{} ({})", d.message(), d.code().code())),
         None => {
             // With the cause: "error performing TLS handshake: invalid peer
             // certificate: NotValidForName", "… connection refused".
             let mut m = e.to_string();
+            let mut io = e.is_closed();
             let mut source = std::error::Error::source(&e);
             while let Some(s) = source {
                 m.push_str(": ");
                 m.push_str(&s.to_string());
+                io |= s.is::<std::io::Error>();
                 source = s.source();
             }
-            StoreError::Database(m)
+            // A connection that cannot be made or was lost: the database
+            // is unreachable, not the statement wrong.
+            if io {
+                StoreError::Unavailable(m)
+            } else {
+                StoreError::Database(m)
+            }
         }
     }
 }
 
+/// How long a request waits for a pooled connection, a new connection or
+/// the check of an idle one before it is answered 503.
+const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
         deadpool_postgres::PoolError::Backend(e) => pg(e),
+        deadpool_postgres::PoolError::Timeout(t) => StoreError::Unavailable(format!(
+            "no database connection within the pool's timeout ({t:?})"
+        )),
         other => StoreError::Database(other.to_string()),
     }
 }
@@ -104,8 +123,13 @@ impl PostgresStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // Bounded waits: a request never hangs on an unreachable database.
         let pool = Pool::builder(manager)
             .max_size(max_connections)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(POOL_TIMEOUT))
+            .create_timeout(Some(POOL_TIMEOUT))
+            .recycle_timeout(Some(POOL_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Database(e.to_string()))?;
         let store = PostgresStore { pool };
