@@ -126,7 +126,8 @@ both_backends! {
         )
         .await;
         start_claim(&t, "never@example.com").await;
-        assert_eq!(t.app.store().mail_status().await.expect("status").pending, 1);
+        // (Its one try may already have given it up: the next would come
+        // after the link's expiry.)
         tokio::time::sleep(Duration::from_millis(1200)).await;
         t.app.sweep(authmd::Timestamp::now()).await.expect("sweep");
         assert_eq!(t.app.store().mail_status().await.expect("status").pending, 0);

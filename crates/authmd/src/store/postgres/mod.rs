@@ -66,8 +66,13 @@ impl std::fmt::Debug for PostgresStore {
 
 fn pg(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
-        // Class 57P: the server is shutting down or not accepting yet.
-        Some(d) if d.code().code().starts_with("57P") => {
+        // Class 57P: the server is shutting down or not accepting yet; 08:
+        // the connection failed; 53: out of connections or memory.
+        Some(d)
+            if ["57P", "08", "53"]
+                .iter()
+                .any(|c| d.code().code().starts_with(c)) =>
+        {
             StoreError::Unavailable(format!("{} ({})", d.message(), d.code().code()))
         }
         Some(d) => StoreError::Database(format!("{} ({})", d.message(), d.code().code())),
@@ -75,17 +80,23 @@ fn pg(e: tokio_postgres::Error) -> StoreError {
             // With the cause: "error performing TLS handshake: invalid peer
             // certificate: NotValidForName", "… connection refused".
             let mut m = e.to_string();
-            let mut io = e.is_closed();
+
             let mut source = std::error::Error::source(&e);
             while let Some(s) = source {
                 m.push_str(": ");
                 m.push_str(&s.to_string());
-                io |= s.is::<std::io::Error>();
                 source = s.source();
             }
-            // A connection that cannot be made or was lost: the database
-            // is unreachable, not the statement wrong.
-            if io {
+            // Without a database error, tokio-postgres failed at the
+            // connection (refused, lost, closed, timed out, an unexpected
+            // message): the database is unreachable, not the statement
+            // wrong. A certificate that does not verify is configuration,
+            // and a value that does not convert is a bug.
+            let ours = m.starts_with("error performing TLS handshake")
+                || m.starts_with("error serializing")
+                || m.starts_with("error deserializing")
+                || m.starts_with("invalid configuration");
+            if !ours {
                 StoreError::Unavailable(m)
             } else {
                 StoreError::Database(m)
@@ -136,6 +147,9 @@ impl PostgresStore {
         store.ping().await.map_err(|e| match e {
             StoreError::Database(m) => {
                 StoreError::Database(format!("cannot connect (sslmode={}): {m}", mode.as_str()))
+            }
+            StoreError::Unavailable(m) => {
+                StoreError::Unavailable(format!("cannot connect (sslmode={}): {m}", mode.as_str()))
             }
             e => e,
         })?;
