@@ -38,7 +38,11 @@ fn is_root() -> bool {
 
 /// A free port in 25000-25999 (this project's range for fixed ports).
 fn port() -> u16 {
-    let start = 25_000 + (std::process::id() % 500) as u16;
+    // Clusters started by one process (tests run in parallel) take
+    // different ports even before either server has bound its own.
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let taken = NEXT.fetch_add(37, std::sync::atomic::Ordering::Relaxed);
+    let start = 25_000 + (std::process::id() % 500) as u16 + taken % 500;
     (0..1000)
         .map(|i| 25_000 + (start - 25_000 + i * 7) % 1000)
         .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
