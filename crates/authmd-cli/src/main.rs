@@ -1,4 +1,4 @@
-//! The `authmd` binary: `serve`, `migrate`, `check-config`, and the
+//! The `authmd` binary: `serve`, `migrate`, `backup`, `check-config`, and the
 //! operator commands (`audit`, `registrations`, `users`, `delegations`,
 //! `providers`, `keys`, `revoke-all`, `block`, `unblock`), and the other two roles of the protocol:
 //! `agent` (an agent's client) and `provider` (a development agent
@@ -68,6 +68,16 @@ struct CheckConfigArgs {
     production: bool,
 }
 
+/// `backup`.
+#[derive(Args)]
+struct BackupArgs {
+    #[command(flatten)]
+    config: ConfigFile,
+    /// The file to write: a complete SQLite database (it must not exist).
+    #[arg(long, value_name = "FILE")]
+    to: PathBuf,
+}
+
 /// A group of operator commands, all reading the server's configuration.
 #[derive(Args)]
 struct Operator<C: Subcommand> {
@@ -83,6 +93,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate(ConfigFile),
+    /// Copy the SQLite database to a new file, consistently, while the
+    /// server runs (PostgreSQL: use pg_dump).
+    Backup(BackupArgs),
     /// Validate the configuration, print the resolved discovery URLs and
     /// warn about placeholder secrets.
     CheckConfig(CheckConfigArgs),
@@ -125,6 +138,7 @@ impl Command {
         match self {
             Command::Serve(a) => Some(&a.config),
             Command::Migrate(c) => Some(c),
+            Command::Backup(a) => Some(&a.config),
             Command::CheckConfig(a) => Some(&a.config),
             Command::Audit(o) => Some(&o.config),
             Command::Registrations(o) => Some(&o.config),
@@ -152,7 +166,7 @@ fn main() -> ExitCode {
         let result = match cli.command {
             Command::Agent(cmd) => runtime(1).and_then(|rt| rt.block_on(agent::run(cmd))),
             Command::Provider(args) => runtime(1).and_then(|rt| {
-                init_logging("text");
+                init_logging("text", "info");
                 rt.block_on(provider::run(args))
             }),
             _ => unreachable!("every other command reads the configuration"),
@@ -208,12 +222,22 @@ fn server_command(
         Command::Serve(args) => serve::run(config, args, dev),
         Command::Migrate(_) => runtime(1).and_then(|rt| {
             rt.block_on(async {
-                init_logging("text");
+                init_logging(config.log_format(), &config.log.level);
                 authmd::AuthMd::open(config).await?;
                 eprintln!("authmd: migrations applied");
                 Ok(())
             })
         }),
+        Command::Backup(BackupArgs { to, .. }) => {
+            let report = authmd::store::backup::backup_sqlite(config.database.url.expose(), &to)?;
+            eprintln!(
+                "authmd: {} copied to {} ({} bytes)",
+                report.source.display(),
+                to.display(),
+                report.bytes
+            );
+            Ok(())
+        }
         Command::CheckConfig(CheckConfigArgs { production, .. }) => {
             // The certificate files are read as `serve` would read them.
             tls::from_config(
@@ -293,10 +317,16 @@ fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(builder.enable_all().build()?)
 }
 
-/// Logs to stderr; `AUTHMD_LOG` sets the filter (default `info`).
-fn init_logging(format: &str) {
+/// Logs to stderr in `format` (`text` or `json`), filtered by `AUTHMD_LOG`
+/// when set, else by `level` (`log.level`: a level or directives).
+fn init_logging(format: &str, level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("AUTHMD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("AUTHMD_LOG")
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|e| {
+            eprintln!("authmd: log.level {level:?} is not a filter ({e}); logging at info");
+            EnvFilter::new("info")
+        });
     // Colours only on a terminal: a log redirected to a file stays greppable.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

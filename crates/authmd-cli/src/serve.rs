@@ -42,7 +42,7 @@ pub(crate) fn run(config: Config, args: ServeArgs, dev: Option<Vec<String>>) -> 
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
     };
-    crate::init_logging(&config.server.log_format);
+    crate::init_logging(config.log_format(), &config.log.level);
     if let Some(changed) = dev {
         tracing::warn!("development mode (loopback only): {}", changed.join("; "));
     }
@@ -100,6 +100,11 @@ async fn serve(config: Config, workers: usize, ready_file: Option<&Path>) -> any
         Limits::from_config(&config.server),
         config.admin.listen.is_some(),
     );
+    // Metrics are recorded only where they can be read: with an admin API
+    // or a metrics listener (the recorder is process-wide).
+    if config.admin.listen.is_some() || config.metrics.listen.is_some() {
+        authmd::metrics::install();
+    }
     let app = AuthMd::open(config).await.context("cannot open authmd")?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -145,6 +150,31 @@ async fn serve(config: Config, workers: usize, ready_file: Option<&Path>) -> any
         }
         None => None,
     };
+    // Like the admin listener, stopped when the public one has drained.
+    let (_metrics_stop, metrics_stop_rx) = tokio::sync::watch::channel(false);
+    let metrics = match app.config().metrics.listen {
+        Some(addr) => {
+            let metrics_listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?;
+            tracing::info!(
+                listen = %metrics_listener.local_addr().unwrap_or(addr),
+                "metrics are serving at /metrics"
+            );
+            let metrics_limits = Limits {
+                max_connections: ADMIN_MAX_CONNECTIONS,
+                ..limits
+            };
+            Some(tokio::spawn(listen::serve(
+                metrics_listener,
+                authmd::http::metrics_router(app.clone()),
+                metrics_limits,
+                None,
+                metrics_stop_rx,
+            )))
+        }
+        None => None,
+    };
     reload_on_hangup(
         [public_tls.clone(), admin_tls]
             .into_iter()
@@ -167,8 +197,8 @@ async fn serve(config: Config, workers: usize, ready_file: Option<&Path>) -> any
         let _ = stop.send(true);
     });
     listen::serve(listener, router, limits, public_tls, stop_rx).await;
-    if let Some(admin) = admin {
-        admin.abort();
+    for task in [admin, metrics].into_iter().flatten() {
+        task.abort();
     }
     // Refused registrations counted since the last flush.
     if let Err(e) = app.flush_refusals().await {

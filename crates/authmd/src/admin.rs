@@ -359,6 +359,7 @@ impl Admin {
                 meta: meta.clone(),
             })
             .await?;
+        crate::metrics::revocations("operator", report.credentials);
         Ok(report)
     }
 }

@@ -94,6 +94,9 @@ impl EventKind {
 pub struct RequestMeta {
     pub ip: Option<IpAddr>,
     pub user_agent: Option<String>,
+    /// The request's id (`X-Request-Id`, kept or generated), recorded in
+    /// each event's data as `request_id`.
+    pub request_id: Option<String>,
 }
 
 impl RequestMeta {
@@ -104,7 +107,15 @@ impl RequestMeta {
         RequestMeta {
             ip,
             user_agent: user_agent.map(clean_user_agent),
+            request_id: None,
         }
+    }
+
+    /// The same, naming the request (an id from `http::observe`, already
+    /// sanitised).
+    pub fn with_request_id(mut self, id: Option<&str>) -> Self {
+        self.request_id = id.map(str::to_owned);
+        self
     }
 }
 
@@ -131,13 +142,17 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     pub fn new(kind: EventKind, at: Timestamp, meta: &RequestMeta) -> Self {
+        let mut data = Map::new();
+        if let Some(id) = &meta.request_id {
+            data.insert("request_id".into(), Value::String(id.clone()));
+        }
         AuditEvent {
             kind,
             at,
             registration_id: None,
             user_id: None,
             meta: meta.clone(),
-            data: Map::new(),
+            data,
         }
     }
 

@@ -215,6 +215,7 @@ impl AuthMd {
                 id: attempt_id,
                 link: link.hash(),
                 link_expires_at,
+                mail: Some(claim_email(self, email, &link, link_expires_at)),
             },
             events: events.clone(),
         };
@@ -227,7 +228,9 @@ impl AuthMd {
         for e in &events {
             e.log();
         }
-        self.send_claim_email(email, &link, link_expires_at);
+        // The message committed with the registration: deliver it now.
+        crate::metrics::mail_queued();
+        self.outbox().wake();
         Ok(Registered::Email(EmailRegistered {
             registration_id,
             registration_type: RegistrationType::EmailVerification,
@@ -280,6 +283,7 @@ impl AuthMd {
                 id: attempt_id,
                 link: link.hash(),
                 link_expires_at,
+                mail: Some(claim_email(self, email, &link, link_expires_at)),
             },
             now,
             meta: meta.clone(),
@@ -289,7 +293,9 @@ impl AuthMd {
                 attempt_id,
                 expires_at,
             } => {
-                self.send_claim_email(email, &link, expires_at);
+                // The message committed with the attempt: deliver it now.
+                crate::metrics::mail_queued();
+                self.outbox().wake();
                 (attempt_id, expires_at)
             }
             ClaimStarted::InFlight {
@@ -571,13 +577,6 @@ impl AuthMd {
                 rl.claim_emails_per_address_per_day,
             ),
         ]
-    }
-
-    /// Queues the claim email, after the attempt committed: the agent gets
-    /// its answer whatever the queue does (it waits for room, or logs).
-    fn send_claim_email(&self, to: &str, link: &PlainSecret, expires: Timestamp) {
-        let email = claim_email(self, to, link, expires);
-        self.mail_queue().submit(email);
     }
 }
 

@@ -11,6 +11,7 @@ mod dev;
 mod duration;
 mod introspection;
 mod load;
+mod ops;
 mod production;
 mod providers;
 mod upstream;
@@ -27,6 +28,7 @@ use serde::{Deserialize, Deserializer};
 pub use duration::{HumanDuration, parse as parse_duration, words as duration_words};
 pub use introspection::{CorsConfig, IntrospectionClient, IntrospectionConfig, MIN_CLIENT_SECRET};
 pub use load::{ENV_PREFIX, KEYS, KeyKind, load, load_str};
+pub use ops::{LogConfig, MetricsConfig};
 pub use providers::{AssertionConfig, JwksConfig, ProviderConfig};
 pub use upstream::UpstreamConfig;
 pub use warnings::looks_like_placeholder;
@@ -118,6 +120,10 @@ pub struct Config {
     pub upstream: Option<UpstreamConfig>,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// authmd's own signing keys (`service_keys.rs`).
@@ -230,6 +236,8 @@ impl Default for Config {
             signing: SigningConfig::default(),
             upstream: None,
             audit: AuditConfig::default(),
+            log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
         };
         // The defaults are valid by construction; `validate` fills in the
         // derived values (issuer, resource identifier, rules).
@@ -609,9 +617,9 @@ pub struct ServerConfig {
     /// Worker threads; 0 = the CPUs this process may run on.
     #[serde(default)]
     pub workers: usize,
-    /// `text` or `json`.
-    #[serde(default = "default_log_format")]
-    pub log_format: String,
+    /// Deprecated: `log.format`, which wins when both are set.
+    #[serde(default)]
+    pub log_format: Option<String>,
     /// Validated credentials kept in memory per replica.
     #[serde(default = "default_cache_capacity")]
     pub credential_cache_capacity: usize,
@@ -685,9 +693,6 @@ fn ip_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
         .collect()
 }
 
-fn default_log_format() -> String {
-    "text".into()
-}
 fn default_cache_capacity() -> usize {
     100_000
 }
@@ -709,7 +714,7 @@ impl Default for ServerConfig {
         ServerConfig {
             trusted_proxies: Vec::new(),
             workers: 0,
-            log_format: default_log_format(),
+            log_format: None,
             credential_cache_capacity: default_cache_capacity(),
             credential_cache_ttl: default_cache_ttl(),
             revocation_poll: default_revocation_poll(),
@@ -1042,12 +1047,7 @@ impl Config {
                 "must be ES256, EdDSA, RS256 or PS256",
             ));
         }
-        if !matches!(self.server.log_format.as_str(), "text" | "json") {
-            return Err(ConfigError::new(
-                "server.log_format",
-                "must be \"text\" or \"json\"",
-            ));
-        }
+        self.log.validate(self.server.log_format.as_deref())?;
         if self.server.workers > 1024 {
             return Err(ConfigError::new("server.workers", "must be at most 1024"));
         }

@@ -397,6 +397,9 @@ impl AuthMd {
                 id: attempt_id,
                 link: link.hash(),
                 link_expires_at,
+                // No email until the current dialect's ceremony (its
+                // sign-in page) exists: the link would lead nowhere.
+                mail: None,
             }),
             created_at: now,
             expires_at,

@@ -200,7 +200,9 @@ impl HttpKeySource {
             }
         }
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        match self.download().await {
+        let downloaded = self.download().await;
+        crate::metrics::jwks_fetch(&self.issuer, downloaded.is_ok());
+        match downloaded {
             Ok((set, ttl)) => {
                 for (kid, why) in &set.skipped {
                     tracing::warn!(issuer = %self.issuer, kid = ?kid, reason = %why, "provider key skipped");

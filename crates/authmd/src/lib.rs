@@ -31,8 +31,10 @@ pub mod identity;
 pub mod introspect;
 pub mod jwks;
 pub mod mail;
+pub mod metrics;
 pub mod middleware;
 pub mod outbound;
+pub mod outbox;
 pub mod rate_limit;
 pub mod refusals;
 pub mod register;
@@ -84,7 +86,8 @@ struct Inner {
     mailer: Arc<dyn Mailer>,
     validator: Validator,
     verifier: id_jag::Verifier,
-    mail_queue: mail::MailQueue,
+    /// Delivers the mail outbox.
+    outbox: outbox::Outbox,
     otp_key: claim::OtpKey,
     introspectors: introspect::Introspectors,
     service_keys: service_keys::ServiceKeys,
@@ -193,7 +196,11 @@ impl AuthMd {
         )
         .await?;
         let introspectors = introspect::Introspectors::new(&config);
-        let mail_queue = mail::MailQueue::start(Arc::clone(&mailer), config.mail.retry_for.get());
+        let outbox = outbox::Outbox::start(
+            Arc::clone(&store),
+            Arc::clone(&mailer),
+            config.mail.retry_for.get(),
+        );
         let app = AuthMd {
             inner: Arc::new(Inner {
                 config,
@@ -204,7 +211,7 @@ impl AuthMd {
                 mailer,
                 validator,
                 verifier,
-                mail_queue,
+                outbox,
                 otp_key,
                 introspectors,
                 service_keys,
@@ -246,9 +253,9 @@ impl AuthMd {
         &self.inner.verifier
     }
 
-    /// Where outgoing mail is queued.
-    pub fn mail_queue(&self) -> &mail::MailQueue {
-        &self.inner.mail_queue
+    /// This replica's delivery of the mail outbox.
+    pub fn outbox(&self) -> &outbox::Outbox {
+        &self.inner.outbox
     }
 
     pub(crate) fn otp_key(&self) -> &claim::OtpKey {
@@ -335,6 +342,7 @@ impl AuthMd {
         loop {
             let report = self.store().expire_registrations(now, SWEEP_BATCH).await?;
             expired += report.expired_registrations.len();
+            metrics::revocations("expiry", report.revoked_credentials as u64);
             if report.expired_registrations.len() < SWEEP_BATCH as usize {
                 break;
             }
@@ -362,6 +370,11 @@ impl AuthMd {
                 "audit events past [audit] retention deleted"
             );
         }
+        // Claim emails: no body past its link's expiry; done ones go after
+        // a week.
+        self.store()
+            .purge_mail(now, now.minus(outbox::DONE_RETENTION))
+            .await?;
         if expired > 0 {
             // Drop local cache entries at once rather than at the next poll.
             self.inner.validator.poll_invalidations().await?;

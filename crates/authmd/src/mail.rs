@@ -1,22 +1,20 @@
-//! Outgoing mail: one small trait, where messages go, and a queue that
-//! retries.
+//! Outgoing mail: one small trait, and where messages go.
 //!
 //! [`SmtpMailer`] speaks SMTP through lettre (`smtp://` plain for loopback,
 //! `?tls=required` for STARTTLS, `smtps://` for implicit TLS). With no
 //! `[mail] smtp_url`, messages are written to the outbox directory, one
 //! `.eml` file per message (open it with any mail client), and the path is
-//! logged. [`MemoryMailer`] keeps them for tests. [`MailQueue`] sits in
-//! front of any of them: a request only queues its message, and delivery is
-//! retried with backoff for `mail.retry_for`.
+//! logged. [`MemoryMailer`] keeps them for tests. Claim emails reach them
+//! through the durable queue in `outbox.rs`: a request writes its message
+//! to the database with the claim attempt, and delivery is retried with
+//! backoff from there.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use lettre::AsyncTransport;
-use tokio::sync::{Semaphore, mpsc};
 
 /// A message to one recipient, with a plain-text and an HTML part.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,148 +114,6 @@ impl Mailer for SmtpMailer {
     }
 }
 
-/// Counters of a [`MailQueue`].
-#[derive(Debug, Default)]
-pub struct MailStats {
-    pub queued: AtomicU64,
-    pub sent: AtomicU64,
-    pub retries: AtomicU64,
-    pub given_up: AtomicU64,
-    /// Messages waiting for room in a full queue.
-    pub waiting: AtomicU64,
-}
-
-/// Accepts messages at once and delivers them in the background, retrying
-/// failures with exponential backoff (1 s, 2 s, 4 s … at most 60 s apart)
-/// for `retry_for`. At most 16 deliveries run at a time; at most 10 000
-/// messages wait in the queue, and when it is full at most 1 000 more wait
-/// (each up to `retry_for`) for room in it.
-///
-/// Submitting never fails: a message is queued after the transaction that
-/// wants it committed, and the request gets its committed result whatever
-/// happens to the mail (a message that cannot be kept is logged).
-#[derive(Debug, Clone)]
-pub struct MailQueue {
-    tx: mpsc::Sender<Email>,
-    stats: Arc<MailStats>,
-    retry_for: Duration,
-}
-
-const QUEUE_CAPACITY: usize = 10_000;
-const CONCURRENT_DELIVERIES: usize = 16;
-/// Messages waiting for room in a full queue.
-const MAX_WAITING: u64 = 1_000;
-
-impl MailQueue {
-    /// Starts the delivery task (on the current Tokio runtime). It stops
-    /// when every clone of the queue is dropped.
-    pub fn start(mailer: Arc<dyn Mailer>, retry_for: Duration) -> MailQueue {
-        let (tx, mut rx) = mpsc::channel::<Email>(QUEUE_CAPACITY);
-        let stats = Arc::new(MailStats::default());
-        let worker_stats = Arc::clone(&stats);
-        tokio::spawn(async move {
-            let slots = Arc::new(Semaphore::new(CONCURRENT_DELIVERIES));
-            while let Some(email) = rx.recv().await {
-                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-                    break;
-                };
-                let (mailer, stats) = (Arc::clone(&mailer), Arc::clone(&worker_stats));
-                tokio::spawn(async move {
-                    deliver(mailer.as_ref(), &email, retry_for, &stats).await;
-                    drop(slot);
-                });
-            }
-        });
-        MailQueue {
-            tx,
-            stats,
-            retry_for,
-        }
-    }
-
-    /// Queues a message. If the queue is full, the message waits for room
-    /// (up to `retry_for`, at most [`MAX_WAITING`] of them); a message that
-    /// cannot be kept is counted as given up and logged.
-    pub fn submit(&self, email: Email) {
-        let email = match self.tx.try_send(email) {
-            Ok(()) => {
-                self.stats.queued.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            Err(mpsc::error::TrySendError::Full(email)) => email,
-            Err(mpsc::error::TrySendError::Closed(email)) => {
-                self.give_up(&email, "the mail queue has stopped");
-                return;
-            }
-        };
-        let waiting = self.stats.waiting.fetch_add(1, Ordering::SeqCst);
-        let runtime = match tokio::runtime::Handle::try_current() {
-            Ok(runtime) if waiting < MAX_WAITING => runtime,
-            _ => {
-                self.stats.waiting.fetch_sub(1, Ordering::SeqCst);
-                self.give_up(&email, "the mail queue is full");
-                return;
-            }
-        };
-        tracing::warn!(to = %email.to, "the mail queue is full; the message waits for room");
-        let queue = self.clone();
-        runtime.spawn(async move {
-            match tokio::time::timeout(queue.retry_for, queue.tx.send(email)).await {
-                Ok(Ok(())) => {
-                    queue.stats.queued.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(Err(mpsc::error::SendError(email))) => {
-                    queue.give_up(&email, "the mail queue has stopped");
-                }
-                Err(_) => {
-                    queue.stats.given_up.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!("mail given up: the queue stayed full for mail.retry_for");
-                }
-            }
-            queue.stats.waiting.fetch_sub(1, Ordering::SeqCst);
-        });
-    }
-
-    fn give_up(&self, email: &Email, why: &str) {
-        self.stats.given_up.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(to = %email.to, reason = why, "mail not sent");
-    }
-
-    pub fn stats(&self) -> &MailStats {
-        &self.stats
-    }
-}
-
-async fn deliver(mailer: &dyn Mailer, email: &Email, retry_for: Duration, stats: &MailStats) {
-    let started = tokio::time::Instant::now();
-    let mut wait = Duration::from_secs(1);
-    loop {
-        match mailer.send(email).await {
-            Ok(()) => {
-                stats.sent.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            // An address the message cannot even be built for will not get better.
-            Err(e @ (MailError::Address(_) | MailError::Build(_))) => {
-                stats.given_up.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(to = %email.to, error = %e, "mail not sent");
-                return;
-            }
-            Err(e) if started.elapsed() + wait > retry_for => {
-                stats.given_up.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(to = %email.to, error = %e, "mail given up after retries");
-                return;
-            }
-            Err(e) => {
-                stats.retries.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(to = %email.to, error = %e, retry_in = ?wait, "mail delivery failed; will retry");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(60));
-            }
-        }
-    }
-}
-
 /// Writes each message to `<dir>/<time>-<random>.eml`.
 #[derive(Debug, Clone)]
 pub struct OutboxMailer {
@@ -352,50 +208,6 @@ mod tests {
         assert!(text.contains("multipart/alternative"));
         assert!(text.contains("plain body"));
         let _ = std::fs::remove_dir_all(dir);
-    }
-
-    /// Fails the first `n` sends.
-    #[derive(Debug)]
-    struct Flaky {
-        failures: std::sync::atomic::AtomicUsize,
-        inner: MemoryMailer,
-    }
-
-    #[async_trait]
-    impl Mailer for Flaky {
-        async fn send(&self, email: &Email) -> Result<(), MailError> {
-            if self
-                .failures
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-            {
-                return Err(MailError::Delivery("try later".into()));
-            }
-            self.inner.send(email).await
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_queue_retries_until_delivered_or_given_up() {
-        let inner = MemoryMailer::new();
-        let flaky = Arc::new(Flaky {
-            failures: std::sync::atomic::AtomicUsize::new(3),
-            inner: inner.clone(),
-        });
-        let queue = MailQueue::start(flaky, Duration::from_secs(60));
-        queue.submit(email());
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        assert_eq!(inner.sent().len(), 1);
-        assert_eq!(queue.stats().retries.load(Ordering::Relaxed), 3);
-
-        let never = Arc::new(Flaky {
-            failures: std::sync::atomic::AtomicUsize::new(usize::MAX),
-            inner: MemoryMailer::new(),
-        });
-        let queue = MailQueue::start(never, Duration::from_secs(10));
-        queue.submit(email());
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        assert_eq!(queue.stats().given_up.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test]

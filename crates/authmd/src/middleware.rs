@@ -164,8 +164,12 @@ where
                 .await;
             match access {
                 Ok(Access::Granted(record)) => {
+                    let registration = record.registration_id.clone();
                     req.extensions_mut().insert(Agent(record));
-                    inner.call(req).await
+                    let mut res = inner.call(req).await?;
+                    res.extensions_mut()
+                        .insert(crate::http::observe::LoggedRegistration(registration));
+                    Ok(res)
                 }
                 Ok(refused) => Ok(app.refusal(&refused)),
                 Err(e) => Ok(e.into_response()),
@@ -231,6 +235,7 @@ impl AuthMd {
     /// are rendered once (`Challenges`): a flood of bad requests costs no
     /// formatting.
     pub fn unauthorized(&self, presented: bool) -> Response {
+        crate::metrics::refusal("invalid_token");
         let c = &self.challenges();
         let (header, body) = if presented {
             (&c.invalid_header, &c.invalid_body)

@@ -72,6 +72,8 @@ impl Refusals {
         };
         let distinct = groups.len() >= MAX_GROUPS && !groups.contains_key(&group);
         let mut meta = meta.clone();
+        // One event stands for many requests: it names none of them.
+        meta.request_id = None;
         if distinct {
             group.network = OTHER_NETWORK.to_owned();
             meta = RequestMeta::default();

@@ -83,6 +83,16 @@ pub enum Registered {
     Email(EmailRegistered),
 }
 
+impl Registered {
+    pub fn registration_id(&self) -> &str {
+        match self {
+            Registered::Anonymous(r) => &r.registration_id,
+            Registered::Agent(r) => &r.registration_id,
+            Registered::Email(r) => &r.registration_id,
+        }
+    }
+}
+
 impl AuthMd {
     /// `POST /agent/auth`. `request` is the parsed body, or the reason it
     /// could not be parsed: every refusal, including a malformed body, is
@@ -112,9 +122,14 @@ impl AuthMd {
             Ok(req) => self.register_parsed(req, meta, now).await,
             Err(e) => Err(e.into()),
         };
-        if let Err(Error::Protocol(e)) = &result {
-            tracing::debug!(code = e.code(), flow, ip = ?meta.ip, reason = %e, "registration refused");
-            self.refusals().count(meta, e.code(), flow, now);
+        match &result {
+            Ok(_) => crate::metrics::registration(flow, "created"),
+            Err(Error::Protocol(e)) => {
+                tracing::debug!(code = e.code(), flow, ip = ?meta.ip, reason = %e, "registration refused");
+                self.refusals().count(meta, e.code(), flow, now);
+                crate::metrics::registration(flow, e.code());
+            }
+            Err(Error::Internal(_)) => crate::metrics::registration(flow, "server_error"),
         }
         result
     }

@@ -258,6 +258,7 @@ impl AuthMd {
         match self.store().revoke_subject(revocation).await? {
             SubjectRevoked::Replay => Err(ProtocolError::ReplayDetected.into()),
             SubjectRevoked::Done(report) => {
+                crate::metrics::revocations("logout", report.credentials);
                 if report.credentials > 0 {
                     self.refresh_after_commit().await;
                 }

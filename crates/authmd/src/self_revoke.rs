@@ -47,6 +47,7 @@ impl AuthMd {
             })
             .await?;
         if outcome != SelfRevoked::Nothing {
+            crate::metrics::revocations("self", 1);
             // This replica drops it at once; the others at their next poll
             // of the invalidation log.
             self.validator().forget(&record.secret_hash);

@@ -100,6 +100,10 @@ pub struct Validator {
     /// [`Validator::distrust`]: the cache answers only after a poll that
     /// started in a later millisecond succeeded (0: never distrusted).
     distrusted: AtomicU64,
+    /// Answers from the cache (records or absences), for metrics.
+    hits: AtomicU64,
+    /// Answers read from the store, for metrics.
+    misses: AtomicU64,
 }
 
 impl std::fmt::Debug for Validator {
@@ -127,6 +131,8 @@ impl Validator {
             started: Instant::now(),
             last_poll_ok: AtomicU64::new(0),
             distrusted: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
@@ -169,14 +175,24 @@ impl Validator {
         let hash = presented.hash;
         let at = Instant::now();
         let fresh = |loaded: Instant| at.duration_since(loaded) < self.ttl;
-        let record = if !self.cache_trusted(at) {
-            self.load(&presented.id(), hash).await?
-        } else if let Some(entry) = self.cache.get(&hash).filter(|e| fresh(e.loaded)) {
-            Some(entry.record)
-        } else if self.absent.get(&hash).is_some_and(fresh) {
+        let cached = if !self.cache_trusted(at) {
             None
+        } else if let Some(entry) = self.cache.get(&hash).filter(|e| fresh(e.loaded)) {
+            Some(Some(entry.record))
+        } else if self.absent.get(&hash).is_some_and(fresh) {
+            Some(None)
         } else {
-            self.load(&presented.id(), hash).await?
+            None
+        };
+        let record = match cached {
+            Some(answer) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                answer
+            }
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                self.load(&presented.id(), hash).await?
+            }
         };
         Ok(match record {
             None => Validation::Invalid(Refusal::Unknown),
@@ -298,5 +314,23 @@ impl Validator {
     /// tests).
     pub fn cached(&self) -> usize {
         self.cache.len() + self.absent.len()
+    }
+
+    /// For metrics: answers from the cache and from the store so far, and
+    /// the entries now cached (records, absences).
+    pub fn cache_stats(&self) -> (u64, u64, usize, usize) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+            self.cache.len(),
+            self.absent.len(),
+        )
+    }
+
+    /// How long ago the invalidation log was last read successfully (the
+    /// time a revocation made elsewhere may still be unseen here).
+    pub fn invalidation_lag(&self) -> Duration {
+        let last = self.last_poll_ok.load(Ordering::Relaxed);
+        Duration::from_millis(self.elapsed_ms().saturating_sub(last))
     }
 }

@@ -132,6 +132,9 @@ pub const KEYS: &[(&str, KeyKind)] = {
         ("upstream.max_idle_connections", Int),
         ("upstream.idle_timeout", Str),
         ("audit.retention", Str),
+        ("log.format", Str),
+        ("log.level", Str),
+        ("metrics.listen", Str),
     ]
 };
 

@@ -90,13 +90,19 @@ pub fn admin_router(app: AuthMd) -> Option<Router> {
         .route("/admin/events", get(events))
         .route("/admin/events/export", get(export))
         .route("/admin/events/stream", get(stream))
+        .route("/metrics", get(admin_metrics))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
         ))
-        .with_state(state);
+        .with_state(state)
+        .layer(super::observe::ObserveLayer::new());
     Some(router)
+}
+
+async fn admin_metrics(State(state): State<AdminState>) -> Response {
+    super::metrics_response(&state.app).await
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {

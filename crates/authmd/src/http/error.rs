@@ -58,6 +58,7 @@ pub fn status(e: &ProtocolError) -> StatusCode {
 
 impl IntoResponse for ProtocolError {
     fn into_response(self) -> Response {
+        crate::metrics::refusal(self.code());
         let mut response = (
             status(&self),
             axum::Json(Body {
@@ -81,6 +82,12 @@ impl IntoResponse for Error {
         match self {
             Error::Protocol(p) => p.into_response(),
             Error::Internal(e) => {
+                if let Some(crate::store::StoreError::Unavailable(why)) =
+                    e.downcast_ref::<crate::store::StoreError>()
+                {
+                    tracing::warn!(error = %why, "database unavailable; answered 503");
+                    return unavailable();
+                }
                 // The cause chain goes to the log, never to the client.
                 let mut chain = e.to_string();
                 let mut source = e.source();
@@ -90,6 +97,7 @@ impl IntoResponse for Error {
                     source = s.source();
                 }
                 tracing::error!(error = %chain, "internal error");
+                crate::metrics::refusal("server_error");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     axum::Json(serde_json::json!({ "error": "server_error" })),
@@ -98,6 +106,30 @@ impl IntoResponse for Error {
             }
         }
     }
+}
+
+/// Seconds a client is told to wait when the database is unreachable.
+pub const UNAVAILABLE_RETRY_AFTER: u32 = 1;
+
+/// `503 {"error": "temporarily_unavailable"}` with `Retry-After`: the
+/// database cannot be reached; nothing was decided (docs/protocol.md §22).
+pub fn unavailable() -> Response {
+    crate::metrics::refusal("temporarily_unavailable");
+    let mut r = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({
+            "error": "temporarily_unavailable",
+            "message": "the service cannot reach its database; try again shortly",
+        })),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(UNAVAILABLE_RETRY_AFTER),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 #[cfg(test)]

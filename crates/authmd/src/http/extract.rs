@@ -155,7 +155,11 @@ pub fn request_meta(parts: &Parts, trusted: &[ipnet::IpNet]) -> RequestMeta {
         .headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok());
-    RequestMeta::new(ip, ua)
+    let id = parts
+        .extensions
+        .get::<super::observe::RequestId>()
+        .map(super::observe::RequestId::as_str);
+    RequestMeta::new(ip, ua).with_request_id(id)
 }
 
 /// The peer, unless it is a trusted proxy: then the right-most

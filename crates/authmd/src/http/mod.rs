@@ -10,12 +10,14 @@ pub mod forward_auth;
 pub mod gateway;
 mod identity_headers;
 pub mod oauth;
+pub mod observe;
 mod routes;
 
 pub use admin::{DEFAULT_OPERATOR, OPERATOR_HEADER, REVOKE_ALL_CONFIRMATION, admin_router};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::State;
 use axum::routing::{any, get, post};
 use tower::Layer;
 
@@ -64,6 +66,42 @@ where
     Router::new()
         .route_service(&format!("{resource_path}{{*rest}}"), protected.clone())
         .route_service(resource_path, protected)
+}
+
+/// `GET /metrics` alone, without authentication, for `[metrics] listen`
+/// (the admin router serves it too, behind its token).
+pub fn metrics_router(app: AuthMd) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(app): State<AuthMd>| async move { metrics_response(&app).await }),
+        )
+        .fallback(routes::not_found)
+        .with_state(app)
+}
+
+/// The Prometheus text exposition (404 when no recorder is installed).
+async fn metrics_response(app: &AuthMd) -> axum::response::Response {
+    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse;
+    match app.render_metrics().await {
+        Some(text) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                ),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            ],
+            text,
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "metrics are not enabled in this process",
+        )
+            .into_response(),
+    }
 }
 
 /// What a service that serves its own API needs from authmd: discovery,
@@ -122,4 +160,5 @@ fn with_agent_routes(app: AuthMd, base: Router<AuthMd>) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(app.clone())
         .layer(cors::CorsLayer::new(app))
+        .layer(observe::ObserveLayer::new())
 }

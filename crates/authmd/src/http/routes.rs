@@ -104,7 +104,14 @@ pub async fn register(
         .register(body.map(|b| b.0), &meta, Timestamp::now())
         .await;
     match result {
-        Ok(registered) => private_json(&registered),
+        Ok(registered) => {
+            let mut res = private_json(&registered);
+            res.extensions_mut()
+                .insert(super::observe::LoggedRegistration(
+                    registered.registration_id().to_owned(),
+                ));
+            res
+        }
         Err(e) => no_store(e.into_response()),
     }
 }
@@ -118,12 +125,29 @@ fn claim_json<T: Serialize>(result: Result<T, crate::Error>) -> Response {
     }
 }
 
+/// [`claim_json`], counting the step's outcome (`ok` or the error code).
+fn claim_step<T: Serialize>(step: &'static str, result: Result<T, crate::Error>) -> Response {
+    crate::metrics::claim(
+        step,
+        match &result {
+            Ok(_) => "ok",
+            Err(crate::Error::Protocol(e)) => e.code(),
+            Err(crate::Error::Internal(_)) => "server_error",
+        },
+    );
+    match result {
+        Ok(v) => private_json(&v),
+        Err(e) => no_store(e.into_response()),
+    }
+}
+
 pub async fn start_claim(
     State(app): State<AuthMd>,
     Meta(meta): Meta,
     body: Result<JsonBody<ClaimBody>, ProtocolError>,
 ) -> Response {
-    claim_json(
+    claim_step(
+        "start",
         app.start_claim(body.map(|b| b.0), &meta, Timestamp::now())
             .await,
     )
@@ -134,7 +158,8 @@ pub async fn challenge(
     Meta(meta): Meta,
     body: Result<JsonBody<ChallengeBody>, ProtocolError>,
 ) -> Response {
-    claim_json(
+    claim_step(
+        "challenge",
         app.challenge(body.map(|b| b.0), &meta, Timestamp::now())
             .await,
     )
@@ -145,7 +170,8 @@ pub async fn complete_claim(
     Meta(meta): Meta,
     body: Result<JsonBody<CompleteBody>, ProtocolError>,
 ) -> Response {
-    claim_json(
+    claim_step(
+        "complete",
         app.complete_claim(body.map(|b| b.0), &meta, Timestamp::now())
             .await,
     )
@@ -194,8 +220,19 @@ pub async fn claim_view_action(
 ) -> Response {
     let now = Timestamp::now();
     let page = match form.ok().map(|f| f.0) {
-        Some(f) if f.action == "show" => app.claim_page_show(&f.token, &meta, now).await,
-        Some(f) if f.action == "deny" => app.claim_page_deny(&f.token, &meta, now).await,
+        Some(f) if f.action == "show" => {
+            let page = app.claim_page_show(&f.token, &meta, now).await;
+            crate::metrics::claim(
+                "show_code",
+                if page.is_ok() { "ok" } else { "server_error" },
+            );
+            page
+        }
+        Some(f) if f.action == "deny" => {
+            let page = app.claim_page_deny(&f.token, &meta, now).await;
+            crate::metrics::claim("deny", if page.is_ok() { "ok" } else { "server_error" });
+            page
+        }
         _ => Ok(ClaimPage::MissingToken),
     };
     page_response(&app, page)

@@ -49,6 +49,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "dialects",
         sql: include_str!("../../migrations/sqlite/0008_dialects.sql"),
     },
+    Migration {
+        version: 9,
+        name: "mail_outbox",
+        sql: include_str!("../../migrations/sqlite/0009_mail_outbox.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -91,6 +96,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 8,
         name: "dialects",
         sql: include_str!("../../migrations/postgres/0008_dialects.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "mail_outbox",
+        sql: include_str!("../../migrations/postgres/0009_mail_outbox.sql"),
     },
 ];
 

@@ -7,6 +7,7 @@
 //! transaction. The contract tests in `tests/api/store_contract.rs` run
 //! against both backends.
 
+pub mod backup;
 pub mod current;
 pub mod listing;
 mod migrate;
@@ -45,6 +46,11 @@ pub enum StoreError {
     Migration(String),
     #[error("invalid database URL: {0}")]
     Url(String),
+    /// The database cannot be reached (refused, closed, shutting down, no
+    /// connection within the pool's timeouts): answered `503
+    /// temporarily_unavailable` with `Retry-After`, never 500.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// What an anonymous registration (§3.1) writes.
@@ -164,6 +170,41 @@ pub struct NewAttempt {
     pub id: String,
     pub link: SecretHash,
     pub link_expires_at: Timestamp,
+    /// The claim email, written to the mail outbox in the same transaction
+    /// (delivered by `outbox.rs`; its body is dropped when the link expires).
+    pub mail: Option<crate::mail::Email>,
+}
+
+/// A message taken from the mail outbox for delivery.
+#[derive(Debug, Clone)]
+pub struct OutboxMail {
+    pub id: String,
+    pub email: crate::mail::Email,
+    /// Tries so far, this one included.
+    pub attempts: u32,
+    pub created_at: Timestamp,
+    /// The link's expiry: the message is not tried after it.
+    pub expires_at: Timestamp,
+}
+
+/// How a delivery went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailOutcome {
+    /// Accepted by the SMTP server (or written to the outbox directory).
+    Sent,
+    /// Try again at `at`.
+    Retry { at: Timestamp, error: String },
+    /// Given up.
+    Failed { error: String },
+}
+
+/// The outbox's backlog (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MailStatus {
+    /// Messages not yet sent or given up.
+    pub pending: u64,
+    /// When the oldest of them was written.
+    pub oldest: Option<Timestamp>,
 }
 
 /// What an email-required registration (§3.2) writes: the registration
@@ -689,11 +730,51 @@ pub struct SweepReport {
     pub revoked_credentials: usize,
 }
 
+/// A connection pool's use (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub in_use: usize,
+    pub idle: usize,
+    pub max: usize,
+}
+
 /// Every persistence operation authmd performs.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Applies the backend's pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// The connection pool's use, where there is one to report.
+    fn pool_status(&self) -> Option<PoolStatus> {
+        None
+    }
+
+    /// Takes up to `limit` due messages from the mail outbox for delivery,
+    /// moving each forward to `lease_until` (no other replica takes it
+    /// before then) and counting the try.
+    async fn take_mail(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<OutboxMail>, StoreError>;
+
+    /// Records how the delivery of a taken message went (`sent` and
+    /// `failed` clear its body).
+    async fn mail_done(
+        &self,
+        id: &str,
+        now: Timestamp,
+        outcome: MailOutcome,
+    ) -> Result<(), StoreError>;
+
+    /// Fails what is still pending past its link's expiry (clearing the
+    /// body) and deletes sent and failed messages done before
+    /// `done_before`; returns the rows changed.
+    async fn purge_mail(&self, now: Timestamp, done_before: Timestamp) -> Result<u64, StoreError>;
+
+    /// The outbox's backlog.
+    async fn mail_status(&self) -> Result<MailStatus, StoreError>;
 
     /// Cheap liveness check (readiness probe).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -93,7 +93,7 @@ async fn delivery_is_retried_until_the_server_answers() {
     );
     assert!(
         t.app
-            .mail_queue()
+            .outbox()
             .stats()
             .retries
             .load(std::sync::atomic::Ordering::Relaxed)

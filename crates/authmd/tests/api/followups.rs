@@ -1,6 +1,6 @@
 //! Work that follows a commit (issue 15, item 4): once a store transaction
 //! has committed, the agent gets its committed result. A failing
-//! invalidation poll or a mail queue that cannot take the message is logged
+//! invalidation poll or a mailer that cannot take the message is logged
 //! and retried, never turned into a 500 (a retry would then meet `409
 //! previously_claimed` and the new credential would be lost).
 
@@ -48,6 +48,28 @@ impl Store for FlakyLog {
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
+    }
+    async fn take_mail(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<OutboxMail>, StoreError> {
+        self.inner.take_mail(now, lease_until, limit).await
+    }
+    async fn mail_done(
+        &self,
+        id: &str,
+        now: Timestamp,
+        outcome: MailOutcome,
+    ) -> Result<(), StoreError> {
+        self.inner.mail_done(id, now, outcome).await
+    }
+    async fn purge_mail(&self, now: Timestamp, done_before: Timestamp) -> Result<u64, StoreError> {
+        self.inner.purge_mail(now, done_before).await
+    }
+    async fn mail_status(&self) -> Result<MailStatus, StoreError> {
+        self.inner.mail_status().await
     }
     async fn create_anonymous_registration(
         &self,
@@ -322,33 +344,17 @@ impl Mailer for Held {
     }
 }
 
-/// Fills the app's mail queue until it refuses.
-fn fill_queue(t: &TestApp) -> usize {
-    let mut n = 0;
-    while t.app.mail_queue().stats().queued.load(Ordering::Relaxed) as usize == n && n < 20_000 {
-        t.app.mail_queue().submit(Email {
-            to: format!("filler-{n}@example.com"),
-            subject: "filler".into(),
-            text: "filler".into(),
-            html: "<p>filler</p>".into(),
-        });
-        n += 1;
-    }
-    n
-}
-
 both_backends! {
-    /// The registration commits, then the mail queue is full: the agent
-    /// gets its registration (200), and the message goes out once there is
-    /// room. The same for a claim started on an anonymous registration.
-    async fn a_full_mail_queue_does_not_fail_a_committed_registration_or_claim(backend: Backend) {
+    /// The registration commits, and the mail cannot go out (the mailer
+    /// holds every message): the agent gets its registration (200), and the
+    /// message goes out from the outbox once the mailer takes it. The same
+    /// for a claim started on an anonymous registration.
+    async fn a_stuck_mailer_does_not_fail_a_committed_registration_or_claim(backend: Backend) {
         let db = Arc::new(TestDb::new(backend).await);
         let memory = MemoryMailer::new();
         let held = Held { open: Arc::new(tokio::sync::Semaphore::new(0)), inner: memory.clone() };
         let t = TestApp::with_mailer(db, "", Arc::new(held.clone()), memory).await;
         let anonymous = t.register_anonymous().await;
-        let filled = fill_queue(&t);
-        assert!(filled < 20_000, "the queue never refused");
 
         let r = t.post_json("/agent/auth", &json!({
             "type": "identity_assertion", "assertion_type": "verified_email",
@@ -362,7 +368,7 @@ both_backends! {
         }).to_string()).await;
         assert_eq!(r.status, 200, "a committed claim start must not answer {}: {}", r.status, r.text());
 
-        // Room again: both messages are delivered after the fillers.
+        // The mailer takes messages again: both are delivered.
         held.open.add_permits(1 << 20);
         let start = std::time::Instant::now();
         loop {

@@ -1,5 +1,6 @@
 //! authmd's integration tests: one binary, a file per flow.
 
+mod log_capture;
 mod provider;
 mod support;
 mod upstream;
@@ -26,6 +27,11 @@ mod jwks;
 mod linking;
 mod middleware;
 mod nginx;
+mod observe;
+mod outbox;
+mod pg_cluster;
+mod pg_faults;
+mod pg_tls;
 mod rate_limits;
 mod refusals;
 mod register_anonymous;

@@ -102,6 +102,7 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new(backend: Backend) -> TestDb {
+        crate::log_capture::init();
         match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("tempdir");
@@ -285,6 +286,11 @@ impl TestApp {
             .expect("body")
             .to_bytes()
             .to_vec();
+        crate::log_capture::issued(&String::from_utf8_lossy(&body));
+        for v in headers.values() {
+            crate::log_capture::issued(&String::from_utf8_lossy(v.as_bytes()));
+        }
+        crate::log_capture::assert_no_leak();
         TestResponse {
             status,
             headers,
@@ -318,6 +324,11 @@ impl TestApp {
         loop {
             let sent = self.mailer.sent();
             if sent.len() >= n || start.elapsed() > std::time::Duration::from_secs(5) {
+                for m in &sent {
+                    crate::log_capture::issued(&m.text);
+                    crate::log_capture::issued(&m.html);
+                }
+                crate::log_capture::assert_no_leak();
                 return sent;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;

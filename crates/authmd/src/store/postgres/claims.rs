@@ -92,6 +92,9 @@ pub(super) async fn insert_attempt(
         &[&a.id, &registration, &email, &a.link.as_bytes(), &a.link_expires_at.as_millis(), &now.as_millis()],
     )
     .await?;
+    if let Some(mail) = &a.mail {
+        super::outbox::insert(tx, mail, a.link_expires_at, now).await?;
+    }
     Ok(())
 }
 

@@ -10,13 +10,15 @@ mod claims;
 mod current;
 mod governance;
 mod keys;
+mod outbox;
 mod pipeline;
+
+pub mod tls;
 
 use std::str::FromStr;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
-use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
 use pipeline::Pipeline;
@@ -69,14 +71,55 @@ impl std::fmt::Debug for PostgresStore {
 
 fn pg(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
+        // Class 57P: the server is shutting down or not accepting yet; 08:
+        // the connection failed; 53: out of connections or memory.
+        Some(d)
+            if ["57P", "08", "53"]
+                .iter()
+                .any(|c| d.code().code().starts_with(c)) =>
+        {
+            StoreError::Unavailable(format!("{} ({})", d.message(), d.code().code()))
+        }
         Some(d) => StoreError::Database(format!("{} ({})", d.message(), d.code().code())),
-        None => StoreError::Database(e.to_string()),
+        None => {
+            // With the cause: "error performing TLS handshake: invalid peer
+            // certificate: NotValidForName", "… connection refused".
+            let mut m = e.to_string();
+
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                m.push_str(": ");
+                m.push_str(&s.to_string());
+                source = s.source();
+            }
+            // Without a database error, tokio-postgres failed at the
+            // connection (refused, lost, closed, timed out, an unexpected
+            // message): the database is unreachable, not the statement
+            // wrong. A certificate that does not verify is configuration,
+            // and a value that does not convert is a bug.
+            let ours = m.starts_with("error performing TLS handshake")
+                || m.starts_with("error serializing")
+                || m.starts_with("error deserializing")
+                || m.starts_with("invalid configuration");
+            if !ours {
+                StoreError::Unavailable(m)
+            } else {
+                StoreError::Database(m)
+            }
+        }
     }
 }
+
+/// How long a request waits for a pooled connection, a new connection or
+/// the check of an idle one before it is answered 503.
+const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
         deadpool_postgres::PoolError::Backend(e) => pg(e),
+        deadpool_postgres::PoolError::Timeout(t) => StoreError::Unavailable(format!(
+            "no database connection within the pool's timeout ({t:?})"
+        )),
         other => StoreError::Database(other.to_string()),
     }
 }
@@ -85,27 +128,36 @@ impl PostgresStore {
     /// Connects a pool to a `postgres://` URL (the first connection is made
     /// here, so a wrong URL fails at startup).
     pub async fn connect(url: &str, max_connections: usize) -> Result<PostgresStore, StoreError> {
-        let config = tokio_postgres::Config::from_str(url)
+        let tls = tls::settings(url)?;
+        let config = tokio_postgres::Config::from_str(&tls.url)
             .map_err(|e| StoreError::Url(format!("PostgreSQL URL: {e}")))?;
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(StoreError::Url(
-                "sslmode=require is not supported yet; connect over a private network or a local TLS proxy"
-                    .into(),
-            ));
-        }
+        let mode = tls.mode;
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls.connector()?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // Bounded waits: a request never hangs on an unreachable database.
         let pool = Pool::builder(manager)
             .max_size(max_connections)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(POOL_TIMEOUT))
+            .create_timeout(Some(POOL_TIMEOUT))
+            .recycle_timeout(Some(POOL_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Database(e.to_string()))?;
         let store = PostgresStore { pool };
-        store.ping().await?;
+        store.ping().await.map_err(|e| match e {
+            StoreError::Database(m) => {
+                StoreError::Database(format!("cannot connect (sslmode={}): {m}", mode.as_str()))
+            }
+            StoreError::Unavailable(m) => {
+                StoreError::Unavailable(format!("cannot connect (sslmode={}): {m}", mode.as_str()))
+            }
+            e => e,
+        })?;
         Ok(store)
     }
 
@@ -478,6 +530,41 @@ async fn register_agent_tx(
 
 #[async_trait]
 impl Store for PostgresStore {
+    async fn take_mail(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<super::OutboxMail>, StoreError> {
+        outbox::take(self, now, lease_until, limit).await
+    }
+
+    async fn mail_done(
+        &self,
+        id: &str,
+        now: Timestamp,
+        outcome: super::MailOutcome,
+    ) -> Result<(), StoreError> {
+        outbox::done(self, id, now, outcome).await
+    }
+
+    async fn purge_mail(&self, now: Timestamp, done_before: Timestamp) -> Result<u64, StoreError> {
+        outbox::purge(self, now, done_before).await
+    }
+
+    async fn mail_status(&self) -> Result<super::MailStatus, StoreError> {
+        outbox::status(self).await
+    }
+
+    fn pool_status(&self) -> Option<super::PoolStatus> {
+        let s = self.pool.status();
+        Some(super::PoolStatus {
+            in_use: s.size.saturating_sub(s.available),
+            idle: s.available,
+            max: s.max_size,
+        })
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         client

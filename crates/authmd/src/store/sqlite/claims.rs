@@ -103,6 +103,9 @@ pub(super) fn insert_attempt(
         ])
     })
     .map_err(db)?;
+    if let Some(mail) = &a.mail {
+        super::outbox::insert(c, mail, a.link_expires_at, now)?;
+    }
     Ok(())
 }
 

@@ -13,6 +13,7 @@ mod current;
 mod governance;
 mod jti;
 mod keys;
+mod outbox;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
@@ -336,6 +337,7 @@ fn drain(rx: &mut mpsc::Receiver<Box<dyn Job>>, batch: &mut Vec<Box<dyn Job>>) {
 /// with a refusal as its result), so the common case has no savepoints.
 fn commit_batch(conn: &Connection, seen: &jti::SeenJti, batch: &mut Vec<Box<dyn Job>>) {
     while !batch.is_empty() {
+        let began = std::time::Instant::now();
         let begun = conn.execute_batch("BEGIN IMMEDIATE").map_err(db);
         if let Err(e) = begun.and_then(|()| seen.begin(conn)) {
             if !conn.is_autocommit() {
@@ -354,6 +356,7 @@ fn commit_batch(conn: &Connection, seen: &jti::SeenJti, batch: &mut Vec<Box<dyn 
             continue;
         }
         let commit = conn.execute_batch("COMMIT").map_err(db);
+        crate::metrics::sqlite_commit(batch.len(), began.elapsed());
         match &commit {
             Ok(()) => seen.commit(),
             Err(e) => {
@@ -739,6 +742,32 @@ fn run_migrations(c: &Connection, migrations: &[Migration]) -> Result<(), StoreE
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn take_mail(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<super::OutboxMail>, StoreError> {
+        outbox::take(self, now, lease_until, limit).await
+    }
+
+    async fn mail_done(
+        &self,
+        id: &str,
+        now: Timestamp,
+        outcome: super::MailOutcome,
+    ) -> Result<(), StoreError> {
+        outbox::done(self, id.to_owned(), now, outcome).await
+    }
+
+    async fn purge_mail(&self, now: Timestamp, done_before: Timestamp) -> Result<u64, StoreError> {
+        outbox::purge(self, now, done_before).await
+    }
+
+    async fn mail_status(&self) -> Result<super::MailStatus, StoreError> {
+        outbox::status(self).await
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         let seen = Arc::clone(&self.seen);
         self.write(move |c| {
