@@ -116,6 +116,30 @@ pub fn code(e: &ProtocolError) -> &'static str {
 }
 
 impl AuthMd {
+    /// Creates a current-dialect registration under its rate limits and,
+    /// once it committed, logs its events.
+    async fn create_identity(
+        &self,
+        new: NewIdentityRegistration,
+        limits: Vec<crate::rate_limit::RateLimit>,
+    ) -> Result<(), Error> {
+        let logged = AuditEvent::logged().then(|| new.events.clone());
+        if let Err(limited) = self
+            .store()
+            .create_identity_registration(new, limits)
+            .await?
+        {
+            return Err(ProtocolError::RateLimited {
+                retry_after: limited.retry_after,
+            }
+            .into());
+        }
+        for e in logged.iter().flatten() {
+            e.log();
+        }
+        Ok(())
+    }
+
     /// `POST /agent/identity`. Every refusal is counted for
     /// `registration.rejected` like the original dialect's.
     pub async fn identity(
@@ -182,7 +206,6 @@ impl AuthMd {
                 .with("dialect", Dialect::Current.as_str()),
             assertion_event(&registration_id, &issued, now, meta),
         ];
-        let logged = AuditEvent::logged().then(|| events.clone());
         let new = NewIdentityRegistration {
             registration_id: registration_id.clone(),
             registration_type: RegistrationType::Anonymous,
@@ -201,19 +224,7 @@ impl AuthMd {
             config.rate_limits.anonymous_per_ip_per_hour,
             config.rate_limits.anonymous_per_hour,
         );
-        if let Err(limited) = self
-            .store()
-            .create_identity_registration(new, limits)
-            .await?
-        {
-            return Err(ProtocolError::RateLimited {
-                retry_after: limited.retry_after,
-            }
-            .into());
-        }
-        for e in logged.iter().flatten() {
-            e.log();
-        }
+        self.create_identity(new, limits).await?;
         Ok(IdentityOutcome::Done(Identified {
             id: registration_id,
             kind: "anonymous",
@@ -385,7 +396,6 @@ impl AuthMd {
                 .with("iss", verified.iss.as_str())
                 .with("sub", verified.sub.as_str()),
         ];
-        let logged = AuditEvent::logged().then(|| events.clone());
         let new = NewIdentityRegistration {
             registration_id: registration_id.clone(),
             registration_type: RegistrationType::AgentProvider,
@@ -411,19 +421,7 @@ impl AuthMd {
             config.rate_limits.identity_assertion_per_ip_per_hour,
             config.rate_limits.identity_assertion_per_hour,
         );
-        if let Err(limited) = self
-            .store()
-            .create_identity_registration(new, limits)
-            .await?
-        {
-            return Err(ProtocolError::RateLimited {
-                retry_after: limited.retry_after,
-            }
-            .into());
-        }
-        for e in logged.iter().flatten() {
-            e.log();
-        }
+        self.create_identity(new, limits).await?;
         Ok(IdentityOutcome::InteractionRequired(Identified {
             id: registration_id,
             kind: "identity_assertion",
