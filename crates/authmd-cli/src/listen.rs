@@ -301,12 +301,14 @@ where
     // Idle connections close at once (HTTP/2 after a GOAWAY); at shutdown
     // a request in flight finishes, within the listener's deadline.
     conn.as_mut().graceful_shutdown();
-    let grace = if clock.stop.load(Ordering::Acquire) {
-        limits.shutdown_timeout
+    if clock.stop.load(Ordering::Acquire) {
+        // At shutdown the accept loop's one deadline ends what is left
+        // (server.shutdown_timeout); a timer of the same length here raced
+        // it, and the winner decided whether the deadline was logged.
+        let _ = (&mut conn).await;
     } else {
-        Duration::from_secs(1)
-    };
-    let _ = tokio::time::timeout(grace, &mut conn).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut conn).await;
+    }
 }
 
 /// Why a connection's clock ran out.

@@ -401,7 +401,11 @@ async fn sigint_with_stuck_clients_stops_within_the_shutdown_deadline() {
         took < Duration::from_secs(6),
         "stopped {took:?} after SIGINT"
     );
-    assert!(server.log_text().contains("shutdown deadline reached"));
+    assert!(
+        server.log_text().contains("shutdown deadline reached"),
+        "the deadline ended the stuck clients:\n{}",
+        server.log_text()
+    );
     for (name, s) in [("half", &mut half), ("slow", &mut slow)] {
         assert!(
             closed_within(s, Duration::from_secs(1)).await.is_some(),
