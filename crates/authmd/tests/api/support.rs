@@ -172,8 +172,19 @@ impl Drop for TestDb {
     }
 }
 
-/// A free port on 127.0.0.1 (bound and released).
+/// A free port on 127.0.0.1 (bound and released), below the kernel's
+/// ephemeral range (32768 and up here): a port the kernel handed out could
+/// be handed out again, to an outgoing connection of another test, before
+/// the caller binds it (seen: `AddrInUse` in the browser CORS test).
 pub fn free_port() -> u16 {
+    use rand::RngExt;
+    let mut rng = rand::rng();
+    for _ in 0..100 {
+        let port = rng.random_range(10_000..20_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
