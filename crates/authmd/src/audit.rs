@@ -39,10 +39,16 @@ pub enum EventKind {
     /// An ID-JAG matched an existing account by a verified address: the
     /// user must confirm through the claim ceremony (current dialect).
     StepUpRequired,
+    /// The current dialect's claim page emailed a sign-in link.
+    SignInRequested,
+    /// A refresh token was spent and its successor issued.
+    RefreshRotated,
+    /// A spent refresh token was presented again: its family is revoked.
+    RefreshReused,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::RegistrationCreated,
         EventKind::RegistrationRejected,
         EventKind::RegistrationExpired,
@@ -60,6 +66,9 @@ impl EventKind {
         EventKind::AssertionIssued,
         EventKind::TokenExchanged,
         EventKind::StepUpRequired,
+        EventKind::SignInRequested,
+        EventKind::RefreshRotated,
+        EventKind::RefreshReused,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -81,6 +90,9 @@ impl EventKind {
             EventKind::AssertionIssued => "assertion.issued",
             EventKind::TokenExchanged => "token.exchanged",
             EventKind::StepUpRequired => "step_up.required",
+            EventKind::SignInRequested => "claim.sign_in_requested",
+            EventKind::RefreshRotated => "refresh.rotated",
+            EventKind::RefreshReused => "refresh.reused",
         }
     }
 

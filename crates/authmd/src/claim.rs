@@ -21,12 +21,12 @@ use crate::mail::Email;
 pub use crate::register::EmailRegistered;
 use crate::register::{RegisterRequest, Registered};
 use crate::store::{
-    AttemptAction, AttemptState, ClaimRequest, ClaimStarted, CompleteClaim, Completed, NewAttempt,
-    NewCredential, NewEmailRegistration, WRONG_PER_REGISTRATION,
+    AttemptAction, AttemptProof, AttemptState, ClaimRequest, ClaimStarted, CompleteClaim,
+    Completed, NewAttempt, NewCredential, NewEmailRegistration, WRONG_PER_REGISTRATION,
 };
 use crate::time::Timestamp;
 use crate::token::{PlainSecret, SecretHash, SecretKind, new_id, recognize};
-use crate::vocab::RegistrationType;
+use crate::vocab::{Dialect, RegistrationType};
 
 /// Longest email address accepted (RFC 5321 §4.5.3.1 path limit).
 pub const MAX_EMAIL: usize = 254;
@@ -216,6 +216,7 @@ impl AuthMd {
                 link: link.hash(),
                 link_expires_at,
                 mail: Some(claim_email(self, email, &link, link_expires_at)),
+                sign_in: false,
             },
             events: events.clone(),
         };
@@ -284,9 +285,11 @@ impl AuthMd {
                 link: link.hash(),
                 link_expires_at,
                 mail: Some(claim_email(self, email, &link, link_expires_at)),
+                sign_in: false,
             },
             now,
             meta: meta.clone(),
+            dialect: Dialect::Original,
         };
         let (attempt_id, expires_at) = match self.store().start_claim(req, limits).await? {
             ClaimStarted::Started {
@@ -379,9 +382,21 @@ impl AuthMd {
         let Some(presented) = recognize(token, &[SecretKind::ClaimLink]) else {
             return Ok(Err(AttemptAction::Unknown));
         };
-        let attempt_id = presented.id();
+        let proof = AttemptProof::Link(presented.hash);
+        self.mint_code(&presented.id(), proof, meta, now).await
+    }
+
+    /// Mints a code for the attempt `proof` admits (replacing any earlier
+    /// one). The code is returned once and kept only as its keyed hash.
+    pub(crate) async fn mint_code(
+        &self,
+        attempt_id: &str,
+        proof: AttemptProof,
+        meta: &RequestMeta,
+        now: Timestamp,
+    ) -> Result<Result<(String, Timestamp), AttemptAction>, Error> {
         // The code's hash is bound to the registration: look it up first.
-        let Some(view) = self.store().attempt(&attempt_id, now).await? else {
+        let Some(view) = self.store().attempt(attempt_id, now).await? else {
             return Ok(Err(AttemptAction::Unknown));
         };
         let code = new_code();
@@ -389,7 +404,7 @@ impl AuthMd {
         let until = now.plus(self.config().ttl.otp.get());
         match self
             .store()
-            .mint_otp(&attempt_id, presented.hash, otp, until, now, meta.clone())
+            .mint_otp(attempt_id, proof, otp, until, now, meta.clone())
             .await?
         {
             AttemptAction::Done { .. } => Ok(Ok((code, until))),
@@ -424,7 +439,12 @@ impl AuthMd {
         Ok(
             match self
                 .store()
-                .deny_attempt(&presented.id(), presented.hash, now, meta.clone())
+                .deny_attempt(
+                    &presented.id(),
+                    AttemptProof::Link(presented.hash),
+                    now,
+                    meta.clone(),
+                )
                 .await?
             {
                 AttemptAction::Done { .. } => ClaimPage::Denied,
@@ -500,6 +520,8 @@ impl AuthMd {
                 access_token_expires_at,
             },
             rotate_key: config.registration.rotate_key_on_claim,
+            dialect: Dialect::Original,
+            refresh: None,
         };
         match self.store().complete_claim(req).await? {
             Completed::Claimed { issued, .. } => {
@@ -549,7 +571,7 @@ impl AuthMd {
 
     /// Refuses an address an operator blocked (before any work or mail;
     /// completing a claim checks again, with the user, in its transaction).
-    async fn refuse_blocked_address(&self, email: &str) -> Result<(), Error> {
+    pub(crate) async fn refuse_blocked_address(&self, email: &str) -> Result<(), Error> {
         let keys = crate::store::block_keys(None, None, Some(email));
         if self.store().blocked(keys).await? {
             return Err(ProtocolError::Blocked.into());
@@ -560,7 +582,7 @@ impl AuthMd {
     /// Claim emails per recipient mailbox (§9), per hour and per day,
     /// across every registration and flow, counted with the other limits:
     /// each message goes to an address the requester chose.
-    fn address_limits(&self, email: &str) -> Vec<crate::rate_limit::RateLimit> {
+    pub(crate) fn address_limits(&self, email: &str) -> Vec<crate::rate_limit::RateLimit> {
         use crate::rate_limit::RateLimit;
         let rl = &self.config().rate_limits;
         if !rl.enabled {
@@ -580,13 +602,13 @@ impl AuthMd {
     }
 }
 
-fn locked() -> ProtocolError {
+pub(crate) fn locked() -> ProtocolError {
     ProtocolError::TooManyAttempts(format!(
         "this claim had {WRONG_PER_REGISTRATION} wrong codes and is locked until the registration expires"
     ))
 }
 
-fn refusal_page(state: AttemptState) -> ClaimPage {
+pub(crate) fn refusal_page(state: AttemptState) -> ClaimPage {
     match state {
         AttemptState::Open => ClaimPage::Unknown,
         AttemptState::Superseded => ClaimPage::Superseded,

@@ -35,6 +35,58 @@ pub enum ClaimPage {
     Locked,
     Unknown,
     MissingToken,
+    /// The current dialect (docs/protocol.md §20.5): the agent's link
+    /// opened; the user asks for a sign-in link to `email`.
+    SignIn {
+        email: String,
+        scopes: Vec<(String, String)>,
+        link_expires: Timestamp,
+        token: String,
+    },
+    /// The sign-in link was sent.
+    SignInSent {
+        email: String,
+    },
+    /// Signed in: "Authorize this agent?".
+    Authorize {
+        email: String,
+        scopes: Vec<(String, String)>,
+        provider: Option<String>,
+        registration_type: crate::vocab::RegistrationType,
+        token: String,
+    },
+    /// A sign-in link opened in another browser than the one that asked
+    /// for it (or an old one).
+    OtherBrowser,
+    /// Too many sign-in emails for this request or address.
+    TooManyEmails {
+        retry_after: std::time::Duration,
+    },
+}
+
+/// The scope list of a page.
+fn scope_list(scopes: &[(String, String)]) -> String {
+    let mut b = String::from("<ul>");
+    for (scope, description) in scopes {
+        let _ = write!(
+            b,
+            "<li>{} <span class=\"muted\">(<code>{}</code>)</span></li>",
+            escape(description),
+            escape(scope)
+        );
+    }
+    b.push_str("</ul>");
+    b
+}
+
+/// A form with one button posting `token` and `action`.
+fn button(path: &str, token: &str, action: &str, class: &str, label: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"{path}\">\
+         <input type=\"hidden\" name=\"token\" value=\"{}\">\
+         <button class=\"{class}\" type=\"submit\" name=\"action\" value=\"{action}\">{label}</button></form>",
+        escape(token)
+    )
 }
 
 const STYLE: &str = "\
@@ -189,6 +241,85 @@ pub fn render(page: &ClaimPage, service: &str, action: &str) -> (u16, String) {
             400,
             "Link incomplete".to_owned(),
             "<p>This link is incomplete. Open the whole link from the email.</p>".to_owned(),
+        ),
+        ClaimPage::SignIn {
+            email,
+            scopes,
+            link_expires,
+            token,
+        } => (
+            200,
+            format!("Connect an AI agent to {s}?"),
+            format!(
+                "<p>An AI agent asks to connect to the <strong>{s}</strong> account of \
+                 <strong>{}</strong>. It would be able to:</p>{}\
+                 <p>To continue, sign in: we will email a one-time sign-in link to that address. \
+                 Open it in this browser.</p>{}{}\
+                 <p class=\"muted\">This page works until {}. Nothing is connected until you \
+                 confirm and give the agent the code you will see.</p>",
+                escape(email),
+                scope_list(scopes),
+                button(
+                    action,
+                    token,
+                    "sign_in",
+                    "primary",
+                    "Email me a sign-in link"
+                ),
+                button(action, token, "deny", "secondary", "This wasn't me"),
+                escape(&link_expires.to_human()),
+            ),
+        ),
+        ClaimPage::SignInSent { email } => (
+            200,
+            "Check your email".to_owned(),
+            format!(
+                "<p>We sent a sign-in link to <strong>{}</strong>. Open it in this browser \
+                 to continue.</p><p class=\"muted\">Did not get it? Check your spam folder, \
+                 or go back and ask again in a minute.</p>",
+                escape(email)
+            ),
+        ),
+        ClaimPage::Authorize {
+            email,
+            scopes,
+            provider,
+            registration_type,
+            token,
+        } => (
+            200,
+            "Authorize this agent?".to_owned(),
+            format!(
+                "<p>Signed in as <strong>{}</strong>.</p><p>{}</p>\
+                 <p>If you authorize it, the agent will be able to:</p>{}{}{}\
+                 <p class=\"muted\">After you authorize, you will see a 6-digit code: read it to \
+                 your agent. Nothing is connected until the agent enters it.</p>",
+                escape(email),
+                escape(&crate::current_claim::describe(
+                    *registration_type,
+                    provider.as_deref()
+                )),
+                scope_list(scopes),
+                button(action, token, "confirm", "primary", "Authorize"),
+                button(action, token, "deny", "secondary", "This wasn't me"),
+            ),
+        ),
+        ClaimPage::OtherBrowser => (
+            403,
+            "Open this link where you started".to_owned(),
+            "<p>This sign-in link works only in the browser where you asked for it, and only \
+             once it is the latest one. Open it there, or open the agent's link again and ask \
+             for a new sign-in link.</p>"
+                .to_owned(),
+        ),
+        ClaimPage::TooManyEmails { retry_after } => (
+            429,
+            "Too many sign-in emails".to_owned(),
+            format!(
+                "<p>Too many sign-in links were sent for this request or this address. \
+                 Try again in {} minutes.</p>",
+                retry_after.as_secs().div_ceil(60).max(1)
+            ),
         ),
     };
     let html = format!(

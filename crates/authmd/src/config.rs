@@ -471,8 +471,14 @@ pub struct TtlConfig {
     pub otp: HumanDuration,
     #[serde(default = "d1h")]
     pub access_token: HumanDuration,
+    /// The current dialect's refresh tokens (each use issues the next).
+    #[serde(default = "d30d")]
+    pub refresh_token: HumanDuration,
 }
 
+fn d30d() -> HumanDuration {
+    HumanDuration::secs(30 * 86_400)
+}
 fn d24h() -> HumanDuration {
     HumanDuration::secs(86_400)
 }
@@ -490,6 +496,7 @@ impl Default for TtlConfig {
             claim_link: d10m(),
             otp: d10m(),
             access_token: d1h(),
+            refresh_token: d30d(),
         }
     }
 }
@@ -894,6 +901,7 @@ impl Config {
             ("ttl.registration", self.ttl.registration),
             ("ttl.claim_link", self.ttl.claim_link),
             ("ttl.otp", self.ttl.otp),
+            ("ttl.refresh_token", self.ttl.refresh_token),
             ("ttl.access_token", self.ttl.access_token),
             (
                 "server.credential_cache_ttl",

@@ -111,6 +111,9 @@ pub fn code(e: &ProtocolError) -> &'static str {
         ProtocolError::VerifiedEmailNotEnabled => "service_auth_registration_disabled",
         ProtocolError::IdentityAssertionNotEnabled => "issuer_not_enabled",
         ProtocolError::RateLimited { .. } => "rate_limit_exceeded",
+        ProtocolError::PreviouslyClaimed | ProtocolError::ClaimedOrInFlight => "already_claimed",
+        ProtocolError::OtpExpired => "user_code_expired",
+        ProtocolError::OtpInvalid => "invalid_user_code",
         other => other.code(),
     }
 }
@@ -158,6 +161,11 @@ impl AuthMd {
         let result = match request {
             Ok(req) => match req.kind.as_deref() {
                 Some("anonymous") => self.identity_anonymous(meta, now).await,
+                Some("service_auth") => self.identity_service_auth(&req, meta, now).await,
+                Some("refresh") => self
+                    .identity_refresh(req.refresh_token.as_deref(), meta, now)
+                    .await
+                    .map(IdentityOutcome::Done),
                 Some("identity_assertion") => self.identity_id_jag(&req, meta, now).await,
                 Some(other) => Err(ProtocolError::invalid_request(format!(
                     "unknown type {}; expected \"anonymous\", \"service_auth\", \"identity_assertion\" or \"refresh\"",
@@ -242,6 +250,79 @@ impl AuthMd {
                 expires_at: expires_at.to_rfc3339(),
                 url: self.urls().identity_claim.clone(),
                 attempt: None,
+            }),
+        }))
+    }
+
+    /// `service_auth`: a registration pending the claim of `login_hint`,
+    /// with its first attempt (the user signs in on its page; nothing is
+    /// mailed until they ask). No identity until the claim completes.
+    async fn identity_service_auth(
+        &self,
+        req: &IdentityRequest,
+        meta: &RequestMeta,
+        now: Timestamp,
+    ) -> Result<IdentityOutcome, Error> {
+        let config = self.config();
+        if !CurrentFlows::of(config).service_auth {
+            return Err(ProtocolError::VerifiedEmailNotEnabled.into());
+        }
+        let email = crate::current_claim::login_hint(req.login_hint.as_deref())?;
+        self.refuse_blocked_address(email).await?;
+        let registration_id = new_id("reg_");
+        let claim_token = PlainSecret::generate(SecretKind::ClaimToken, &registration_id);
+        let expires_at = now.plus(config.ttl.registration.get());
+        let minted = self.new_identity_attempt(now, expires_at);
+        let events = vec![
+            AuditEvent::new(EventKind::RegistrationCreated, now, meta)
+                .registration(&registration_id)
+                .with(
+                    "registration_type",
+                    RegistrationType::EmailVerification.as_str(),
+                )
+                .with("dialect", Dialect::Current.as_str()),
+            AuditEvent::new(EventKind::ClaimRequested, now, meta)
+                .registration(&registration_id)
+                .with("email", email)
+                .with("claim_attempt_id", minted.attempt.id.as_str()),
+        ];
+        let link_expires_at = minted.attempt.link_expires_at;
+        let new = NewIdentityRegistration {
+            registration_id: registration_id.clone(),
+            registration_type: RegistrationType::EmailVerification,
+            status: RegistrationStatus::PendingClaim,
+            claim_token: claim_token.hash(),
+            email: Some(email.to_owned()),
+            subject: None,
+            attempt: Some(minted.attempt),
+            created_at: now,
+            expires_at,
+            events,
+        };
+        // The email flow's buckets, one for both dialects.
+        let limits = self.limits(
+            "verified_email",
+            meta,
+            config.rate_limits.verified_email_per_ip_per_hour,
+            config.rate_limits.verified_email_per_hour,
+        );
+        self.create_identity(new, limits).await?;
+        Ok(IdentityOutcome::Done(Identified {
+            id: registration_id,
+            kind: "service_auth",
+            identity: None,
+            scopes: Some(Scopes::Split {
+                pre_claim: None,
+                post_claim: config.resource.post_claim_scopes.clone(),
+            }),
+            claim: Some(ClaimBlock {
+                token: claim_token.expose().to_owned(),
+                expires_at: expires_at.to_rfc3339(),
+                url: self.urls().identity_claim.clone(),
+                attempt: Some(AttemptBlock {
+                    verification_uri: self.verification_uri(minted.link.expose()),
+                    expires_at: link_expires_at.to_rfc3339(),
+                }),
             }),
         }))
     }
@@ -381,10 +462,9 @@ impl AuthMd {
         let config = self.config();
         let registration_id = new_id("reg_");
         let claim_token = PlainSecret::generate(SecretKind::ClaimToken, &registration_id);
-        let attempt_id = new_id("cla_");
-        let link = PlainSecret::generate(SecretKind::ClaimLink, &attempt_id);
         let expires_at = now.plus(config.ttl.registration.get());
-        let link_expires_at = now.plus(config.ttl.claim_link.get());
+        let minted = self.new_identity_attempt(now, expires_at);
+        let link_expires_at = minted.attempt.link_expires_at;
         let events = vec![
             AuditEvent::new(EventKind::StepUpRequired, now, meta)
                 .registration(&registration_id)
@@ -403,14 +483,7 @@ impl AuthMd {
             claim_token: claim_token.hash(),
             email: Some(user_email.to_owned()),
             subject: Some((verified.iss.clone(), verified.sub.clone())),
-            attempt: Some(crate::store::NewAttempt {
-                id: attempt_id,
-                link: link.hash(),
-                link_expires_at,
-                // No email until the current dialect's ceremony (its
-                // sign-in page) exists: the link would lead nowhere.
-                mail: None,
-            }),
+            attempt: Some(minted.attempt),
             created_at: now,
             expires_at,
             events,
@@ -435,7 +508,7 @@ impl AuthMd {
                 expires_at: expires_at.to_rfc3339(),
                 url: self.urls().identity_claim.clone(),
                 attempt: Some(AttemptBlock {
-                    verification_uri: self.verification_uri(link.expose()),
+                    verification_uri: self.verification_uri(minted.link.expose()),
                     expires_at: link_expires_at.to_rfc3339(),
                 }),
             }),

@@ -206,8 +206,6 @@ impl Flows {
 /// Whether this build has the current dialect's claim ceremony and
 /// `service_auth` (docs/protocol.md §20.5; not yet: until then they are
 /// neither published nor accepted) and its security events (§20.7).
-const SERVICE_AUTH_BUILT: bool = false;
-const CLAIM_BUILT: bool = false;
 
 /// Which flows the current dialect offers (`[registration]` and
 /// `[dialects.current]`; ID-JAGs also need a trusted provider).
@@ -224,9 +222,7 @@ impl CurrentFlows {
         let d = &config.dialects.current;
         CurrentFlows {
             anonymous: d.enabled && d.anonymous && r.anonymous,
-            // Offered once the current dialect's claim ceremony is built
-            // (docs/protocol.md §20.5): not in this build.
-            service_auth: SERVICE_AUTH_BUILT && d.enabled && d.service_auth && r.verified_email,
+            service_auth: d.enabled && d.service_auth && r.verified_email,
             id_jag: d.enabled
                 && d.identity_assertion
                 && r.identity_assertion
@@ -367,7 +363,7 @@ impl Documents {
             agent_auth: AgentAuth {
                 skill: &urls.auth_md,
                 identity_endpoint: on.then_some(urls.identity.as_str()),
-                claim_endpoint: (on && CLAIM_BUILT).then_some(urls.identity_claim.as_str()),
+                claim_endpoint: on.then_some(urls.identity_claim.as_str()),
                 events_endpoint: current.id_jag.then_some(urls.events.as_str()),
                 register_uri: original.then_some(urls.register.as_str()),
                 claim_uri: flows.claim().then_some(urls.claim.as_str()),

@@ -111,6 +111,23 @@ pub enum ProtocolError {
         "the assertion matches an existing account; the user must confirm the link at the identity endpoint's claim ceremony"
     )]
     InteractionRequired,
+    /// The current dialect: `login_hint` is not an address authmd sends
+    /// to, or not the one the registration must be claimed with.
+    #[error("{0}")]
+    InvalidLoginHint(String),
+    /// The current dialect's completion: the claim token is not known.
+    #[error("the claim token is not known here")]
+    InvalidClaim,
+    /// The current dialect's completion before the user confirmed on the
+    /// claim page (409: wait and retry).
+    #[error(
+        "the user has not confirmed yet: they must open the verification_uri, sign in and press Confirm, then read you the code"
+    )]
+    ClaimNotConfirmed,
+    /// `POST /agent/identity {"type": "refresh"}`: unknown, expired, spent
+    /// or revoked, or its registration ended.
+    #[error("The refresh token is invalid, expired, or already used.")]
+    InvalidRefreshToken,
     /// Gateway mode: the upstream refused the connection or failed (502).
     /// Never names the upstream.
     #[error("the API behind this service is unavailable")]
@@ -170,6 +187,10 @@ impl ProtocolError {
             ProtocolError::InvalidTarget => "invalid_target",
             ProtocolError::LoginRequired { .. } => "login_required",
             ProtocolError::InteractionRequired => "interaction_required",
+            ProtocolError::InvalidLoginHint(_) => "invalid_login_hint",
+            ProtocolError::InvalidClaim => "invalid_claim",
+            ProtocolError::ClaimNotConfirmed => "claim_not_confirmed",
+            ProtocolError::InvalidRefreshToken => "invalid_refresh_token",
         }
     }
 

@@ -22,6 +22,7 @@ pub mod claim_page;
 pub mod config;
 pub mod credential;
 pub mod current;
+pub mod current_claim;
 pub mod discovery;
 pub mod error;
 pub mod grant;

@@ -44,6 +44,12 @@ pub enum SecretKind {
     /// The single-use link token in a claim email (`cvt_…`), selector of a
     /// `cla_` id.
     ClaimLink,
+    /// The current dialect's emailed sign-in link (`sgn_…`), selector of
+    /// the `cla_` id of the attempt it signs in for.
+    SignIn,
+    /// A current-dialect refresh token (`amd_rt_…`), selector of an
+    /// `rft_` id.
+    RefreshToken,
 }
 
 impl SecretKind {
@@ -53,6 +59,8 @@ impl SecretKind {
             SecretKind::AccessToken => "amd_at_",
             SecretKind::ClaimToken => "clm_",
             SecretKind::ClaimLink => "cvt_",
+            SecretKind::SignIn => "sgn_",
+            SecretKind::RefreshToken => "amd_rt_",
         }
     }
 
@@ -61,7 +69,8 @@ impl SecretKind {
         match self {
             SecretKind::ApiKey | SecretKind::AccessToken => "crd_",
             SecretKind::ClaimToken => "reg_",
-            SecretKind::ClaimLink => "cla_",
+            SecretKind::ClaimLink | SecretKind::SignIn => "cla_",
+            SecretKind::RefreshToken => "rft_",
         }
     }
 

@@ -16,6 +16,7 @@ use super::extract::{JsonBody, Meta};
 use super::oauth::{oauth_error, read_form};
 use crate::AuthMd;
 use crate::current::{Identified, IdentityOutcome, IdentityRequest, code};
+use crate::current_claim::{BROWSER_COOKIE, IdentityClaimBody, IdentityCompleteBody, VerifyAction};
 use crate::error::{Error, ProtocolError, retry_after_secs};
 use crate::grant::TokenRequest;
 use crate::time::Timestamp;
@@ -60,6 +61,143 @@ pub async fn identity(
         }
         Err(e) => error(e),
     }
+}
+
+/// `POST /agent/identity/claim`.
+pub async fn identity_claim(
+    State(app): State<AuthMd>,
+    Meta(meta): Meta,
+    body: Result<JsonBody<IdentityClaimBody>, ProtocolError>,
+) -> Response {
+    let result = app
+        .start_identity_claim(body.map(|b| b.0), &meta, Timestamp::now())
+        .await;
+    step("start", result)
+}
+
+/// `POST /agent/identity/claim/complete`.
+pub async fn identity_claim_complete(
+    State(app): State<AuthMd>,
+    Meta(meta): Meta,
+    body: Result<JsonBody<IdentityCompleteBody>, ProtocolError>,
+) -> Response {
+    let result = app
+        .complete_identity_claim(body.map(|b| b.0), &meta, Timestamp::now())
+        .await;
+    step("complete", result)
+}
+
+/// A claim step's answer, counted like the original dialect's.
+fn step<T: Serialize>(name: &'static str, result: Result<T, Error>) -> Response {
+    crate::metrics::claim(
+        name,
+        match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        },
+    );
+    match result {
+        Ok(v) => json(StatusCode::OK, &v),
+        Err(e) => error(e),
+    }
+}
+
+/// The browser cookie of the verification page, if sent.
+fn browser_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, v)| *k == BROWSER_COOKIE && !v.is_empty() && v.len() <= 64)
+        .map(|(_, v)| v.to_owned())
+}
+
+#[derive(serde::Deserialize)]
+pub struct VerifyQuery {
+    token: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+pub struct VerifyForm {
+    token: String,
+    action: String,
+}
+
+/// `GET /agent/identity/claim/verify?token=…`: the agent's link, or the
+/// emailed sign-in link. Mints nothing.
+pub async fn verify_page(
+    State(app): State<AuthMd>,
+    headers: axum::http::HeaderMap,
+    query: Result<axum::extract::Query<VerifyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let token = query.ok().and_then(|q| q.0.token);
+    let browser = browser_cookie(&headers);
+    let page = app
+        .verify_page(token.as_deref(), browser.as_deref(), Timestamp::now())
+        .await;
+    super::routes::page_at(&app, page, crate::discovery::IDENTITY_VERIFY_PATH)
+}
+
+/// `POST /agent/identity/claim/verify` (`token`, `action` = `sign_in` |
+/// `confirm` | `deny`).
+pub async fn verify_action(
+    State(app): State<AuthMd>,
+    Meta(meta): Meta,
+    headers: axum::http::HeaderMap,
+    form: Result<axum::extract::Form<VerifyForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let browser = browser_cookie(&headers);
+    let now = Timestamp::now();
+    let (page, cookie) = match form.ok().map(|f| f.0) {
+        Some(f) => {
+            let action = match f.action.as_str() {
+                "sign_in" => Some(VerifyAction::SignIn),
+                "confirm" => Some(VerifyAction::Confirm),
+                "deny" => Some(VerifyAction::Deny),
+                _ => None,
+            };
+            match action {
+                Some(a) => {
+                    let name = match a {
+                        VerifyAction::SignIn => "sign_in",
+                        VerifyAction::Confirm => "show_code",
+                        VerifyAction::Deny => "deny",
+                    };
+                    let r = app
+                        .verify_action(a, &f.token, browser.as_deref(), &meta, now)
+                        .await;
+                    crate::metrics::claim(name, if r.is_ok() { "ok" } else { "server_error" });
+                    match r {
+                        Ok((p, c)) => (Ok(p), c),
+                        Err(e) => (Err(e), None),
+                    }
+                }
+                None => (Ok(crate::claim::ClaimPage::MissingToken), None),
+            }
+        }
+        None => (Ok(crate::claim::ClaimPage::MissingToken), None),
+    };
+    let mut r = super::routes::page_at(&app, page, crate::discovery::IDENTITY_VERIFY_PATH);
+    if let Some(value) = cookie {
+        // HttpOnly and SameSite=Lax: sent when the emailed link is opened
+        // (a top-level navigation), never to scripts or cross-site posts.
+        let secure = if app.urls().issuer.starts_with("https://") {
+            "; Secure"
+        } else {
+            ""
+        };
+        let max_age = app.config().ttl.claim_link.get().as_secs();
+        let c = format!(
+            "{BROWSER_COOKIE}={value}; Path={}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}",
+            crate::discovery::IDENTITY_VERIFY_PATH
+        );
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            r.headers_mut().insert(header::SET_COOKIE, v);
+        }
+    }
+    r
 }
 
 /// A refusal in this dialect's envelope.

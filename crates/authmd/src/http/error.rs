@@ -53,6 +53,10 @@ pub fn status(e: &ProtocolError) -> StatusCode {
         ProtocolError::LoginRequired { .. } | ProtocolError::InteractionRequired => {
             StatusCode::UNAUTHORIZED
         }
+        ProtocolError::InvalidLoginHint(_)
+        | ProtocolError::InvalidClaim
+        | ProtocolError::InvalidRefreshToken => StatusCode::BAD_REQUEST,
+        ProtocolError::ClaimNotConfirmed => StatusCode::CONFLICT,
     }
 }
 
@@ -254,6 +258,18 @@ mod tests {
                 ProtocolError::InteractionRequired,
                 401,
                 "interaction_required",
+            ),
+            (
+                ProtocolError::InvalidLoginHint("x".into()),
+                400,
+                "invalid_login_hint",
+            ),
+            (ProtocolError::InvalidClaim, 400, "invalid_claim"),
+            (ProtocolError::ClaimNotConfirmed, 409, "claim_not_confirmed"),
+            (
+                ProtocolError::InvalidRefreshToken,
+                400,
+                "invalid_refresh_token",
             ),
             (
                 ProtocolError::InsufficientScope { needed: vec![] },

@@ -141,6 +141,18 @@ fn with_agent_routes(app: AuthMd, base: Router<AuthMd>) -> Router {
         .route("/agent/auth/claim/complete", post(routes::complete_claim))
         .route("/agent/auth/revoke", post(routes::revoke))
         .route(crate::discovery::IDENTITY_PATH, post(current::identity))
+        .route(
+            crate::discovery::IDENTITY_CLAIM_PATH,
+            post(current::identity_claim),
+        )
+        .route(
+            crate::discovery::IDENTITY_CLAIM_COMPLETE_PATH,
+            post(current::identity_claim_complete),
+        )
+        .route(
+            crate::discovery::IDENTITY_VERIFY_PATH,
+            get(current::verify_page).post(current::verify_action),
+        )
         .route(crate::discovery::EVENTS_PATH, post(current::events))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),

@@ -239,12 +239,17 @@ pub async fn claim_view_action(
 }
 
 fn page_response(app: &AuthMd, page: Result<ClaimPage, crate::Error>) -> Response {
+    page_at(app, page, CLAIM_VIEW_PATH)
+}
+
+/// A claim page whose forms post to `path`, with its security headers:
+/// no script at all, its one style sheet by hash, never framed or cached.
+pub(super) fn page_at(app: &AuthMd, page: Result<ClaimPage, crate::Error>, path: &str) -> Response {
     let page = match page {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let (status, html) =
-        crate::claim_page::render(&page, &app.config().resource.name, CLAIM_VIEW_PATH);
+    let (status, html) = crate::claim_page::render(&page, &app.config().resource.name, path);
     let csp = format!(
         "default-src 'none'; style-src {}; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         crate::claim_page::style_hash()

@@ -54,6 +54,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "mail_outbox",
         sql: include_str!("../../migrations/sqlite/0009_mail_outbox.sql"),
     },
+    Migration {
+        version: 10,
+        name: "current_claim",
+        sql: include_str!("../../migrations/sqlite/0010_current_claim.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -101,6 +106,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 9,
         name: "mail_outbox",
         sql: include_str!("../../migrations/postgres/0009_mail_outbox.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "current_claim",
+        sql: include_str!("../../migrations/postgres/0010_current_claim.sql"),
     },
 ];
 

@@ -173,6 +173,10 @@ pub struct NewAttempt {
     /// The claim email, written to the mail outbox in the same transaction
     /// (delivered by `outbox.rs`; its body is dropped when the link expires).
     pub mail: Option<crate::mail::Email>,
+    /// The current dialect: the link goes to the agent, so holding it
+    /// proves nothing; a code is minted only after the user signed in
+    /// ([`AttemptProof::SignIn`]).
+    pub sign_in: bool,
 }
 
 /// A message taken from the mail outbox for delivery.
@@ -232,6 +236,11 @@ pub struct ClaimRequest {
     pub attempt: NewAttempt,
     pub now: Timestamp,
     pub meta: RequestMeta,
+    /// The dialect of the endpoint: a registration is claimed through the
+    /// dialect it was made in (another's claim token is unknown here). The
+    /// current dialect always starts a new attempt (its link is returned,
+    /// and only its hash is kept).
+    pub dialect: Dialect,
 }
 
 /// How a claim request ended.
@@ -266,6 +275,72 @@ pub struct AttemptView {
     pub link: SecretHash,
     pub state: AttemptState,
     pub link_expires_at: Timestamp,
+    /// A current-dialect attempt: codes need a sign-in.
+    pub needs_sign_in: bool,
+    /// A step-up's provider (`iss`), for the page.
+    pub provider: Option<String>,
+    /// The sign-in link last emailed for it, if any.
+    pub sign_in: Option<SignIn>,
+}
+
+/// A sign-in link emailed for a current-dialect attempt: its token's hash,
+/// the hash of the cookie of the browser that asked for it, its expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignIn {
+    pub token: SecretHash,
+    pub browser: SecretHash,
+    pub expires_at: Timestamp,
+}
+
+/// What a page presents to act on an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptProof {
+    /// The attempt's link (the original dialect's emailed link; the
+    /// current dialect's `verification_uri`).
+    Link(SecretHash),
+    /// The current dialect's emailed sign-in link, with the cookie of the
+    /// browser that asked for it.
+    SignIn {
+        token: SecretHash,
+        browser: SecretHash,
+    },
+}
+
+impl AttemptView {
+    /// Whether `proof` lets its holder act on this attempt: deny it with
+    /// either; mint a code with the link only where no sign-in is needed,
+    /// else with a live sign-in from the same browser.
+    pub fn admits(&self, proof: &AttemptProof, mint: bool, now: Timestamp) -> bool {
+        match proof {
+            AttemptProof::Link(link) => *link == self.link && !(mint && self.needs_sign_in),
+            AttemptProof::SignIn { token, browser } => self
+                .sign_in
+                .is_some_and(|s| s.token == *token && s.browser == *browser && s.expires_at > now),
+        }
+    }
+}
+
+/// The current dialect's "email me a sign-in link": recorded on an open
+/// attempt whose link matches, replacing an earlier one, with its email
+/// written to the outbox in the same transaction.
+#[derive(Debug, Clone)]
+pub struct SignInRequest {
+    pub attempt_id: String,
+    pub link: SecretHash,
+    pub sign_in: SignIn,
+    /// Built by the caller once the address is known (`mail(address)`).
+    pub mail: crate::mail::Email,
+    pub now: Timestamp,
+    pub meta: RequestMeta,
+}
+
+/// How a sign-in request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignInStarted {
+    Sent,
+    Unknown,
+    Refused(AttemptState),
+    Limited(RateLimited),
 }
 
 /// Where an attempt stands, most decisive first.
@@ -292,6 +367,53 @@ pub enum AttemptAction {
     },
     Unknown,
     Refused(AttemptState),
+}
+
+/// `claim.sign_in_requested`.
+pub(crate) fn sign_in_event(req: &SignInRequest, view: &AttemptView) -> AuditEvent {
+    AuditEvent::new(EventKind::SignInRequested, req.now, &req.meta)
+        .registration(&view.registration_id)
+        .with("claim_attempt_id", req.attempt_id.as_str())
+        .with("email", view.email.as_str())
+}
+
+/// A registration's state once claimed: an agent-verified step-up joins
+/// its delegation as `active`; every other one is `claimed`.
+pub(crate) fn claimed_status(kind: RegistrationType, req: &CompleteClaim) -> RegistrationStatus {
+    if kind == RegistrationType::AgentProvider && req.refresh.is_some() {
+        RegistrationStatus::Active
+    } else {
+        RegistrationStatus::Claimed
+    }
+}
+
+/// `credential.revoked` of a credential the claim replaces.
+pub(crate) fn revoked_at_claim(req: &CompleteClaim, credential_id: &str) -> AuditEvent {
+    let reason = if req.refresh.is_some() {
+        "pre-claim scopes, ended at claim"
+    } else {
+        "rotated at claim"
+    };
+    AuditEvent::new(EventKind::CredentialRevoked, req.now, &req.meta)
+        .registration(&req.registration_id)
+        .with("credential_id", credential_id)
+        .with("reason", reason)
+}
+
+/// `delegation.linked` of a step-up the user confirmed.
+pub(crate) fn linked_at_claim(
+    req: &CompleteClaim,
+    user_id: &str,
+    iss: &str,
+    sub: &str,
+) -> AuditEvent {
+    AuditEvent::new(EventKind::DelegationLinked, req.now, &req.meta)
+        .registration(&req.registration_id)
+        .user(user_id)
+        .with("iss", iss)
+        .with("sub", sub)
+        .with("matched_by", "verified_email")
+        .with("confirmed", true)
 }
 
 /// A credential that may be issued at claim, ready in both types (the
@@ -321,6 +443,85 @@ pub struct CompleteClaim {
     /// or for an anonymous one when keys rotate at claim.
     pub credential: NewCredential,
     pub rotate_key: bool,
+    /// The dialect of the endpoint (see [`ClaimRequest::dialect`]).
+    pub dialect: Dialect,
+    /// The current dialect: no credential is issued or kept (earlier
+    /// access tokens are revoked: they carry pre-claim scopes); the first
+    /// refresh token of a family is issued; a step-up's subject joins the
+    /// user's delegation.
+    pub refresh: Option<NewRefreshToken>,
+}
+
+/// A refresh token to store (docs/protocol.md §20.8).
+#[derive(Debug, Clone)]
+pub struct NewRefreshToken {
+    pub id: String,
+    pub hash: SecretHash,
+    /// The first token's id; a new family's first token is its own.
+    pub family_id: String,
+    pub expires_at: Timestamp,
+}
+
+/// `POST /agent/identity {"type": "refresh"}`: spend `presented`, issue
+/// `next` in its family.
+#[derive(Debug, Clone)]
+pub struct RefreshRotation {
+    pub id: String,
+    pub presented: SecretHash,
+    /// `family_id` is ignored: the next token joins the presented one's.
+    pub next: NewRefreshToken,
+    pub now: Timestamp,
+    pub meta: RequestMeta,
+    /// `jti` and expiry of the assertion that will be signed.
+    pub assertion: (String, Timestamp),
+}
+
+impl RefreshRotation {
+    /// `refresh.rotated` and the new assertion's `assertion.issued`.
+    pub(crate) fn events(&self, registration_id: &str, family_id: &str) -> [AuditEvent; 2] {
+        [
+            AuditEvent::new(EventKind::RefreshRotated, self.now, &self.meta)
+                .registration(registration_id)
+                .with("refresh_token_id", self.id.as_str())
+                .with("next_refresh_token_id", self.next.id.as_str())
+                .with("family_id", family_id),
+            AuditEvent::new(EventKind::AssertionIssued, self.now, &self.meta)
+                .registration(registration_id)
+                .with("jti", self.assertion.0.as_str())
+                .with("expires_at", self.assertion.1.to_rfc3339()),
+        ]
+    }
+
+    /// `refresh.reused`.
+    pub(crate) fn reused_event(
+        &self,
+        registration_id: &str,
+        family_id: &str,
+        revoked: u64,
+    ) -> AuditEvent {
+        AuditEvent::new(EventKind::RefreshReused, self.now, &self.meta)
+            .registration(registration_id)
+            .with("refresh_token_id", self.id.as_str())
+            .with("family_id", family_id)
+            .with("refresh_tokens_revoked", revoked)
+    }
+}
+
+/// How a rotation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotated {
+    /// Spent and replaced; what the new assertion names.
+    Rotated {
+        registration_id: String,
+        status: RegistrationStatus,
+        email: Option<String>,
+    },
+    /// Unknown, expired, revoked, or its registration ended: nothing
+    /// written.
+    Invalid,
+    /// Already spent: the family is revoked now (`refresh.reused`,
+    /// committed).
+    Reused { registration_id: String },
 }
 
 /// Wrong guesses allowed per code, then the code is dead (§4.4).
@@ -336,6 +537,11 @@ pub enum Completed {
         user_id: String,
         /// Which type of `CompleteClaim::credential` was issued, if any.
         issued: Option<CredentialType>,
+        /// The proven address.
+        email: String,
+        /// The registration's state now (`claimed`; `active` for an
+        /// agent-verified step-up, which joins its delegation).
+        status: RegistrationStatus,
     },
     UnknownToken,
     PreviouslyClaimed,
@@ -890,7 +1096,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn mint_otp(
         &self,
         attempt_id: &str,
-        link: SecretHash,
+        proof: AttemptProof,
         otp: SecretHash,
         otp_expires_at: Timestamp,
         now: Timestamp,
@@ -901,7 +1107,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn deny_attempt(
         &self,
         attempt_id: &str,
-        link: SecretHash,
+        proof: AttemptProof,
         now: Timestamp,
         meta: RequestMeta,
     ) -> Result<AttemptAction, StoreError>;
@@ -909,6 +1115,25 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// §4.4: one atomic transition. A wrong code is counted (and may lock
     /// the claim) and committed; a right one claims the registration.
     async fn complete_claim(&self, req: CompleteClaim) -> Result<Completed, StoreError>;
+
+    /// The current dialect's sign-in link (docs/protocol.md §20.5): checks
+    /// `limits`, records the sign-in on the open attempt and queues its
+    /// email, in one transaction.
+    async fn start_sign_in(
+        &self,
+        req: SignInRequest,
+        limits: Vec<RateLimit>,
+    ) -> Result<SignInStarted, StoreError> {
+        let _ = (req, limits);
+        Err(unsupported())
+    }
+
+    /// Refresh token rotation with reuse detection (docs/protocol.md
+    /// §20.8), one transaction.
+    async fn rotate_refresh(&self, r: RefreshRotation) -> Result<Rotated, StoreError> {
+        let _ = r;
+        Err(unsupported())
+    }
 
     /// The key of the one-time codes' keyed hashes, created on first use
     /// (shared by replicas).

@@ -10,14 +10,14 @@ use crate::audit::{AuditEvent, EventKind, RequestMeta};
 use crate::credential::CredentialType;
 use crate::rate_limit::{RateLimit, RateLimited};
 use crate::store::{
-    AttemptAction, AttemptState, AttemptView, ClaimRequest, ClaimStarted, CompleteClaim, Completed,
-    NewAttempt, NewEmailRegistration, StoreError, WRONG_PER_CODE, WRONG_PER_REGISTRATION,
-    join_scopes, parse_enum,
+    AttemptAction, AttemptProof, AttemptState, AttemptView, ClaimRequest, ClaimStarted,
+    CompleteClaim, Completed, NewAttempt, NewEmailRegistration, SignIn, SignInRequest,
+    SignInStarted, StoreError, WRONG_PER_CODE, WRONG_PER_REGISTRATION, join_scopes, parse_enum,
 };
 use crate::time::Timestamp;
 use crate::token::SecretHash;
 use crate::users::normalize_email;
-use crate::vocab::RegistrationType;
+use crate::vocab::{Dialect, RegistrationType};
 
 struct Reg {
     kind: RegistrationType,
@@ -29,6 +29,9 @@ struct Reg {
     attempt: Option<String>,
     wrong: i32,
     locked: bool,
+    dialect: String,
+    /// An agent-verified step-up's provider subject.
+    subject: Option<(String, String)>,
 }
 
 impl Reg {
@@ -43,6 +46,17 @@ impl Reg {
         matches!(self.status.as_str(), "expired" | "revoked")
             || (self.status != "claimed" && self.expires_at.is_some_and(|t| t <= now.as_millis()))
     }
+
+    /// A registration is claimed through the dialect it was made in.
+    fn of(&self, dialect: Dialect) -> bool {
+        self.dialect == dialect.as_str()
+    }
+
+    /// Claimed, or an agent-verified step-up that joined its delegation.
+    fn claimed(&self) -> bool {
+        self.status == "claimed"
+            || (self.status == "active" && self.kind == RegistrationType::AgentProvider)
+    }
 }
 
 /// The registration, locked for the rest of the transaction.
@@ -53,11 +67,11 @@ async fn registration(
 ) -> Result<Option<Reg>, StoreError> {
     let sql = if lock {
         "SELECT type, status, expires_at, claim_token_hash, email, requested_credential_type,
-                current_attempt_id, wrong_guesses, locked_at IS NOT NULL
+                current_attempt_id, wrong_guesses, locked_at IS NOT NULL, dialect, iss, sub
          FROM registrations WHERE id = $1 FOR UPDATE"
     } else {
         "SELECT type, status, expires_at, claim_token_hash, email, requested_credential_type,
-                current_attempt_id, wrong_guesses, locked_at IS NOT NULL
+                current_attempt_id, wrong_guesses, locked_at IS NOT NULL, dialect, iss, sub
          FROM registrations WHERE id = $1"
     };
     let stmt = tx.prepare_cached(sql).await.map_err(pg)?;
@@ -75,6 +89,11 @@ async fn registration(
         attempt: r.get(6),
         wrong: r.get(7),
         locked: r.get(8),
+        dialect: r.get(9),
+        subject: match (r.get(10), r.get(11)) {
+            (Some(iss), Some(sub)) => Some((iss, sub)),
+            _ => None,
+        },
     }))
 }
 
@@ -87,9 +106,10 @@ pub(super) async fn insert_attempt(
 ) -> Result<(), StoreError> {
     exec(
         tx,
-        "INSERT INTO claim_attempts (id, registration_id, email, link_hash, link_expires_at, status, created_at)
-         VALUES ($1, $2, $3, $4, $5, 'open', $6)",
-        &[&a.id, &registration, &email, &a.link.as_bytes(), &a.link_expires_at.as_millis(), &now.as_millis()],
+        "INSERT INTO claim_attempts (id, registration_id, email, link_hash, link_expires_at, status, created_at,
+                                     needs_sign_in)
+         VALUES ($1, $2, $3, $4, $5, 'open', $6, $7)",
+        &[&a.id, &registration, &email, &a.link.as_bytes(), &a.link_expires_at.as_millis(), &now.as_millis(), &a.sign_in],
     )
     .await?;
     if let Some(mail) = &a.mail {
@@ -144,10 +164,10 @@ pub(super) async fn start_claim(
     let Some(reg) = registration(tx, &req.registration_id, true).await? else {
         return Ok(ClaimStarted::UnknownToken);
     };
-    if !reg.token_matches(&req.claim_token) {
+    if !reg.token_matches(&req.claim_token) || !reg.of(req.dialect) {
         return Ok(ClaimStarted::UnknownToken);
     }
-    if reg.status == "claimed" {
+    if reg.claimed() {
         return Ok(ClaimStarted::Claimed);
     }
     if reg.expired(req.now) {
@@ -157,12 +177,16 @@ pub(super) async fn start_claim(
         return Ok(ClaimStarted::Locked);
     }
     let wanted = normalize_email(&req.email);
-    if reg.kind == RegistrationType::EmailVerification
+    if reg.kind != RegistrationType::Anonymous
         && reg.email.as_deref().and_then(normalize_email) != wanted
     {
         return Ok(ClaimStarted::OtherEmail);
     }
-    if let Some(current) = &reg.attempt {
+    if let Some(current) = reg
+        .attempt
+        .as_ref()
+        .filter(|_| req.dialect == Dialect::Original)
+    {
         let stmt = tx
             .prepare_cached("SELECT email, link_expires_at FROM claim_attempts WHERE id = $1 AND status = 'open'")
             .await
@@ -215,7 +239,9 @@ pub(super) async fn attempt(
 ) -> Result<Option<AttemptView>, StoreError> {
     let stmt = tx
         .prepare_cached(
-            "SELECT registration_id, email, link_hash, link_expires_at, status FROM claim_attempts WHERE id = $1",
+            "SELECT registration_id, email, link_hash, link_expires_at, status,
+                    needs_sign_in, sign_in_hash, sign_in_browser, sign_in_expires_at
+             FROM claim_attempts WHERE id = $1",
         )
         .await
         .map_err(pg)?;
@@ -229,12 +255,14 @@ pub(super) async fn attempt(
         i64,
         String,
     ) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+    let needs_sign_in: bool = r.get(5);
+    let sign_in = sign_in(r.get(6), r.get(7), r.get(8));
     let Some(reg) = registration(tx, &registration_id, lock).await? else {
         return Ok(None);
     };
     let link =
         SecretHash::from_slice(&link).ok_or_else(|| StoreError::Corrupt("link hash".into()))?;
-    let state = if reg.status == "claimed" || status == "completed" {
+    let state = if reg.claimed() || status == "completed" {
         AttemptState::Claimed
     } else if status == "superseded" {
         AttemptState::Superseded
@@ -255,17 +283,30 @@ pub(super) async fn attempt(
         link,
         state,
         link_expires_at: Timestamp::from_millis(link_expires_at),
+        needs_sign_in,
+        provider: reg.subject.map(|(iss, _)| iss),
+        sign_in,
     }))
 }
 
+fn sign_in(token: Option<Vec<u8>>, browser: Option<Vec<u8>>, until: Option<i64>) -> Option<SignIn> {
+    Some(SignIn {
+        token: SecretHash::from_slice(&token?)?,
+        browser: SecretHash::from_slice(&browser?)?,
+        expires_at: Timestamp::from_millis(until?),
+    })
+}
+
+/// The attempt `proof` admits, if it is open (its registration locked).
 async fn open_attempt(
     tx: &Transaction<'_>,
     id: &str,
-    link: &SecretHash,
+    proof: &AttemptProof,
+    mint: bool,
     now: Timestamp,
 ) -> Result<Result<AttemptView, AttemptAction>, StoreError> {
     Ok(match attempt(tx, id, now, true).await? {
-        Some(view) if view.link == *link => match view.state {
+        Some(view) if view.admits(proof, mint, now) => match view.state {
             AttemptState::Open => Ok(view),
             other => Err(AttemptAction::Refused(other)),
         },
@@ -276,13 +317,13 @@ async fn open_attempt(
 pub(super) async fn mint_otp(
     tx: &Transaction<'_>,
     id: &str,
-    link: &SecretHash,
+    proof: &AttemptProof,
     otp: &SecretHash,
     until: Timestamp,
     now: Timestamp,
     meta: &RequestMeta,
 ) -> Result<AttemptAction, StoreError> {
-    let view = match open_attempt(tx, id, link, now).await? {
+    let view = match open_attempt(tx, id, proof, true, now).await? {
         Ok(v) => v,
         Err(refusal) => return Ok(refusal),
     };
@@ -305,17 +346,17 @@ pub(super) async fn mint_otp(
 pub(super) async fn deny_attempt(
     tx: &Transaction<'_>,
     id: &str,
-    link: &SecretHash,
+    proof: &AttemptProof,
     now: Timestamp,
     meta: &RequestMeta,
 ) -> Result<AttemptAction, StoreError> {
-    let view = match open_attempt(tx, id, link, now).await? {
+    let view = match open_attempt(tx, id, proof, false, now).await? {
         Ok(v) => v,
         Err(refusal) => return Ok(refusal),
     };
     exec(
         tx,
-        "UPDATE claim_attempts SET status = 'denied', otp_hash = NULL WHERE id = $1",
+        "UPDATE claim_attempts SET status = 'denied', otp_hash = NULL, sign_in_hash = NULL WHERE id = $1",
         &[&id],
     )
     .await?;
@@ -330,6 +371,40 @@ pub(super) async fn deny_attempt(
     })
 }
 
+pub(super) async fn start_sign_in(
+    tx: &Transaction<'_>,
+    req: &SignInRequest,
+    limits: &[RateLimit],
+) -> Result<SignInStarted, StoreError> {
+    let proof = AttemptProof::Link(req.link);
+    let view = match open_attempt(tx, &req.attempt_id, &proof, false, req.now).await? {
+        Ok(v) if v.needs_sign_in => v,
+        Ok(_) | Err(AttemptAction::Unknown | AttemptAction::Done { .. }) => {
+            return Ok(SignInStarted::Unknown);
+        }
+        Err(AttemptAction::Refused(state)) => return Ok(SignInStarted::Refused(state)),
+    };
+    if let Err(refused) = admit(tx, limits, req.now).await? {
+        return Ok(SignInStarted::Limited(refused));
+    }
+    let s = &req.sign_in;
+    exec(
+        tx,
+        "UPDATE claim_attempts SET sign_in_hash = $2, sign_in_browser = $3, sign_in_expires_at = $4
+         WHERE id = $1",
+        &[
+            &req.attempt_id,
+            &s.token.as_bytes(),
+            &s.browser.as_bytes(),
+            &s.expires_at.as_millis(),
+        ],
+    )
+    .await?;
+    super::outbox::insert(tx, &req.mail, s.expires_at, req.now).await?;
+    insert_event(tx, &crate::store::sign_in_event(req, &view)).await?;
+    Ok(SignInStarted::Sent)
+}
+
 /// Returns the outcome and whether the transaction must be committed
 /// (a counted wrong guess is committed too).
 pub(super) async fn complete_claim(
@@ -340,10 +415,10 @@ pub(super) async fn complete_claim(
     let Some(reg) = registration(tx, &req.registration_id, true).await? else {
         return Ok((Completed::UnknownToken, false));
     };
-    if !reg.token_matches(&req.claim_token) {
+    if !reg.token_matches(&req.claim_token) || !reg.of(req.dialect) {
         return Ok((Completed::UnknownToken, false));
     }
-    if reg.status == "claimed" {
+    if reg.claimed() {
         return Ok((Completed::PreviouslyClaimed, false));
     }
     if reg.expired(req.now) {
@@ -446,10 +521,11 @@ pub(super) async fn complete_claim(
             req.new_user_id.clone()
         }
     };
+    let status = crate::store::claimed_status(reg.kind, req);
     exec(
         tx,
-        "UPDATE registrations SET status = 'claimed', user_id = $2, expires_at = NULL, updated_at = $3 WHERE id = $1",
-        &[&req.registration_id, &user_id, &now],
+        "UPDATE registrations SET status = $4, user_id = $2, expires_at = NULL, updated_at = $3 WHERE id = $1",
+        &[&req.registration_id, &user_id, &now, &status.as_str()],
     )
     .await?;
     exec(
@@ -461,8 +537,10 @@ pub(super) async fn complete_claim(
 
     let scopes = join_scopes(&req.scopes);
     let mut invalidated = Vec::new();
+    // The current dialect revokes what the pre-claim assertions yielded.
+    let revoke = req.rotate_key || req.refresh.is_some();
     if reg.kind == RegistrationType::Anonymous {
-        let rows = if req.rotate_key {
+        let rows = if revoke {
             let stmt = tx
                 .prepare_cached(
                     "UPDATE credentials SET revoked_at = $2 WHERE registration_id = $1 AND revoked_at IS NULL
@@ -487,17 +565,15 @@ pub(super) async fn complete_claim(
         };
         for r in rows {
             let (hash, id): (Vec<u8>, String) = (r.get(0), r.get(1));
-            if req.rotate_key {
-                let e = AuditEvent::new(EventKind::CredentialRevoked, req.now, &req.meta)
-                    .registration(&req.registration_id)
-                    .with("credential_id", id.as_str())
-                    .with("reason", "rotated at claim");
+            if revoke {
+                let e = crate::store::revoked_at_claim(req, &id);
                 insert_event(tx, &e).await?;
             }
             invalidated.push(hash);
         }
     }
     let issued = match reg.kind {
+        _ if req.refresh.is_some() => None,
         RegistrationType::EmailVerification => Some(
             reg.requested
                 .as_deref()
@@ -544,14 +620,50 @@ pub(super) async fn complete_claim(
         .with("claim_attempt_id", attempt_id);
     insert_event(tx, &confirmed).await?;
     log_invalidations(tx, invalidated, req.now).await?;
+    if let Some(refresh) = &req.refresh {
+        if let Some((iss, sub)) = &reg.subject {
+            // The step-up's subject joins the user it was confirmed for.
+            exec(
+                tx,
+                "INSERT INTO delegations (iss, sub, user_id, registration_id, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $5)
+                 ON CONFLICT (iss, sub) DO UPDATE SET user_id = excluded.user_id,
+                     registration_id = excluded.registration_id, updated_at = excluded.updated_at,
+                     revoked_at = NULL",
+                &[iss, sub, &user_id, &req.registration_id, &now],
+            )
+            .await?;
+            let e = crate::store::linked_at_claim(req, &user_id, iss, sub);
+            insert_event(tx, &e).await?;
+        }
+        insert_refresh(tx, &req.registration_id, refresh, req.now).await?;
+    }
     Ok((
         Completed::Claimed {
             registration_type: reg.kind,
             user_id,
             issued,
+            email,
+            status,
         },
         true,
     ))
+}
+
+pub(super) async fn insert_refresh(
+    tx: &Transaction<'_>,
+    registration_id: &str,
+    t: &crate::store::NewRefreshToken,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    exec(
+        tx,
+        "INSERT INTO refresh_tokens (id, token_hash, family_id, registration_id, issued_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&t.id, &t.hash.as_bytes(), &t.family_id, &registration_id, &now.as_millis(), &t.expires_at.as_millis()],
+    )
+    .await
+    .map(|_| ())
 }
 
 pub(super) async fn secret_key(tx: &Transaction<'_>) -> Result<Vec<u8>, StoreError> {

@@ -7,7 +7,8 @@ use super::{admit, exec, insert_event, pg};
 use crate::credential::CredentialSource;
 use crate::rate_limit::RateLimit;
 use crate::store::current::{AssertionExchange, Created, Exchanged, NewIdentityRegistration};
-use crate::store::{StoreError, join_scopes, parse_enum};
+use crate::store::{RefreshRotation, Rotated, StoreError, join_scopes, parse_enum};
+use crate::token::SecretHash;
 use crate::vocab::{RegistrationStatus, RegistrationType};
 
 pub(super) async fn create_identity_registration(
@@ -106,5 +107,96 @@ pub(super) async fn exchange_assertion(
     Ok(Exchanged::Issued {
         registration_type: kind,
         user_id,
+    })
+}
+
+pub(super) async fn rotate_refresh(
+    tx: &Transaction<'_>,
+    r: &RefreshRotation,
+) -> Result<Rotated, StoreError> {
+    let now = r.now.as_millis();
+    // Locked: two replicas rotating one token serialize here, and the
+    // second sees it spent.
+    let stmt = tx
+        .prepare_cached(
+            "SELECT token_hash, family_id, registration_id, expires_at, spent_at, revoked_at
+             FROM refresh_tokens WHERE id = $1 FOR UPDATE",
+        )
+        .await
+        .map_err(pg)?;
+    let Some(row) = tx.query_opt(&stmt, &[&r.id]).await.map_err(pg)? else {
+        return Ok(Rotated::Invalid);
+    };
+    let (hash, family, registration_id, expires_at, spent_at, revoked_at): (
+        Vec<u8>,
+        String,
+        String,
+        i64,
+        Option<i64>,
+        Option<i64>,
+    ) = (
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+    );
+    if SecretHash::from_slice(&hash) != Some(r.presented) || revoked_at.is_some() {
+        return Ok(Rotated::Invalid);
+    }
+    if spent_at.is_some() {
+        // RFC 9700 §4.14.2: one of two holders presents a spent token;
+        // which one cannot be told, so the family ends.
+        let revoked = exec(
+            tx,
+            "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
+            &[&family, &now],
+        )
+        .await?;
+        let e = r.reused_event(&registration_id, &family, revoked);
+        insert_event(tx, &e).await?;
+        return Ok(Rotated::Reused { registration_id });
+    }
+    if expires_at <= now {
+        return Ok(Rotated::Invalid);
+    }
+    let stmt = tx
+        .prepare_cached(
+            "SELECT r.status, u.email, u.email_verified FROM registrations r
+             LEFT JOIN users u ON u.id = r.user_id WHERE r.id = $1",
+        )
+        .await
+        .map_err(pg)?;
+    let Some(row) = tx.query_opt(&stmt, &[&registration_id]).await.map_err(pg)? else {
+        return Ok(Rotated::Invalid);
+    };
+    let (status, email, verified): (String, Option<String>, Option<bool>) =
+        (row.get(0), row.get(1), row.get(2));
+    let status = parse_enum("registration status", &status, RegistrationStatus::parse)?;
+    if !matches!(
+        status,
+        RegistrationStatus::Claimed | RegistrationStatus::Active
+    ) {
+        return Ok(Rotated::Invalid);
+    }
+    exec(
+        tx,
+        "UPDATE refresh_tokens SET spent_at = $2 WHERE id = $1",
+        &[&r.id, &now],
+    )
+    .await?;
+    let next = crate::store::NewRefreshToken {
+        family_id: family.clone(),
+        ..r.next.clone()
+    };
+    super::claims::insert_refresh(tx, &registration_id, &next, r.now).await?;
+    for e in r.events(&registration_id, &family) {
+        insert_event(tx, &e).await?;
+    }
+    Ok(Rotated::Rotated {
+        registration_id,
+        status,
+        email: email.filter(|_| verified == Some(true)),
     })
 }

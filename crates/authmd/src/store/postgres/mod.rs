@@ -32,8 +32,8 @@ use super::{
     join_scopes,
 };
 use super::{
-    AttemptAction, AttemptView, ClaimRequest, ClaimStarted, CompleteClaim, Completed,
-    NewEmailRegistration,
+    AttemptAction, AttemptProof, AttemptView, ClaimRequest, ClaimStarted, CompleteClaim, Completed,
+    NewEmailRegistration, RefreshRotation, Rotated, SignInRequest, SignInStarted,
 };
 use super::{
     BlockChange, BlockRecord, CredentialSummary, DelegationFilter, DelegationRecord,
@@ -803,7 +803,7 @@ impl Store for PostgresStore {
     async fn mint_otp(
         &self,
         attempt_id: &str,
-        link: SecretHash,
+        proof: AttemptProof,
         otp: SecretHash,
         otp_expires_at: Timestamp,
         now: Timestamp,
@@ -812,7 +812,7 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let outcome =
-            claims::mint_otp(&tx, attempt_id, &link, &otp, otp_expires_at, now, &meta).await?;
+            claims::mint_otp(&tx, attempt_id, &proof, &otp, otp_expires_at, now, &meta).await?;
         if matches!(outcome, AttemptAction::Done { .. }) {
             tx.commit().await.map_err(pg)?;
         }
@@ -822,13 +822,13 @@ impl Store for PostgresStore {
     async fn deny_attempt(
         &self,
         attempt_id: &str,
-        link: SecretHash,
+        proof: AttemptProof,
         now: Timestamp,
         meta: RequestMeta,
     ) -> Result<AttemptAction, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
-        let outcome = claims::deny_attempt(&tx, attempt_id, &link, now, &meta).await?;
+        let outcome = claims::deny_attempt(&tx, attempt_id, &proof, now, &meta).await?;
         if matches!(outcome, AttemptAction::Done { .. }) {
             tx.commit().await.map_err(pg)?;
         }
@@ -840,6 +840,30 @@ impl Store for PostgresStore {
         let tx = client.transaction().await.map_err(pg)?;
         let (outcome, commit) = claims::complete_claim(&tx, &req).await?;
         if commit {
+            tx.commit().await.map_err(pg)?;
+        }
+        Ok(outcome)
+    }
+
+    async fn start_sign_in(
+        &self,
+        req: SignInRequest,
+        limits: Vec<RateLimit>,
+    ) -> Result<SignInStarted, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let outcome = claims::start_sign_in(&tx, &req, &limits).await?;
+        if outcome == SignInStarted::Sent {
+            tx.commit().await.map_err(pg)?;
+        }
+        Ok(outcome)
+    }
+
+    async fn rotate_refresh(&self, r: RefreshRotation) -> Result<Rotated, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let outcome = current::rotate_refresh(&tx, &r).await?;
+        if !matches!(outcome, Rotated::Invalid) {
             tx.commit().await.map_err(pg)?;
         }
         Ok(outcome)

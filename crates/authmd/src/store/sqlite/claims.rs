@@ -8,14 +8,14 @@ use crate::audit::{AuditEvent, EventKind};
 use crate::credential::CredentialType;
 use crate::rate_limit::RateLimit;
 use crate::store::{
-    AttemptAction, AttemptState, AttemptView, ClaimRequest, ClaimStarted, CompleteClaim, Completed,
-    NewAttempt, NewEmailRegistration, StoreError, WRONG_PER_CODE, WRONG_PER_REGISTRATION,
-    join_scopes, parse_enum,
+    AttemptAction, AttemptProof, AttemptState, AttemptView, ClaimRequest, ClaimStarted,
+    CompleteClaim, Completed, NewAttempt, NewEmailRegistration, SignIn, SignInRequest,
+    SignInStarted, StoreError, WRONG_PER_CODE, WRONG_PER_REGISTRATION, join_scopes, parse_enum,
 };
 use crate::time::Timestamp;
 use crate::token::SecretHash;
 use crate::users::normalize_email;
-use crate::vocab::RegistrationType;
+use crate::vocab::{Dialect, RegistrationType};
 
 /// The current code of an attempt: email, hash, expiry, wrong guesses.
 type CodeRow = (String, Option<Vec<u8>>, Option<i64>, i64);
@@ -31,13 +31,16 @@ struct Reg {
     attempt: Option<String>,
     wrong: i64,
     locked: bool,
+    dialect: String,
+    /// An agent-verified step-up's provider subject.
+    subject: Option<(String, String)>,
 }
 
 fn registration(c: &Connection, id: &str) -> Result<Option<Reg>, StoreError> {
     let row = c
         .prepare_cached(
             "SELECT type, status, expires_at, claim_token_hash, email, requested_credential_type,
-                    current_attempt_id, wrong_guesses, locked_at IS NOT NULL
+                    current_attempt_id, wrong_guesses, locked_at IS NOT NULL, dialect, iss, sub
              FROM registrations WHERE id = ?1",
         )
         .and_then(|mut s| {
@@ -54,6 +57,11 @@ fn registration(c: &Connection, id: &str) -> Result<Option<Reg>, StoreError> {
                         attempt: r.get(6)?,
                         wrong: r.get(7)?,
                         locked: r.get(8)?,
+                        dialect: r.get(9)?,
+                        subject: match (r.get(10)?, r.get(11)?) {
+                            (Some(iss), Some(sub)) => Some((iss, sub)),
+                            _ => None,
+                        },
                     },
                 ))
             })
@@ -79,6 +87,17 @@ impl Reg {
         matches!(self.status.as_str(), "expired" | "revoked")
             || (self.status != "claimed" && self.expires_at.is_some_and(|t| t <= now.as_millis()))
     }
+
+    /// A registration is claimed through the dialect it was made in.
+    fn of(&self, dialect: Dialect) -> bool {
+        self.dialect == dialect.as_str()
+    }
+
+    /// Claimed, or an agent-verified step-up that joined its delegation.
+    fn claimed(&self) -> bool {
+        self.status == "claimed"
+            || (self.status == "active" && self.kind == RegistrationType::AgentProvider)
+    }
 }
 
 pub(super) fn insert_attempt(
@@ -89,8 +108,9 @@ pub(super) fn insert_attempt(
     now: Timestamp,
 ) -> Result<(), StoreError> {
     c.prepare_cached(
-        "INSERT INTO claim_attempts (id, registration_id, email, link_hash, link_expires_at, status, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6)",
+        "INSERT INTO claim_attempts (id, registration_id, email, link_hash, link_expires_at, status, created_at,
+                                     needs_sign_in)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6, ?7)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -99,7 +119,8 @@ pub(super) fn insert_attempt(
             email,
             a.link.as_bytes(),
             a.link_expires_at.as_millis(),
-            now.as_millis()
+            now.as_millis(),
+            a.sign_in,
         ])
     })
     .map_err(db)?;
@@ -155,10 +176,10 @@ pub(super) fn start_claim(
     let Some(reg) = registration(c, &req.registration_id)? else {
         return Ok(ClaimStarted::UnknownToken);
     };
-    if !reg.token_matches(&req.claim_token) {
+    if !reg.token_matches(&req.claim_token) || !reg.of(req.dialect) {
         return Ok(ClaimStarted::UnknownToken);
     }
-    if reg.status == "claimed" {
+    if reg.claimed() {
         return Ok(ClaimStarted::Claimed);
     }
     if reg.expired(req.now) {
@@ -168,12 +189,16 @@ pub(super) fn start_claim(
         return Ok(ClaimStarted::Locked);
     }
     let wanted = normalize_email(&req.email);
-    if reg.kind == RegistrationType::EmailVerification
+    if reg.kind != RegistrationType::Anonymous
         && reg.email.as_deref().and_then(normalize_email) != wanted
     {
         return Ok(ClaimStarted::OtherEmail);
     }
-    if let Some(current) = &reg.attempt {
+    if let Some(current) = reg
+        .attempt
+        .as_ref()
+        .filter(|_| req.dialect == Dialect::Original)
+    {
         let open: Option<(String, i64)> = c
             .prepare_cached(
                 "SELECT email, link_expires_at FROM claim_attempts WHERE id = ?1 AND status = 'open'",
@@ -225,16 +250,31 @@ pub(super) fn attempt(
     id: &str,
     now: Timestamp,
 ) -> Result<Option<AttemptView>, StoreError> {
-    let row: Option<(String, String, Vec<u8>, i64, String)> = c
+    type Row = (String, String, Vec<u8>, i64, String, bool, Option<SignIn>);
+    let row: Option<Row> = c
         .prepare_cached(
-            "SELECT registration_id, email, link_hash, link_expires_at, status FROM claim_attempts WHERE id = ?1",
+            "SELECT registration_id, email, link_hash, link_expires_at, status,
+                    needs_sign_in, sign_in_hash, sign_in_browser, sign_in_expires_at
+             FROM claim_attempts WHERE id = ?1",
         )
         .and_then(|mut s| {
-            s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-                .optional()
+            s.query_row([id], |r| {
+                let sign_in = sign_in(r.get(6)?, r.get(7)?, r.get(8)?);
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    sign_in,
+                ))
+            })
+            .optional()
         })
         .map_err(db)?;
-    let Some((registration_id, email, link, link_expires_at, status)) = row else {
+    let Some((registration_id, email, link, link_expires_at, status, needs_sign_in, sign_in)) = row
+    else {
         return Ok(None);
     };
     let Some(reg) = registration(c, &registration_id)? else {
@@ -242,7 +282,7 @@ pub(super) fn attempt(
     };
     let link =
         SecretHash::from_slice(&link).ok_or_else(|| StoreError::Corrupt("link hash".into()))?;
-    let state = if reg.status == "claimed" {
+    let state = if reg.claimed() {
         AttemptState::Claimed
     } else if status == "superseded" {
         AttemptState::Superseded
@@ -265,18 +305,30 @@ pub(super) fn attempt(
         link,
         state,
         link_expires_at: Timestamp::from_millis(link_expires_at),
+        needs_sign_in,
+        provider: reg.subject.map(|(iss, _)| iss),
+        sign_in,
     }))
 }
 
-/// The attempt behind a link, if the link is right and the attempt open.
+fn sign_in(token: Option<Vec<u8>>, browser: Option<Vec<u8>>, until: Option<i64>) -> Option<SignIn> {
+    Some(SignIn {
+        token: SecretHash::from_slice(&token?)?,
+        browser: SecretHash::from_slice(&browser?)?,
+        expires_at: Timestamp::from_millis(until?),
+    })
+}
+
+/// The attempt `proof` admits, if it is open.
 fn open_attempt(
     c: &Connection,
     id: &str,
-    link: &SecretHash,
+    proof: &AttemptProof,
+    mint: bool,
     now: Timestamp,
 ) -> Result<Result<AttemptView, AttemptAction>, StoreError> {
     Ok(match attempt(c, id, now)? {
-        Some(view) if view.link == *link => match view.state {
+        Some(view) if view.admits(proof, mint, now) => match view.state {
             AttemptState::Open => Ok(view),
             other => Err(AttemptAction::Refused(other)),
         },
@@ -287,13 +339,13 @@ fn open_attempt(
 pub(super) fn mint_otp(
     c: &Connection,
     id: &str,
-    link: &SecretHash,
+    proof: &AttemptProof,
     otp: &SecretHash,
     until: Timestamp,
     now: Timestamp,
     meta: &crate::audit::RequestMeta,
 ) -> Result<AttemptAction, StoreError> {
-    let view = match open_attempt(c, id, link, now)? {
+    let view = match open_attempt(c, id, proof, true, now)? {
         Ok(v) => v,
         Err(refusal) => return Ok(refusal),
     };
@@ -316,15 +368,17 @@ pub(super) fn mint_otp(
 pub(super) fn deny_attempt(
     c: &Connection,
     id: &str,
-    link: &SecretHash,
+    proof: &AttemptProof,
     now: Timestamp,
     meta: &crate::audit::RequestMeta,
 ) -> Result<AttemptAction, StoreError> {
-    let view = match open_attempt(c, id, link, now)? {
+    let view = match open_attempt(c, id, proof, false, now)? {
         Ok(v) => v,
         Err(refusal) => return Ok(refusal),
     };
-    c.prepare_cached("UPDATE claim_attempts SET status = 'denied', otp_hash = NULL WHERE id = ?1")
+    c.prepare_cached(
+        "UPDATE claim_attempts SET status = 'denied', otp_hash = NULL, sign_in_hash = NULL WHERE id = ?1",
+    )
         .and_then(|mut s| s.execute([id]))
         .map_err(db)?;
     let event = AuditEvent::new(EventKind::ClaimDenied, now, meta)
@@ -339,15 +393,57 @@ pub(super) fn deny_attempt(
     })
 }
 
+pub(super) fn start_sign_in(
+    c: &Connection,
+    req: &SignInRequest,
+    limits: &[RateLimit],
+) -> Result<SignInStarted, StoreError> {
+    let view = match open_attempt(
+        c,
+        &req.attempt_id,
+        &AttemptProof::Link(req.link),
+        false,
+        req.now,
+    )? {
+        Ok(v) if v.needs_sign_in => v,
+        Ok(_) | Err(AttemptAction::Unknown | AttemptAction::Done { .. }) => {
+            return Ok(SignInStarted::Unknown);
+        }
+        Err(AttemptAction::Refused(state)) => return Ok(SignInStarted::Refused(state)),
+    };
+    if let Err(refused) = admit(c, limits, req.now)? {
+        return Ok(SignInStarted::Limited(refused));
+    }
+    let s = &req.sign_in;
+    c.prepare_cached(
+        "UPDATE claim_attempts SET sign_in_hash = ?2, sign_in_browser = ?3, sign_in_expires_at = ?4
+         WHERE id = ?1",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            req.attempt_id,
+            s.token.as_bytes(),
+            s.browser.as_bytes(),
+            s.expires_at.as_millis()
+        ])
+    })
+    .map_err(db)?;
+    super::outbox::insert(c, &req.mail, s.expires_at, req.now)?;
+    let event = crate::store::sign_in_event(req, &view);
+    insert_event(c, &event)?;
+    event.log();
+    Ok(SignInStarted::Sent)
+}
+
 pub(super) fn complete_claim(c: &Connection, req: &CompleteClaim) -> Result<Completed, StoreError> {
     let now = req.now.as_millis();
     let Some(reg) = registration(c, &req.registration_id)? else {
         return Ok(Completed::UnknownToken);
     };
-    if !reg.token_matches(&req.claim_token) {
+    if !reg.token_matches(&req.claim_token) || !reg.of(req.dialect) {
         return Ok(Completed::UnknownToken);
     }
-    if reg.status == "claimed" {
+    if reg.claimed() {
         return Ok(Completed::PreviouslyClaimed);
     }
     if reg.expired(req.now) {
@@ -433,11 +529,12 @@ pub(super) fn complete_claim(c: &Connection, req: &CompleteClaim) -> Result<Comp
             req.new_user_id.clone()
         }
     };
+    let status = crate::store::claimed_status(reg.kind, req);
     c.prepare_cached(
-        "UPDATE registrations SET status = 'claimed', user_id = ?2, expires_at = NULL, updated_at = ?3
+        "UPDATE registrations SET status = ?4, user_id = ?2, expires_at = NULL, updated_at = ?3
          WHERE id = ?1",
     )
-    .and_then(|mut s| s.execute(params![req.registration_id, user_id, now]))
+    .and_then(|mut s| s.execute(params![req.registration_id, user_id, now, status.as_str()]))
     .map_err(db)?;
     c.prepare_cached(
         "UPDATE claim_attempts SET status = 'completed', otp_hash = NULL WHERE id = ?1",
@@ -446,10 +543,12 @@ pub(super) fn complete_claim(c: &Connection, req: &CompleteClaim) -> Result<Comp
     .map_err(db)?;
 
     let scopes = join_scopes(&req.scopes);
+    // The current dialect revokes what the pre-claim assertions yielded.
+    let revoke = req.rotate_key || req.refresh.is_some();
     if reg.kind == RegistrationType::Anonymous {
         // Upgrade the key in place (or, rotating, revoke it): either way
         // every replica must drop what it cached.
-        let changed: Vec<(Vec<u8>, String)> = if req.rotate_key {
+        let changed: Vec<(Vec<u8>, String)> = if revoke {
             let mut s = c
                 .prepare_cached(
                     "UPDATE credentials SET revoked_at = ?2
@@ -473,17 +572,15 @@ pub(super) fn complete_claim(c: &Connection, req: &CompleteClaim) -> Result<Comp
             rows.collect::<Result<_, _>>().map_err(db)?
         };
         for (_, id) in &changed {
-            if req.rotate_key {
-                let e = AuditEvent::new(EventKind::CredentialRevoked, req.now, &req.meta)
-                    .registration(&req.registration_id)
-                    .with("credential_id", id.as_str())
-                    .with("reason", "rotated at claim");
+            if revoke {
+                let e = crate::store::revoked_at_claim(req, id);
                 insert_event(c, &e)?;
             }
         }
         log_invalidations(c, changed.into_iter().map(|(h, _)| h).collect(), req.now)?;
     }
     let issued = match reg.kind {
+        _ if req.refresh.is_some() => None,
         RegistrationType::EmailVerification => Some(
             reg.requested
                 .as_deref()
@@ -541,11 +638,53 @@ pub(super) fn complete_claim(c: &Connection, req: &CompleteClaim) -> Result<Comp
         .with("claim_attempt_id", attempt_id);
     insert_event(c, &confirmed)?;
     confirmed.log();
+    if let Some(refresh) = &req.refresh {
+        if let Some((iss, sub)) = &reg.subject {
+            // The step-up's subject joins the user it was confirmed for.
+            c.prepare_cached(
+                "INSERT INTO delegations (iss, sub, user_id, registration_id, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                 ON CONFLICT (iss, sub) DO UPDATE SET user_id = excluded.user_id,
+                     registration_id = excluded.registration_id, updated_at = excluded.updated_at,
+                     revoked_at = NULL",
+            )
+            .and_then(|mut s| s.execute(params![iss, sub, user_id, req.registration_id, now]))
+            .map_err(db)?;
+            insert_event(c, &crate::store::linked_at_claim(req, &user_id, iss, sub))?;
+        }
+        insert_refresh(c, &req.registration_id, refresh, req.now)?;
+    }
     Ok(Completed::Claimed {
         registration_type: reg.kind,
         user_id,
         issued,
+        email,
+        status,
     })
+}
+
+pub(super) fn insert_refresh(
+    c: &Connection,
+    registration_id: &str,
+    t: &crate::store::NewRefreshToken,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO refresh_tokens (id, token_hash, family_id, registration_id, issued_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            t.id,
+            t.hash.as_bytes(),
+            t.family_id,
+            registration_id,
+            now.as_millis(),
+            t.expires_at.as_millis()
+        ])
+    })
+    .map_err(db)?;
+    Ok(())
 }
 
 fn hash_and_id(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Vec<u8>, String)> {

@@ -7,7 +7,8 @@ use super::{admit, db, insert_event};
 use crate::credential::CredentialSource;
 use crate::rate_limit::RateLimit;
 use crate::store::current::{AssertionExchange, Created, Exchanged, NewIdentityRegistration};
-use crate::store::{StoreError, join_scopes, parse_enum};
+use crate::store::{RefreshRotation, Rotated, StoreError, join_scopes, parse_enum};
+use crate::token::SecretHash;
 use crate::vocab::{RegistrationStatus, RegistrationType};
 
 pub(super) fn create_identity_registration(
@@ -117,5 +118,92 @@ pub(super) fn exchange_assertion(
     Ok(Exchanged::Issued {
         registration_type: kind,
         user_id,
+    })
+}
+
+/// hash, family, registration, expires_at, spent_at, revoked_at
+type RefreshRow = (Vec<u8>, String, String, i64, Option<i64>, Option<i64>);
+
+pub(super) fn rotate_refresh(c: &Connection, r: &RefreshRotation) -> Result<Rotated, StoreError> {
+    let now = r.now.as_millis();
+    let row: Option<RefreshRow> = c
+        .prepare_cached(
+            "SELECT token_hash, family_id, registration_id, expires_at, spent_at, revoked_at
+             FROM refresh_tokens WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([&r.id], |x| {
+                Ok((
+                    x.get(0)?,
+                    x.get(1)?,
+                    x.get(2)?,
+                    x.get(3)?,
+                    x.get(4)?,
+                    x.get(5)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(db)?;
+    let Some((hash, family, registration_id, expires_at, spent_at, revoked_at)) = row else {
+        return Ok(Rotated::Invalid);
+    };
+    if SecretHash::from_slice(&hash) != Some(r.presented) || revoked_at.is_some() {
+        return Ok(Rotated::Invalid);
+    }
+    if spent_at.is_some() {
+        // RFC 9700 §4.14.2: one of two holders presents a spent token;
+        // which one cannot be told, so the family ends.
+        let revoked = c
+            .prepare_cached(
+                "UPDATE refresh_tokens SET revoked_at = ?2 WHERE family_id = ?1 AND revoked_at IS NULL",
+            )
+            .and_then(|mut s| s.execute(params![family, now]))
+            .map_err(db)?;
+        let e = r.reused_event(&registration_id, &family, revoked as u64);
+        insert_event(c, &e)?;
+        e.log();
+        return Ok(Rotated::Reused { registration_id });
+    }
+    if expires_at <= now {
+        return Ok(Rotated::Invalid);
+    }
+    let reg: Option<(String, Option<String>, Option<bool>)> = c
+        .prepare_cached(
+            "SELECT r.status, u.email, u.email_verified FROM registrations r
+             LEFT JOIN users u ON u.id = r.user_id WHERE r.id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([&registration_id], |x| {
+                Ok((x.get(0)?, x.get(1)?, x.get(2)?))
+            })
+            .optional()
+        })
+        .map_err(db)?;
+    let Some((status, email, verified)) = reg else {
+        return Ok(Rotated::Invalid);
+    };
+    let status = parse_enum("registration status", &status, RegistrationStatus::parse)?;
+    if !matches!(
+        status,
+        RegistrationStatus::Claimed | RegistrationStatus::Active
+    ) {
+        return Ok(Rotated::Invalid);
+    }
+    c.prepare_cached("UPDATE refresh_tokens SET spent_at = ?2 WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![r.id, now]))
+        .map_err(db)?;
+    let next = crate::store::NewRefreshToken {
+        family_id: family.clone(),
+        ..r.next.clone()
+    };
+    super::claims::insert_refresh(c, &registration_id, &next, r.now)?;
+    for e in r.events(&registration_id, &family) {
+        insert_event(c, &e)?;
+    }
+    Ok(Rotated::Rotated {
+        registration_id,
+        status,
+        email: email.filter(|_| verified == Some(true)),
     })
 }

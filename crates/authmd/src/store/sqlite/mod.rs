@@ -32,8 +32,8 @@ use super::{
     join_scopes,
 };
 use super::{
-    AttemptAction, AttemptView, ClaimRequest, ClaimStarted, CompleteClaim, Completed,
-    NewEmailRegistration,
+    AttemptAction, AttemptProof, AttemptView, ClaimRequest, ClaimStarted, CompleteClaim, Completed,
+    NewEmailRegistration, RefreshRotation, Rotated, SignInRequest, SignInStarted,
 };
 use super::{
     BlockChange, BlockRecord, CredentialSummary, DelegationFilter, DelegationRecord,
@@ -949,31 +949,44 @@ impl Store for SqliteStore {
     async fn mint_otp(
         &self,
         attempt_id: &str,
-        link: SecretHash,
+        proof: AttemptProof,
         otp: SecretHash,
         otp_expires_at: Timestamp,
         now: Timestamp,
         meta: RequestMeta,
     ) -> Result<AttemptAction, StoreError> {
         let id = attempt_id.to_owned();
-        self.write(move |c| claims::mint_otp(c, &id, &link, &otp, otp_expires_at, now, &meta))
+        self.write(move |c| claims::mint_otp(c, &id, &proof, &otp, otp_expires_at, now, &meta))
             .await
     }
 
     async fn deny_attempt(
         &self,
         attempt_id: &str,
-        link: SecretHash,
+        proof: AttemptProof,
         now: Timestamp,
         meta: RequestMeta,
     ) -> Result<AttemptAction, StoreError> {
         let id = attempt_id.to_owned();
-        self.write(move |c| claims::deny_attempt(c, &id, &link, now, &meta))
+        self.write(move |c| claims::deny_attempt(c, &id, &proof, now, &meta))
             .await
     }
 
     async fn complete_claim(&self, req: CompleteClaim) -> Result<Completed, StoreError> {
         self.write(move |c| claims::complete_claim(c, &req)).await
+    }
+
+    async fn start_sign_in(
+        &self,
+        req: SignInRequest,
+        limits: Vec<RateLimit>,
+    ) -> Result<SignInStarted, StoreError> {
+        self.write(move |c| claims::start_sign_in(c, &req, &limits))
+            .await
+    }
+
+    async fn rotate_refresh(&self, r: RefreshRotation) -> Result<Rotated, StoreError> {
+        self.write(move |c| current::rotate_refresh(c, &r)).await
     }
 
     async fn secret_key(&self) -> Result<Vec<u8>, StoreError> {

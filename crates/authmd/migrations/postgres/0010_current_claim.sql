@@ -1,0 +1,28 @@
+-- The current dialect's claim ceremony and refresh tokens (issue 18,
+-- docs/protocol.md §20.5, §20.8).
+
+-- A current-dialect attempt's link is handed to the agent, so holding it
+-- proves nothing: a code is minted only after the user signed in by an
+-- emailed one-time link (sign_in_hash), opened in the browser that asked
+-- for it (sign_in_browser, the hash of a cookie). Both stored as hashes.
+ALTER TABLE claim_attempts ADD COLUMN needs_sign_in BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE claim_attempts ADD COLUMN sign_in_hash BYTEA;
+ALTER TABLE claim_attempts ADD COLUMN sign_in_browser BYTEA;
+ALTER TABLE claim_attempts ADD COLUMN sign_in_expires_at BIGINT;
+
+-- Rotating refresh tokens (RFC 9700 §4.14.2): each use spends the token
+-- and issues the next of its family; presenting a spent one revokes the
+-- family.
+CREATE TABLE refresh_tokens (
+    id              TEXT PRIMARY KEY,             -- rft_…, the token's selector
+    token_hash      BYTEA NOT NULL,
+    family_id       TEXT NOT NULL,                -- the first token's id
+    registration_id TEXT NOT NULL REFERENCES registrations(id),
+    issued_at       BIGINT NOT NULL,
+    expires_at      BIGINT NOT NULL,
+    spent_at        BIGINT,
+    revoked_at      BIGINT
+);
+CREATE INDEX refresh_tokens_family ON refresh_tokens(family_id);
+CREATE INDEX refresh_tokens_registration ON refresh_tokens(registration_id);
+CREATE INDEX refresh_tokens_expiry ON refresh_tokens(expires_at);
