@@ -37,8 +37,7 @@ async fn metadata_publishes_both_dialects() {
     // The current dialect.
     assert_eq!(a["identity_endpoint"], format!("{base}/agent/identity"));
     assert_eq!(a["events_endpoint"], format!("{base}/agent/event/notify"));
-    // Published once built (docs/protocol.md §20.5): not in this build.
-    assert!(a.get("claim_endpoint").is_none());
+    assert_eq!(a["claim_endpoint"], format!("{base}/agent/identity/claim"));
     assert_eq!(asm["token_endpoint"], format!("{base}/oauth2/token"));
     assert_eq!(asm["revocation_endpoint"], format!("{base}/oauth2/revoke"));
     assert_eq!(asm["jwks_uri"], format!("{base}/.well-known/jwks.json"));
@@ -51,11 +50,9 @@ async fn metadata_publishes_both_dialects() {
         json!(["none"])
     );
     assert_eq!(asm["response_types_supported"], json!([]));
-    // service_auth needs the current dialect's claim ceremony, which is not
-    // in this build: not published.
     assert_eq!(
         a["identity_types_supported"],
-        json!(["anonymous", "identity_assertion"])
+        json!(["anonymous", "identity_assertion", "service_auth"])
     );
     assert_eq!(
         a["identity_assertion"]["assertion_types_supported"],
@@ -94,7 +91,7 @@ async fn flows_switch_off_per_dialect() {
     let a = &asm["agent_auth"];
     assert_eq!(
         a["identity_types_supported"],
-        json!(["anonymous", "identity_assertion"])
+        json!(["anonymous", "identity_assertion", "service_auth"])
     );
     assert!(a.get("anonymous").is_none(), "original's per-type block");
     assert!(

@@ -150,24 +150,24 @@ impl Store for FlakyLog {
     async fn mint_otp(
         &self,
         attempt_id: &str,
-        link: SecretHash,
+        proof: authmd::store::AttemptProof,
         otp: SecretHash,
         otp_expires_at: Timestamp,
         now: Timestamp,
         meta: authmd::audit::RequestMeta,
     ) -> Result<AttemptAction, StoreError> {
         self.inner
-            .mint_otp(attempt_id, link, otp, otp_expires_at, now, meta)
+            .mint_otp(attempt_id, proof, otp, otp_expires_at, now, meta)
             .await
     }
     async fn deny_attempt(
         &self,
         attempt_id: &str,
-        link: SecretHash,
+        proof: authmd::store::AttemptProof,
         now: Timestamp,
         meta: authmd::audit::RequestMeta,
     ) -> Result<AttemptAction, StoreError> {
-        self.inner.deny_attempt(attempt_id, link, now, meta).await
+        self.inner.deny_attempt(attempt_id, proof, now, meta).await
     }
     async fn complete_claim(&self, req: CompleteClaim) -> Result<Completed, StoreError> {
         self.inner.complete_claim(req).await

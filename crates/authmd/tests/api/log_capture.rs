@@ -24,7 +24,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 const WINDOW: usize = 32;
 
 /// The prefixes of the secrets authmd issues (`token.rs`).
-const SECRET_PREFIXES: [&str; 4] = ["amd_sk_", "amd_at_", "clm_", "cvt_"];
+const SECRET_PREFIXES: [&str; 6] = ["amd_sk_", "amd_at_", "clm_", "cvt_", "sgn_", "amd_rt_"];
 
 #[derive(Default)]
 struct State {

@@ -13,6 +13,7 @@ mod claim;
 mod claim_browser;
 mod claim_smtp;
 mod cors;
+mod current_claim;
 mod current_dialect;
 mod dialects;
 mod discovery;
