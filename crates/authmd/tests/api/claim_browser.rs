@@ -71,7 +71,7 @@ pub async fn browser() -> (Client, Driver) {
     }
 }
 
-fn screenshot_path(name: &str) -> Option<PathBuf> {
+pub fn screenshot_path(name: &str) -> Option<PathBuf> {
     (std::env::var("UPDATE_SCREENSHOTS").as_deref() == Ok("1")).then(|| {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../docs")

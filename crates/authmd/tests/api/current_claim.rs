@@ -33,7 +33,8 @@ async fn identity(t: &TestApp, body: Value) -> TestResponse {
 
 async fn start(t: &TestApp, claim_token: &str, hint: &str) -> TestResponse {
     let body = json!({"type": "service_auth", "claim_token": claim_token, "login_hint": hint});
-    t.post_json("/agent/identity/claim", &body.to_string()).await
+    t.post_json("/agent/identity/claim", &body.to_string())
+        .await
 }
 
 async fn complete(t: &TestApp, claim_token: &str, code: &str) -> TestResponse {
@@ -45,16 +46,19 @@ async fn complete(t: &TestApp, claim_token: &str, code: &str) -> TestResponse {
 async fn exchange(t: &TestApp, assertion: &str) -> TestResponse {
     let form = format!(
         "grant_type={}&assertion={assertion}",
-        url::form_urlencoded::byte_serialize(
-            b"urn:ietf:params:oauth:grant-type:jwt-bearer"
-        )
-        .collect::<String>()
+        url::form_urlencoded::byte_serialize(b"urn:ietf:params:oauth:grant-type:jwt-bearer")
+            .collect::<String>()
     );
     t.send(form_request("/oauth2/token", &form)).await
 }
 
 /// A request from a browser holding `cookie`.
-fn browser_request(method: Method, path: &str, form: Option<&str>, cookie: Option<&str>) -> Request<Body> {
+fn browser_request(
+    method: Method,
+    path: &str,
+    form: Option<&str>,
+    cookie: Option<&str>,
+) -> Request<Body> {
     let mut b = Request::builder().method(method).uri(path);
     if let Some(c) = cookie {
         b = b.header("cookie", format!("authmd_claim={c}"));
@@ -81,7 +85,9 @@ fn token_in(text: &str, prefix: &str) -> String {
 
 /// The cookie a response sets.
 fn set_cookie(r: &TestResponse) -> String {
-    let h = r.header("set-cookie").unwrap_or_else(|| panic!("no cookie: {}", r.text()));
+    let h = r
+        .header("set-cookie")
+        .unwrap_or_else(|| panic!("no cookie: {}", r.text()));
     assert!(h.contains("HttpOnly") && h.contains("SameSite=Lax"), "{h}");
     assert!(h.contains(&format!("Path={VERIFY}")), "{h}");
     h.split(';')
@@ -96,13 +102,28 @@ fn set_cookie(r: &TestResponse) -> String {
 /// code. Returns the code. `mails` is how many messages were sent before.
 async fn user_confirms(t: &TestApp, verification_uri: &str, email: &str, mails: usize) -> String {
     let link = token_in(verification_uri, "cvt_");
-    let page = t.send(browser_request(Method::GET, &format!("{VERIFY}?token={link}"), None, None)).await;
+    let page = t
+        .send(browser_request(
+            Method::GET,
+            &format!("{VERIFY}?token={link}"),
+            None,
+            None,
+        ))
+        .await;
     assert_eq!(page.status, 200, "{}", page.text());
     let html = page.text();
-    assert!(html.contains(email) && html.contains("value=\"sign_in\""), "{html}");
+    assert!(
+        html.contains(email) && html.contains("value=\"sign_in\""),
+        "{html}"
+    );
     assert!(!html.contains("id=\"otp\""), "no code before sign-in");
     let sent = t
-        .send(browser_request(Method::POST, VERIFY, Some(&format!("token={link}&action=sign_in")), None))
+        .send(browser_request(
+            Method::POST,
+            VERIFY,
+            Some(&format!("token={link}&action=sign_in")),
+            None,
+        ))
         .await;
     assert_eq!(sent.status, 200, "{}", sent.text());
     assert!(sent.text().contains("Check your email"));
@@ -110,19 +131,35 @@ async fn user_confirms(t: &TestApp, verification_uri: &str, email: &str, mails: 
     let mail = t.mails(mails + 1).await;
     let mail = mail.last().expect("the sign-in mail").clone();
     assert_eq!(mail.to, email);
-    assert!(!mail.text.contains(&link), "the sign-in mail never carries the agent's link");
+    assert!(
+        !mail.text.contains(&link),
+        "the sign-in mail never carries the agent's link"
+    );
     let sign_in = token_in(&mail.text, "sgn_");
 
     // Signed in (the mail's link, the browser's cookie): the question.
     let page = t
-        .send(browser_request(Method::GET, &format!("{VERIFY}?token={sign_in}"), None, Some(&cookie)))
+        .send(browser_request(
+            Method::GET,
+            &format!("{VERIFY}?token={sign_in}"),
+            None,
+            Some(&cookie),
+        ))
         .await;
     assert_eq!(page.status, 200, "{}", page.text());
     let html = page.text();
-    assert!(html.contains("Authorize this agent?") && html.contains("value=\"confirm\""), "{html}");
+    assert!(
+        html.contains("Authorize this agent?") && html.contains("value=\"confirm\""),
+        "{html}"
+    );
     assert!(!html.contains("id=\"otp\""));
     let shown = t
-        .send(browser_request(Method::POST, VERIFY, Some(&format!("token={sign_in}&action=confirm")), Some(&cookie)))
+        .send(browser_request(
+            Method::POST,
+            VERIFY,
+            Some(&format!("token={sign_in}&action=confirm")),
+            Some(&cookie),
+        ))
         .await;
     assert_eq!(shown.status, 200, "{}", shown.text());
     crate::support::page_code(&shown.text()).expect("the code on the page")
@@ -388,43 +425,105 @@ async fn claim_requests_are_checked() {
     let b = identity(&t, json!({"type": "anonymous"})).await.json();
     let token = b["claim"]["token"].as_str().unwrap_or_default().to_owned();
     let cases = [
-        (json!({"claim_token": token, "login_hint": "a@example.com"}), 400, "invalid_request"),
-        (json!({"type": "login_hint", "claim_token": token, "login_hint": "a@example.com"}), 400, "invalid_request"),
-        (json!({"type": "service_auth", "claim_token": token}), 400, "invalid_request"),
-        (json!({"type": "service_auth", "claim_token": token, "login_hint": "not an address"}), 400, "invalid_login_hint"),
-        (json!({"type": "service_auth", "claim_token": token, "login_hint": "a@example.com\r\nBcc: x@y.z"}), 400, "invalid_login_hint"),
-        (json!({"type": "service_auth", "claim_token": "clm_nope", "login_hint": "a@example.com"}), 401, "invalid_claim_token"),
+        (
+            json!({"claim_token": token, "login_hint": "a@example.com"}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"type": "login_hint", "claim_token": token, "login_hint": "a@example.com"}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"type": "service_auth", "claim_token": token}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"type": "service_auth", "claim_token": token, "login_hint": "not an address"}),
+            400,
+            "invalid_login_hint",
+        ),
+        (
+            json!({"type": "service_auth", "claim_token": token, "login_hint": "a@example.com\r\nBcc: x@y.z"}),
+            400,
+            "invalid_login_hint",
+        ),
+        (
+            json!({"type": "service_auth", "claim_token": "clm_nope", "login_hint": "a@example.com"}),
+            401,
+            "invalid_claim_token",
+        ),
     ];
     for (body, status, code) in cases {
-        let r = t.post_json("/agent/identity/claim", &body.to_string()).await;
-        assert_eq!((r.status.as_u16(), r.code()), (status, code.to_owned()), "{body}");
+        let r = t
+            .post_json("/agent/identity/claim", &body.to_string())
+            .await;
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (status, code.to_owned()),
+            "{body}"
+        );
     }
     for raw in ["{", "[]", "null", "{\"type\": 5}"] {
         let r = t.post_json("/agent/identity/claim", raw).await;
-        assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_request".to_owned()), "{raw}");
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (400, "invalid_request".to_owned()),
+            "{raw}"
+        );
         let r = t.post_json("/agent/identity/claim/complete", raw).await;
-        assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_request".to_owned()), "{raw}");
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (400, "invalid_request".to_owned()),
+            "{raw}"
+        );
     }
     for code in ["12345", "1234567", "12a456", "", "١٢٣٤٥٦"] {
         let r = complete(&t, &token, code).await;
         assert_eq!(r.code(), "invalid_request", "{code:?}");
     }
     let r = complete(&t, "clm_nope", "123456").await;
-    assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_claim".to_owned()));
+    assert_eq!(
+        (r.status.as_u16(), r.code()),
+        (400, "invalid_claim".to_owned())
+    );
     let r = identity(&t, json!({"type": "service_auth", "login_hint": "nope"})).await;
-    assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_login_hint".to_owned()));
+    assert_eq!(
+        (r.status.as_u16(), r.code()),
+        (400, "invalid_login_hint".to_owned())
+    );
     let r = identity(&t, json!({"type": "service_auth"})).await;
     assert_eq!(r.code(), "invalid_request");
     // The pages: missing, malformed and unknown tokens, unknown actions.
     assert_eq!(t.get(VERIFY, None).await.status, 400);
-    assert_eq!(t.get(&format!("{VERIFY}?token=cvt_nope"), None).await.status, 404);
-    assert_eq!(t.get(&format!("{VERIFY}?token=%3Cscript%3E"), None).await.status, 404);
+    assert_eq!(
+        t.get(&format!("{VERIFY}?token=cvt_nope"), None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        t.get(&format!("{VERIFY}?token=%3Cscript%3E"), None)
+            .await
+            .status,
+        404
+    );
     let link = "cvt_0000000000000000000000000000000000000000000000000000000000";
-    let r = t.send(form_request(VERIFY, &format!("token={link}&action=explode"))).await;
+    let r = t
+        .send(form_request(
+            VERIFY,
+            &format!("token={link}&action=explode"),
+        ))
+        .await;
     assert_eq!(r.status, 400);
     let page = t.get(VERIFY, None).await;
     let csp = page.header("content-security-policy").unwrap_or_default();
-    assert!(csp.contains("default-src 'none'") && !csp.contains("script-src"), "{csp}");
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("script-src"),
+        "{csp}"
+    );
     assert_eq!(page.header("x-frame-options"), Some("DENY"));
 }
 

@@ -15,6 +15,7 @@ mod claim_smtp;
 mod cors;
 mod current_claim;
 mod current_dialect;
+mod current_e2e;
 mod dialects;
 mod discovery;
 mod expiry;
