@@ -126,7 +126,8 @@ struct MintArgs {
     #[arg(long)]
     amr: Vec<String>,
     /// Sets `auth_time` this long before now (e.g. `2h`), to test a
-    /// service's `max_auth_age`; without it there is no `auth_time`.
+    /// service's `max_auth_age`; by default the user signed in now (the
+    /// current dialect refuses an ID-JAG without `auth_time`).
     #[arg(long)]
     auth_age: Option<String>,
     /// Lifetime (services accept at most 10 minutes by default).
@@ -410,11 +411,8 @@ fn mint(
     if let Some(c) = &m.context {
         claims["agent_context_id"] = c.clone().into();
     }
-    if let Some(age) = auth_age {
-        claims["auth_time"] = iat
-            .saturating_sub(i64::try_from(age.as_secs()).unwrap_or(i64::MAX))
-            .into();
-    }
+    let age = auth_age.map_or(0, |a| i64::try_from(a.as_secs()).unwrap_or(i64::MAX));
+    claims["auth_time"] = iat.saturating_sub(age).into();
     if !m.amr.is_empty() {
         claims["amr"] = m.amr.clone().into();
     }

@@ -430,8 +430,7 @@ impl Default for OriginalDialectConfig {
 #[serde(deny_unknown_fields)]
 pub struct CurrentDialectConfig {
     /// Off: nothing of the current dialect is published or accepted.
-    /// Off by default until its endpoints are all built.
-    #[serde(default)]
+    #[serde(default = "yes")]
     pub enabled: bool,
     #[serde(default = "yes")]
     pub anonymous: bool,
@@ -450,7 +449,7 @@ pub struct CurrentDialectConfig {
 impl Default for CurrentDialectConfig {
     fn default() -> Self {
         CurrentDialectConfig {
-            enabled: false,
+            enabled: true,
             anonymous: true,
             service_auth: true,
             identity_assertion: true,

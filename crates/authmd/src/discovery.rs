@@ -203,10 +203,6 @@ impl Flows {
     }
 }
 
-/// Whether this build has the current dialect's claim ceremony and
-/// `service_auth` (docs/protocol.md §20.5; not yet: until then they are
-/// neither published nor accepted) and its security events (§20.7).
-
 /// Which flows the current dialect offers (`[registration]` and
 /// `[dialects.current]`; ID-JAGs also need a trusted provider).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -73,6 +73,7 @@ pub const KEYS: &[(&str, KeyKind)] = {
         ("ttl.claim_link", Str),
         ("ttl.otp", Str),
         ("ttl.access_token", Str),
+        ("ttl.refresh_token", Str),
         ("providers", Toml),
         ("assertions.clock_skew", Str),
         ("assertions.max_lifetime", Str),

@@ -59,6 +59,18 @@ fn current(md: &mut String, config: &Config, urls: &Urls, c: CurrentFlows, origi
             ttl = duration_words(config.ttl.registration.get()),
         );
     }
+    if c.service_auth {
+        let _ = writeln!(
+            md,
+            "### For a user's email address\n\n\
+             ```http\nPOST {identity}\nContent-Type: application/json\n\n{{\"type\": \"service_auth\", \"login_hint\": \"<the user's email>\"}}\n```\n\n\
+             The answer has no identity yet: `{{\"id\", \"type\": \"service_auth\", \"scopes\": {{\"post_claim\": {post}}}, \
+             \"claim\": {{\"token\", \"expires_at\", \"url\", \"attempt\": {{\"verification_uri\", \"expires_at\"}}}}}}`. \
+             Continue with the claim below.\n",
+            identity = urls.identity,
+            post = json_list(&config.resource.post_claim_scopes),
+        );
+    }
     if c.id_jag {
         let _ = writeln!(
             md,
@@ -88,6 +100,31 @@ fn current(md: &mut String, config: &Config, urls: &Urls, c: CurrentFlows, origi
          registration is revoked or expires (`invalid_grant`).\n",
         token = urls.token,
         resource = urls.resource,
+    );
+    let _ = writeln!(
+        md,
+        "### The claim: the user takes ownership\n\n\
+         Anonymous registrations start an attempt (again to replace one; a few an hour):\n\n\
+         ```http\nPOST {claim}\nContent-Type: application/json\n\n\
+         {{\"type\": \"service_auth\", \"claim_token\": \"<claim.token>\", \"login_hint\": \"<the user's email>\"}}\n```\n\n\
+         The answer is `{{\"id\", \"type\": \"service_auth\", \"attempt\": {{\"verification_uri\", \"expires_at\"}}}}`. \
+         Show `verification_uri` to your user and say: \"Open this link, sign in with the link we email you \
+         (in the same browser), press Authorize, and read me the 6-digit code you see.\" Then:\n\n\
+         ```http\nPOST {claim}/complete\nContent-Type: application/json\n\n\
+         {{\"claim_token\": \"<claim.token>\", \"user_code\": \"<6 digits>\"}}\n```\n\n\
+         `409 claim_not_confirmed`: the user has not pressed Authorize yet; wait and ask again. \
+         `401 invalid_user_code`: ask the user to read the code again (a few wrong codes end it: \
+         `429 too_many_attempts`; the user presses Authorize again for a new one). \
+         `410 user_code_expired`: the user presses Authorize again. Success, once: \
+         `{{\"id\", \"status\": \"claimed\", \"identity\": {{\"assertion\", \"expires_at\", \"refresh_token\": {{\"value\", \"expires_at\"}}}}}}`. \
+         Exchange the new assertion for the post-claim scopes; earlier access tokens and assertions end.\n\n\
+         ### Refresh\n\n\
+         ```http\nPOST {identity}\nContent-Type: application/json\n\n{{\"type\": \"refresh\", \"refresh_token\": \"<value>\"}}\n```\n\n\
+         Each refresh token works once: store the new one from the answer before you use the \
+         assertion. Presenting a used one again ends every refresh token of the chain \
+         (`400 invalid_refresh_token`); then register again.\n",
+        claim = urls.identity_claim,
+        identity = urls.identity,
     );
     if original.anonymous || original.verified_email || original.id_jag {
         let _ = writeln!(

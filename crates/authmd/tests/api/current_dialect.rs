@@ -413,7 +413,7 @@ async fn token_endpoint_refuses_bad_requests() {
 /// Off, the current dialect's endpoints refuse (and nothing is published).
 #[tokio::test]
 async fn current_dialect_off_refuses() {
-    let t = TestApp::new(Backend::Sqlite, "").await;
+    let t = TestApp::new(Backend::Sqlite, "[dialects.current]\nenabled = false\n").await;
     let r = identity(&t, r#"{"type":"anonymous"}"#).await;
     assert_eq!(
         (r.status.as_u16(), r.code().as_str()),
@@ -644,33 +644,4 @@ async fn other_tokens_are_not_grants() {
     );
     // Nothing above issued anything.
     assert_eq!(t.events("token.exchanged").await.len(), 1);
-}
-
-both_backends! {
-    /// A pre-claim assertion never yields post-claim scopes: once its
-    /// registration is claimed (here through the original dialect's
-    /// ceremony, which works on any registration with a claim token; the
-    /// current dialect's is not built yet) it stops exchanging.
-    async fn pre_claim_assertions_stop_at_the_claim(backend: Backend) {
-        let t = TestApp::new(backend, ON).await;
-        let b = identity(&t, r#"{"type":"anonymous"}"#).await.json();
-        let assertion = b["identity"]["assertion"].as_str().unwrap_or_default().to_owned();
-        let token = b["claim"]["token"].as_str().unwrap_or_default().to_owned();
-        assert_eq!(exchange(&t, &grant(&assertion)).await.json()["scope"], "api.read");
-        let r = t
-            .post_json("/agent/auth/claim", &json!({"claim_token": token, "email": "ada@example.com"}).to_string())
-            .await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        let link = crate::support::link_token(&t.mails(1).await[0].text);
-        let page = t
-            .send(form_request("/agent/auth/claim/view", &format!("token={link}&action=show")))
-            .await;
-        let otp = crate::support::page_code(&page.text()).unwrap_or_default();
-        let r = t
-            .post_json("/agent/auth/claim/complete", &json!({"claim_token": token, "otp": otp}).to_string())
-            .await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        let x = exchange(&t, &grant(&assertion)).await;
-        assert_eq!((x.status.as_u16(), x.code().as_str()), (400, "invalid_grant"), "{}", x.text());
-    }
 }

@@ -6,6 +6,7 @@ use serde_json::json;
 use crate::support::{Backend, TestApp};
 
 const CURRENT_ON: &str = "[dialects.current]\nenabled = true\n";
+const CURRENT_OFF: &str = "[dialects.current]\nenabled = false\n";
 const PROVIDER: &str = "[[providers]]\nissuer = \"https://provider.example\"\n";
 
 async fn metadata(t: &TestApp) -> serde_json::Value {
@@ -64,10 +65,10 @@ async fn metadata_publishes_both_dialects() {
     );
 }
 
-/// Off (the default in this build), the current dialect leaves no trace.
+/// Off, the current dialect leaves no trace.
 #[tokio::test]
 async fn current_dialect_off_publishes_nothing_of_it() {
-    let t = TestApp::new(Backend::Sqlite, PROVIDER).await;
+    let t = TestApp::new(Backend::Sqlite, &format!("{CURRENT_OFF}{PROVIDER}")).await;
     let asm = metadata(&t).await;
     for member in ["identity_endpoint", "claim_endpoint", "events_endpoint"] {
         assert!(asm["agent_auth"].get(member).is_none(), "{member}");
@@ -146,7 +147,10 @@ async fn flows_switch_off_per_dialect() {
     .await;
     let a = metadata(&t).await["agent_auth"].clone();
     assert!(a.get("register_uri").is_none());
-    assert_eq!(a["identity_types_supported"], json!(["anonymous"]));
+    assert_eq!(
+        a["identity_types_supported"],
+        json!(["anonymous", "service_auth"])
+    );
 }
 
 /// `[registration]` switches a flow off in both dialects.
@@ -185,7 +189,7 @@ async fn auth_md_explains_the_current_dialect_first() {
         !md.contains("provider.example"),
         "the trust list stays private"
     );
-    let t = TestApp::new(Backend::Sqlite, PROVIDER).await;
+    let t = TestApp::new(Backend::Sqlite, &format!("{CURRENT_OFF}{PROVIDER}")).await;
     assert!(
         !t.get("/auth.md", None)
             .await

@@ -126,7 +126,7 @@ async fn disabled_anonymous_flow_is_not_advertised() {
         .json();
     assert_eq!(
         asm["agent_auth"]["identity_types_supported"],
-        serde_json::json!(["identity_assertion"])
+        serde_json::json!(["identity_assertion", "service_auth"])
     );
     assert!(asm["agent_auth"].get("anonymous").is_none());
     let md = t.get("/auth.md", None).await.text();
