@@ -473,7 +473,8 @@ impl Agent {
             if let Some(a) = rec.assertion.clone().filter(|a| a.live(t)) {
                 match self.exchange(lock, rec, &a.value).await {
                     Ok(()) => return Ok(Some(Renewed::Exchanged)),
-                    Err(ClientError::Protocol { code, .. }) if code == "invalid_grant" => {
+                    Err(ClientError::Protocol { code, warning, .. }) if code == "invalid_grant" => {
+                        warnings.extend(warning);
                         rec.assertion = None;
                         save(lock, rec)?;
                     }
@@ -508,7 +509,10 @@ impl Agent {
                         self.exchange(lock, rec, &identity.assertion).await?;
                         return Ok(Some(Renewed::Refreshed));
                     }
-                    Err(ClientError::Protocol { code, .. }) if code == "invalid_refresh_token" => {
+                    Err(ClientError::Protocol { code, warning, .. })
+                        if code == "invalid_refresh_token" =>
+                    {
+                        warnings.extend(warning);
                         rec.refresh_token = None;
                         save(lock, rec)?;
                     }
