@@ -1082,9 +1082,8 @@ pub(crate) fn refusal(
     body: &[u8],
 ) -> ClientError {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let clean = |s: &str, n: usize| -> String {
-        s.chars().filter(|c| !c.is_control()).take(n).collect()
-    };
+    let clean =
+        |s: &str, n: usize| -> String { s.chars().filter(|c| !c.is_control()).take(n).collect() };
     // `{error, …}` is the protocol's envelope (and RFC 6749's, RFC 6750's);
     // `{err, description}` is the current dialect's for security events.
     // `{code, message}` is neither: a defect of real services (hosted

@@ -375,7 +375,11 @@ async fn defects_of_real_services_are_warnings_not_failures() {
         warning.contains("{code, message}") && warning.contains("claim_not_confirmed"),
         "{e:?}"
     );
-    assert_eq!(advice(&e), advice(&confirmed_first()), "acted on as the code says");
+    assert_eq!(
+        advice(&e),
+        advice(&confirmed_first()),
+        "acted on as the code says"
+    );
     // An issuer named by the resource is required when the AS metadata
     // is read directly.
     let client = Client::new().expect("client");
