@@ -431,3 +431,93 @@ async fn the_mcp_server_against_authmd_in_the_current_dialect() {
     assert_eq!(revoked["revoked"], true, "{revoked}");
     mcp.cancel().await.expect("close");
 }
+
+/// `service_auth` (the current dialect's email flow) from the command
+/// line: the service starts the claim at once; nothing until the user
+/// confirms and the agent completes with the code.
+#[tokio::test]
+async fn email_required_gives_nothing_until_the_user_claims_in_the_current_dialect() {
+    let mut w = World::start_current().await;
+    let api = format!("{}/api/whoami", w.base);
+    let out = w
+        .agent_ok(&["register", &api, "--email", "olu@example.com"])
+        .await;
+    let uri = out
+        .split_whitespace()
+        .find(|s| s.starts_with(&format!("{}{VERIFY}?token=cvt_", w.base)))
+        .unwrap_or_else(|| panic!("a link in {out}"))
+        .to_owned();
+    assert_eq!(
+        w.kept()["issuers"][&w.base]["registration_type"],
+        "service_auth"
+    );
+    let r = w.agent(&["call", &api]).await;
+    assert!(
+        !r.ok && r.stderr.contains("complete the claim"),
+        "{}",
+        r.stderr
+    );
+    let code = w.user_confirms(&uri, "olu@example.com").await;
+    let done = w.agent_ok(&["complete", "--otp", &code]).await;
+    assert!(done.contains("api.read api.write"), "{done}");
+    let me = w.whoami().await;
+    assert_eq!(me["user"]["email"], "olu@example.com");
+    assert_eq!(scopes(&me), ["api.read", "api.write"]);
+}
+
+/// `identity_assertion`: an ID-JAG from the provider binds at once; with
+/// everything kept past its time, the agent mints a fresh one and
+/// registers again as the same user. An ID-JAG for an account that exists
+/// already (the same verified email, another subject) steps up through
+/// the claim (`401 interaction_required`).
+#[tokio::test]
+async fn an_id_jag_binds_at_once_or_steps_up_in_the_current_dialect() {
+    let mut w = World::start_current().await;
+    let api = format!("{}/api/whoami", w.base);
+    // The current dialect wants `auth_time` (at most an hour old).
+    let minter = |sub: &str, email: &str| format!("{} --auth-age 30s", w.minter(sub, email));
+
+    w.agent_ok(&[
+        "register",
+        &api,
+        "--id-jag-command",
+        &minter("u-ada", "ada@example.com"),
+    ])
+    .await;
+    let me = w.whoami().await;
+    assert_eq!(me["user"]["email"], "ada@example.com");
+    assert_eq!(scopes(&me), ["api.read", "api.write"]);
+
+    let path = w.agent_home().join("credentials.json");
+    let mut all = w.kept();
+    for secret in ["access", "assertion", "refresh_token"] {
+        if all["issuers"][&w.base][secret].is_object() {
+            all["issuers"][&w.base][secret]["expires_at"] = json!(0);
+        }
+    }
+    std::fs::write(&path, all.to_string()).expect("age the tokens");
+    let r = w.agent(&["call", "-f", &api]).await;
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("registering again"), "{}", r.stderr);
+    let again: Value = serde_json::from_str(&r.stdout).expect("whoami");
+    assert_eq!(again["user"]["id"], me["user"]["id"], "the same user");
+
+    // Another subject asserting ada's verified email: the user confirms.
+    let out = w
+        .agent_ok(&[
+            "register",
+            &api,
+            "--id-jag-command",
+            &minter("u-ada-elsewhere", "ada@example.com"),
+        ])
+        .await;
+    let uri = out
+        .split_whitespace()
+        .find(|s| s.starts_with(&format!("{}{VERIFY}?token=cvt_", w.base)))
+        .unwrap_or_else(|| panic!("a link in {out}"))
+        .to_owned();
+    let code = w.user_confirms(&uri, "ada@example.com").await;
+    w.agent_ok(&["complete", "--otp", &code]).await;
+    let stepped = w.whoami().await;
+    assert_eq!(stepped["user"]["id"], me["user"]["id"], "the same user");
+}
