@@ -872,6 +872,64 @@ async fn the_cli_against_a_current_dialect_service() {
     );
 }
 
+/// A service that answers its refusals as `{code, message}` (hosted
+/// AuthKit, dialect-latest.md §6, §8.4): the code is acted on, and the
+/// defect is a warning, on stderr and in the MCP result.
+#[tokio::test]
+async fn a_code_message_refusal_is_read_with_a_warning() {
+    let s = standin::StandIn::start_with(standin::Defects {
+        code_envelope: true,
+        ..standin::Defects::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("agent");
+    let agent = |args: &[&str]| {
+        let mut c = authmd(dir.path());
+        c.arg("agent")
+            .args(args)
+            .env("AUTHMD_AGENT_HOME", &home)
+            .stdin(Stdio::null());
+        async move { c.output().await.expect("run agent") }
+    };
+    let api = s.api();
+    let r = agent(&["register", &api, "--anonymous"]).await;
+    assert!(r.status.success(), "{r:?}");
+    let r = agent(&["claim", "--email", "ines@example.com"]).await;
+    assert!(r.status.success(), "{r:?}");
+    let r = agent(&["complete", "--otp", "123456"]).await;
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(
+        stderr.contains("claim_not_confirmed")
+            && stderr.contains("authmd: warning:")
+            && stderr.contains("{code, message}"),
+        "{stderr}"
+    );
+
+    let mcp = mcp_server(dir.path(), &home, &[]).await;
+    let (ok, v) = tool(
+        &mcp,
+        "authmd_complete_claim",
+        json!({"issuer": s.base, "user_code": "123456"}),
+    )
+    .await;
+    assert!(!ok);
+    assert_eq!(v["error"], "claim_not_confirmed", "{v}");
+    assert!(
+        v["advice"].as_str().unwrap_or_default().contains("confirm"),
+        "{v}"
+    );
+    assert!(
+        v["warnings"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("{code, message}"),
+        "{v}"
+    );
+    mcp.cancel().await.expect("close");
+}
+
 /// Two `authmd agent` processes registering at the same moment, each with
 /// its own service, into one store: both registrations are kept.
 #[tokio::test]
