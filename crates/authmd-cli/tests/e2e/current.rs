@@ -521,3 +521,54 @@ async fn an_id_jag_binds_at_once_or_steps_up_in_the_current_dialect() {
     let stepped = w.whoami().await;
     assert_eq!(stepped["user"]["id"], me["user"]["id"], "the same user");
 }
+
+/// Two agent processes renewing at the same moment with one rotating
+/// refresh token: the store's lock makes the second use the token the
+/// first received, so authmd's reuse detection (which ends the whole
+/// family) is never tripped.
+#[tokio::test]
+async fn two_processes_renewing_at_once_do_not_trip_refresh_reuse_detection() {
+    let mut w = World::start_current().await;
+    let api = format!("{}/api/whoami", w.base);
+    w.agent_ok(&["register", &api, "--anonymous"]).await;
+    let out = w.agent_ok(&["claim", "--email", "ines@example.com"]).await;
+    let uri = out
+        .split_whitespace()
+        .find(|s| s.starts_with(&format!("{}{VERIFY}?token=cvt_", w.base)))
+        .unwrap_or_else(|| panic!("a link in {out}"))
+        .to_owned();
+    let code = w.user_confirms(&uri, "ines@example.com").await;
+    w.agent_ok(&["complete", "--otp", &code]).await;
+
+    let path = w.agent_home().join("credentials.json");
+    let mut all = w.kept();
+    all["issuers"][&w.base]["access"]["expires_at"] = json!(0);
+    all["issuers"][&w.base]["assertion"]["expires_at"] = json!(0);
+    std::fs::write(&path, all.to_string()).expect("age the tokens");
+    let call = ["call", "-f", api.as_str()];
+    let (a, b) = tokio::join!(w.agent(&call), w.agent(&call));
+    assert!(a.ok && b.ok, "{}\n{}", a.stderr, b.stderr);
+    let refreshed = [&a, &b]
+        .iter()
+        .filter(|r| r.stderr.contains("refresh token"))
+        .count();
+    assert_eq!(refreshed, 1, "one renews, the other uses what it got");
+    let me = w.whoami().await;
+    assert_eq!(me["user"]["email"], "ines@example.com");
+    let events = |name: &'static str| {
+        let mut c = authmd(w.dir.path());
+        c.env("AUTHMD_CONFIG", w.dir.path().join("authmd.toml"))
+            .args(["audit", "list", "--event", name]);
+        async move {
+            let out = c.output().await.expect("audit list");
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    // The audit trail is the server's (the positive control), and holds
+    // no reuse.
+    let confirmed = events("claim.confirmed").await;
+    assert!(confirmed.contains("claim.confirmed"), "{confirmed}");
+    let reused = events("refresh.reused").await;
+    assert!(!reused.contains("refresh.reused"), "{reused}");
+}
