@@ -424,6 +424,40 @@ async fn the_protocols_error_envelope_gives_no_warning() {
     );
 }
 
+/// Self-revocation of a claimed registration: the access token is ended,
+/// and the refresh token is offered too (RFC 7009 lets a service take it;
+/// this one, as the reference, ignores it), then both are forgotten.
+#[tokio::test]
+async fn self_revocation_offers_the_refresh_token_too() {
+    let s = StandIn::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = agent(&dir);
+    a.authenticate(Authenticate {
+        target: s.api(),
+        ..Authenticate::default()
+    })
+    .await
+    .expect("anonymous");
+    let started = a
+        .start_claim(None, "ines@example.com")
+        .await
+        .expect("claim start");
+    let uri = started
+        .claim
+        .and_then(|c| c.verification_uri)
+        .expect("verification_uri");
+    let code = s.user_confirms(&uri, "ines@example.com").await;
+    a.complete_claim(None, &code).await.expect("claimed");
+    let store: Value = serde_json::from_str(&kept(&dir)).expect("JSON");
+    let record = &store["issuers"][&s.base];
+    let secret = |k: &str| record[k]["value"].as_str().expect(k).to_owned();
+    let (access, refresh) = (secret("access"), secret("refresh_token"));
+
+    a.revoke(None).await.expect("revoke");
+    assert_eq!(s.with(|w| w.revocations.clone()), [access, refresh]);
+    assert!(a.status().expect("status").is_empty());
+}
+
 /// A one-time secret is kept before it is used: when the store cannot be
 /// written, the assertion (and the claim token beside it) is never used.
 #[tokio::test]
