@@ -179,6 +179,7 @@ fn describe(e: &ClientError) -> String {
             code,
             message,
             retry_after,
+            ..
         } => {
             let retry = retry_after
                 .map(|d| format!(" (retry after {} s)", d.as_secs()))
@@ -194,7 +195,13 @@ fn describe(e: &ClientError) -> String {
     }
 }
 
+/// The refusal as the error of the command; what was accepted on the way
+/// (a `{code, message}` body) as a warning on stderr, as for every other
+/// defect of real services.
 fn fail(e: ClientError) -> anyhow::Error {
+    if let Some(w) = e.warning() {
+        eprintln!("authmd: warning: {}", clean(w));
+    }
     anyhow!(describe(&e))
 }
 

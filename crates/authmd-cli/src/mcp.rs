@@ -6,7 +6,8 @@
 //! works in both dialects, over the same credential store as `authmd
 //! agent`. Results are JSON text; failures are `isError` results with
 //! `{error, message, status?, advice}`, `advice` a sentence a model can
-//! act on. Nothing is written to stdout but the protocol.
+//! act on (and `warnings`, as on a success, when the service's refusal was
+//! read past a defect). Nothing is written to stdout but the protocol.
 
 use std::sync::Arc;
 
@@ -131,7 +132,17 @@ fn failed(e: &ClientError) -> CallToolResult {
         ClientError::Store(e) => ("store_failed".into(), None, e.to_string()),
         ClientError::Http(e) => ("network_error".into(), None, e.to_string()),
     };
-    fail(&code, &message, status, &advice(e))
+    let mut v = json!({"error": code, "message": message, "advice": advice(e)});
+    if let Some(s) = status {
+        v["status"] = json!(s);
+    }
+    if let Some(w) = e.warning() {
+        // Where a success carries its warnings.
+        v["warnings"] = json!([w]);
+    }
+    CallToolResult::error(vec![ContentBlock::text(
+        serde_json::to_string_pretty(&v).unwrap_or_default(),
+    )])
 }
 
 fn string(args: &Map<String, Value>, name: &str) -> Option<String> {

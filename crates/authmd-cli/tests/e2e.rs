@@ -20,6 +20,10 @@ use common::free_port;
 #[path = "../../authmd-client/tests/standin/mod.rs"]
 mod standin;
 
+/// The same three roles in the current dialect (docs/protocol.md §20).
+#[path = "e2e/current.rs"]
+mod current;
+
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::RunningService;
 use rmcp::transport::TokioChildProcess;
@@ -53,6 +57,8 @@ struct World {
     base: String,
     provider: String,
     mail: mailcrab::TestMailServerHandle,
+    /// The dialect the agent commands speak (`AUTHMD_AGENT_DIALECT`).
+    dialect: &'static str,
     _server: Child,
     _provider: Child,
 }
@@ -65,8 +71,18 @@ struct Ran {
 }
 
 impl World {
+    /// authmd in the original dialect (whatever else it publishes, the
+    /// agent speaks the original one).
     async fn start() -> World {
+        World::start_with("original", "").await
+    }
+
+    /// authmd with `config` (TOML, through `AUTHMD_CONFIG`), the agent
+    /// speaking `dialect`.
+    async fn start_with(dialect: &'static str, config: &str) -> World {
         let dir = tempfile::tempdir().expect("tempdir");
+        let config_file = dir.path().join("authmd.toml");
+        std::fs::write(&config_file, config).expect("write authmd.toml");
         let (smtp, port, provider_port) = (free_port(), free_port(), free_port());
         let mail = mailcrab::development_mail_server([127, 0, 0, 1], smtp).await;
         let provider = format!("http://127.0.0.1:{provider_port}");
@@ -89,6 +105,7 @@ impl World {
             .expect("spawn provider");
         let server = authmd(dir.path())
             .arg("serve")
+            .env("AUTHMD_CONFIG", &config_file)
             .env("AUTHMD_LISTEN", format!("127.0.0.1:{port}"))
             .env("AUTHMD_PROVIDERS", format!("[{{issuer = \"{provider}\"}}]"))
             .env("AUTHMD_MAIL_SMTP_URL", format!("smtp://127.0.0.1:{smtp}"))
@@ -103,6 +120,7 @@ impl World {
             base,
             provider,
             mail,
+            dialect,
             _server: server,
             _provider: provider_child,
         }
@@ -118,9 +136,9 @@ impl World {
             .arg("agent")
             .args(args)
             .env("AUTHMD_AGENT_HOME", self.agent_home())
-            // These flows are the original dialect's (the claim by email),
-            // whatever else authmd's metadata also publishes.
-            .env("AUTHMD_AGENT_DIALECT", "original")
+            // Said, not detected: the original dialect's flows (the claim
+            // by email) hold whatever else authmd's metadata publishes.
+            .env("AUTHMD_AGENT_DIALECT", self.dialect)
             .stdin(Stdio::null())
             .output()
             .await
@@ -852,6 +870,64 @@ async fn the_cli_against_a_current_dialect_service() {
         "{}",
         r.stderr
     );
+}
+
+/// A service that answers its refusals as `{code, message}` (hosted
+/// AuthKit, dialect-latest.md §6, §8.4): the code is acted on, and the
+/// defect is a warning, on stderr and in the MCP result.
+#[tokio::test]
+async fn a_code_message_refusal_is_read_with_a_warning() {
+    let s = standin::StandIn::start_with(standin::Defects {
+        code_envelope: true,
+        ..standin::Defects::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("agent");
+    let agent = |args: &[&str]| {
+        let mut c = authmd(dir.path());
+        c.arg("agent")
+            .args(args)
+            .env("AUTHMD_AGENT_HOME", &home)
+            .stdin(Stdio::null());
+        async move { c.output().await.expect("run agent") }
+    };
+    let api = s.api();
+    let r = agent(&["register", &api, "--anonymous"]).await;
+    assert!(r.status.success(), "{r:?}");
+    let r = agent(&["claim", "--email", "ines@example.com"]).await;
+    assert!(r.status.success(), "{r:?}");
+    let r = agent(&["complete", "--otp", "123456"]).await;
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(
+        stderr.contains("claim_not_confirmed")
+            && stderr.contains("authmd: warning:")
+            && stderr.contains("{code, message}"),
+        "{stderr}"
+    );
+
+    let mcp = mcp_server(dir.path(), &home, &[]).await;
+    let (ok, v) = tool(
+        &mcp,
+        "authmd_complete_claim",
+        json!({"issuer": s.base, "user_code": "123456"}),
+    )
+    .await;
+    assert!(!ok);
+    assert_eq!(v["error"], "claim_not_confirmed", "{v}");
+    assert!(
+        v["advice"].as_str().unwrap_or_default().contains("confirm"),
+        "{v}"
+    );
+    assert!(
+        v["warnings"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("{code, message}"),
+        "{v}"
+    );
+    mcp.cancel().await.expect("close");
 }
 
 /// Two `authmd agent` processes registering at the same moment, each with

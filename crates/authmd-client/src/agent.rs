@@ -473,7 +473,8 @@ impl Agent {
             if let Some(a) = rec.assertion.clone().filter(|a| a.live(t)) {
                 match self.exchange(lock, rec, &a.value).await {
                     Ok(()) => return Ok(Some(Renewed::Exchanged)),
-                    Err(ClientError::Protocol { code, .. }) if code == "invalid_grant" => {
+                    Err(ClientError::Protocol { code, warning, .. }) if code == "invalid_grant" => {
+                        warnings.extend(warning);
                         rec.assertion = None;
                         save(lock, rec)?;
                     }
@@ -508,7 +509,10 @@ impl Agent {
                         self.exchange(lock, rec, &identity.assertion).await?;
                         return Ok(Some(Renewed::Refreshed));
                     }
-                    Err(ClientError::Protocol { code, .. }) if code == "invalid_refresh_token" => {
+                    Err(ClientError::Protocol { code, warning, .. })
+                        if code == "invalid_refresh_token" =>
+                    {
+                        warnings.extend(warning);
                         rec.refresh_token = None;
                         save(lock, rec)?;
                     }
@@ -815,7 +819,8 @@ impl Agent {
     }
 
     /// Ends the kept credential at the issuer's `revocation_endpoint` (RFC
-    /// 7009) and forgets the registration. Returns its id.
+    /// 7009), offers it the refresh token too, and forgets the
+    /// registration. Returns its id.
     pub async fn revoke(&self, target: Option<&str>) -> Result<String, ClientError> {
         let lock = self.store.lock().await?;
         let mut all: BTreeMap<String, Record> = lock.read()?;
@@ -831,6 +836,17 @@ impl Agent {
             rec.service.metadata = self.client.authorization_server(&issuer).await?;
         }
         self.client.revoke(&rec.service, &credential).await?;
+        // The refresh token too (RFC 7009 §2.1 lets a service take any of
+        // its tokens), best effort: services of the reference's line end
+        // only access tokens there (dialect-latest.md §3.6) and answer 200
+        // for what they ignore; it is forgotten here either way.
+        if let Some(refresh) = &rec.refresh_token {
+            let refresh = Credential {
+                secret: refresh.value.clone(),
+                ..credential
+            };
+            let _ = self.client.revoke(&rec.service, &refresh).await;
+        }
         all.remove(&issuer);
         lock.write(&all)?;
         Ok(rec.registration_id)

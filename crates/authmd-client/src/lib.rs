@@ -75,6 +75,11 @@ pub enum ClientError {
         message: String,
         /// From `Retry-After`, on 429.
         retry_after: Option<Duration>,
+        /// Set when the body was not the protocol's `{error, message}`
+        /// but a defect of real services that still names the code
+        /// (`{code, message}`, dialect-latest.md §6, §8.4): what was
+        /// accepted, to show beside the refusal.
+        warning: Option<String>,
     },
     /// The service's metadata is missing, inconsistent or not for this
     /// resource; nothing in it was used.
@@ -103,6 +108,15 @@ impl ClientError {
     pub fn code(&self) -> Option<&str> {
         match self {
             ClientError::Protocol { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// What was accepted from a service that does not follow the protocol
+    /// to the letter, in a sentence (a `{code, message}` refusal).
+    pub fn warning(&self) -> Option<&str> {
+        match self {
+            ClientError::Protocol { warning, .. } => warning.as_deref(),
             _ => None,
         }
     }
@@ -1068,24 +1082,39 @@ pub(crate) fn refusal(
     body: &[u8],
 ) -> ClientError {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let code = v["error"]
-        .as_str()
-        .or(v["code"].as_str())
-        .or(v["err"].as_str())
-        .unwrap_or("unknown");
+    let clean =
+        |s: &str, n: usize| -> String { s.chars().filter(|c| !c.is_control()).take(n).collect() };
+    // `{error, …}` is the protocol's envelope (and RFC 6749's, RFC 6750's);
+    // `{err, description}` is the current dialect's for security events.
+    // `{code, message}` is neither: a defect of real services (hosted
+    // AuthKit), read for its code with a warning rather than surfacing as
+    // `unknown`.
+    let (code, warning) = match (v["error"].as_str(), v["code"].as_str(), v["err"].as_str()) {
+        (Some(e), _, _) => (e, None),
+        (None, Some(c), _) => (
+            c,
+            Some(format!(
+                "the service answered a {} refusal as {{code, message}} instead of the protocol's {{error, message}}: code {:?} was read as the error code",
+                status.as_u16(),
+                clean(c, 100)
+            )),
+        ),
+        (None, None, Some(e)) => (e, None),
+        (None, None, None) => ("unknown", None),
+    };
     ClientError::Protocol {
         status: status.as_u16(),
-        code: code.chars().filter(|c| !c.is_control()).take(100).collect(),
-        message: v["message"]
-            .as_str()
-            .or(v["error_description"].as_str())
-            .or(v["description"].as_str())
-            .unwrap_or_default()
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(1000)
-            .collect(),
+        code: clean(code, 100),
+        message: clean(
+            v["message"]
+                .as_str()
+                .or(v["error_description"].as_str())
+                .or(v["description"].as_str())
+                .unwrap_or_default(),
+            1000,
+        ),
         retry_after,
+        warning,
     }
 }
 

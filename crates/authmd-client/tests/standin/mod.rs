@@ -68,6 +68,8 @@ pub struct World {
     counter: u64,
     /// Every request, "METHOD /path".
     pub seen: Vec<String>,
+    /// Every `token` presented at the revocation endpoint.
+    pub revocations: Vec<String>,
 }
 
 pub struct StandIn {
@@ -796,7 +798,10 @@ async fn revoke(State((_, w, _)): State<Shared>, body: Bytes) -> Response {
     let Some(t) = f.get("token") else {
         return token_error("invalid_request", "token is required");
     };
-    w.lock().expect("lock").access.remove(t);
+    let mut w = w.lock().expect("lock");
+    w.revocations.push(t.clone());
+    // Access tokens only, as the reference (dialect-latest.md §3.6).
+    w.access.remove(t);
     (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response()
 }
 
