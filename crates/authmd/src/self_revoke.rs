@@ -34,6 +34,25 @@ impl AuthMd {
         now: Timestamp,
     ) -> Result<(), Error> {
         let token = token?;
+        if let Some(p) = crate::token::recognize(&token, &[crate::token::SecretKind::RefreshToken])
+        {
+            // RFC 7009 §2: a refresh token ends its family and the grant.
+            let outcome = self
+                .store()
+                .revoke_credential(SelfRevocation {
+                    credential_id: p.id(),
+                    credential: p.hash,
+                    now,
+                    meta: meta.clone(),
+                    refresh: true,
+                })
+                .await?;
+            if outcome != SelfRevoked::Nothing {
+                crate::metrics::revocations("self", 1);
+                self.refresh_after_commit().await;
+            }
+            return Ok(());
+        }
         let Validation::Valid(record) = self.validate(Some(&token), now).await? else {
             return Ok(());
         };
@@ -44,6 +63,7 @@ impl AuthMd {
                 credential: record.secret_hash,
                 now,
                 meta: meta.clone(),
+                refresh: false,
             })
             .await?;
         if outcome != SelfRevoked::Nothing {

@@ -608,6 +608,38 @@ pub struct SelfRevocation {
     pub credential: SecretHash,
     pub now: Timestamp,
     pub meta: RequestMeta,
+    /// A current-dialect refresh token (`rft_` id, not yet spent): its
+    /// family ends, and with it the grant (RFC 7009 §2.1: the registration's
+    /// access tokens, and the registration once nothing of it is left).
+    pub refresh: bool,
+}
+
+/// `credential.revoked` of a refresh family ended by its holder, and
+/// `registration.revoked` when nothing of the registration is left.
+pub(crate) fn refresh_revoked_events(
+    r: &SelfRevocation,
+    registration_id: &str,
+    access_tokens: usize,
+    ended: bool,
+) -> Vec<AuditEvent> {
+    let mut events = vec![
+        r.event(
+            EventKind::CredentialRevoked,
+            registration_id,
+            None,
+            "refresh_token",
+        )
+        .with("access_tokens_revoked", access_tokens),
+    ];
+    if ended {
+        events.push(r.event(
+            EventKind::RegistrationRevoked,
+            registration_id,
+            None,
+            "refresh_token",
+        ));
+    }
+    events
 }
 
 impl SelfRevocation {

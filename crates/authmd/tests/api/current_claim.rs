@@ -598,3 +598,47 @@ both_backends! {
         assert_eq!(t.events("step_up.required").await.len(), 1);
     }
 }
+
+both_backends! {
+    /// RFC 7009: a refresh token presented at `/oauth2/revoke` ends its
+    /// family and the grant (the registration's access tokens, then the
+    /// registration: nothing of it is left). Revoking only the access
+    /// token leaves the registration to its live refresh token.
+    async fn refresh_tokens_are_revoked_at_the_revocation_endpoint(backend: Backend) {
+        let t = TestApp::new(backend, ON).await;
+        let b = identity(&t, json!({"type": "service_auth", "login_hint": "vera@example.com"})).await.json();
+        let token = b["claim"]["token"].as_str().unwrap_or_default().to_owned();
+        let uri = b["claim"]["attempt"]["verification_uri"].as_str().unwrap_or_default().to_owned();
+        let code = user_confirms(&t, &uri, "vera@example.com", 0).await;
+        let d = complete(&t, &token, &code).await.json();
+        let refresh = d["identity"]["refresh_token"]["value"].as_str().unwrap_or_default().to_owned();
+        let assertion = d["identity"]["assertion"].as_str().unwrap_or_default().to_owned();
+        let access = exchange(&t, &assertion).await.json()["access_token"].as_str().unwrap_or_default().to_owned();
+        let revoke = |tok: &str| form_request("/oauth2/revoke", &format!("token={tok}"));
+
+        // The access token alone: the refresh token still renews.
+        assert_eq!(t.send(revoke(&access)).await.status, 200);
+        assert_eq!(t.get("/api/whoami", Some(&access)).await.status, 401);
+        let r = identity(&t, json!({"type": "refresh", "refresh_token": refresh})).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let refresh = r.json()["identity"]["refresh_token"]["value"].as_str().unwrap_or_default().to_owned();
+        let assertion = r.json()["identity"]["assertion"].as_str().unwrap_or_default().to_owned();
+        let access = exchange(&t, &assertion).await.json()["access_token"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(t.get("/api/whoami", Some(&access)).await.status, 200);
+
+        // The refresh token: everything ends.
+        let r = t.send(revoke(&refresh)).await;
+        assert_eq!(r.status, 200);
+        assert!(r.body.is_empty());
+        assert_eq!(t.get("/api/whoami", Some(&access)).await.status, 401, "the grant's access tokens end");
+        assert_eq!(identity(&t, json!({"type": "refresh", "refresh_token": refresh})).await.code(), "invalid_refresh_token");
+        assert_eq!(exchange(&t, &assertion).await.code(), "invalid_grant", "the registration ended");
+        let revoked = t.events("registration.revoked").await;
+        assert_eq!(revoked.len(), 1);
+        assert_eq!(revoked[0].data["by"], "self");
+        // Again, or a made-up one: the same answer, nothing written.
+        assert_eq!(t.send(revoke(&refresh)).await.status, 200);
+        assert_eq!(t.send(revoke("amd_rt_madeup")).await.status, 200);
+        assert_eq!(t.events("credential.revoked").await.len(), 2);
+    }
+}

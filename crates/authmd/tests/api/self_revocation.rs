@@ -227,6 +227,7 @@ both_backends! {
             credential: hash,
             now,
             meta: RequestMeta::default(),
+            refresh: false,
         };
         let wrong = authmd::token::SecretHash::of("not the key");
         assert_eq!(store.revoke_credential(rev(wrong)).await, Ok(SelfRevoked::Nothing));

@@ -174,6 +174,9 @@ pub(super) async fn revoke_credential(
     r: &SelfRevocation,
 ) -> Result<SelfRevoked, StoreError> {
     let now = r.now.as_millis();
+    if r.refresh {
+        return revoke_refresh(tx, r).await;
+    }
     let stmt = tx
         .prepare_cached(
             "SELECT r.id, r.status, c.user_id, c.type FROM credentials c
@@ -206,13 +209,7 @@ pub(super) async fn revoke_credential(
         // Revoked by a transaction that committed while we waited.
         return Ok(SelfRevoked::Nothing);
     }
-    let stmt = tx
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM credentials WHERE registration_id = $1
-                 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2))",
-        )
-        .await
-        .map_err(pg)?;
+    let stmt = tx.prepare_cached(ANY_LIVE_CREDENTIAL).await.map_err(pg)?;
     let left: bool = tx
         .query_one(&stmt, &[&registration_id, &now])
         .await
@@ -250,6 +247,91 @@ pub(super) async fn revoke_credential(
         e.log();
     }
     log_invalidations(tx, vec![r.credential.as_bytes().to_vec()], r.now).await?;
+    Ok(SelfRevoked::Revoked {
+        registration_ended: ended,
+    })
+}
+
+/// A live credential or a live refresh token (current dialect).
+const ANY_LIVE_CREDENTIAL: &str =
+    "SELECT EXISTS (SELECT 1 FROM credentials WHERE registration_id = $1
+         AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2))
+     OR EXISTS (SELECT 1 FROM refresh_tokens WHERE registration_id = $1
+         AND revoked_at IS NULL AND spent_at IS NULL AND expires_at > $2)";
+
+/// A refresh token presented at `/oauth2/revoke`: its family, the
+/// registration's access tokens, then the registration if nothing is left.
+async fn revoke_refresh(
+    tx: &Transaction<'_>,
+    r: &SelfRevocation,
+) -> Result<SelfRevoked, StoreError> {
+    let now = r.now.as_millis();
+    let stmt = tx
+        .prepare_cached(
+            "SELECT t.registration_id, t.family_id, g.status FROM refresh_tokens t
+             JOIN registrations g ON g.id = t.registration_id
+             WHERE t.id = $1 AND t.token_hash = $2 AND t.revoked_at IS NULL AND t.spent_at IS NULL
+               AND t.expires_at > $3
+             FOR UPDATE OF g",
+        )
+        .await
+        .map_err(pg)?;
+    let Some(row) = tx
+        .query_opt(&stmt, &[&r.credential_id, &r.credential.as_bytes(), &now])
+        .await
+        .map_err(pg)?
+    else {
+        return Ok(SelfRevoked::Nothing);
+    };
+    let (registration_id, family, status): (String, String, String) =
+        (row.get(0), row.get(1), row.get(2));
+    let n = exec(
+        tx,
+        "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
+        &[&now, &family],
+    )
+    .await?;
+    if n == 0 {
+        return Ok(SelfRevoked::Nothing);
+    }
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE credentials SET revoked_at = $1 WHERE registration_id = $2 AND revoked_at IS NULL
+             RETURNING token_hash",
+        )
+        .await
+        .map_err(pg)?;
+    let hashes: Vec<Vec<u8>> = tx
+        .query(&stmt, &[&now, &registration_id])
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let stmt = tx.prepare_cached(ANY_LIVE_CREDENTIAL).await.map_err(pg)?;
+    let left: bool = tx
+        .query_one(&stmt, &[&registration_id, &now])
+        .await
+        .map_err(pg)?
+        .get(0);
+    let ended = !left
+        && matches!(
+            status.as_str(),
+            "unclaimed" | "pending_claim" | "claimed" | "active"
+        );
+    if ended {
+        exec(
+            tx,
+            "UPDATE registrations SET status = 'revoked', updated_at = $1 WHERE id = $2",
+            &[&now, &registration_id],
+        )
+        .await?;
+    }
+    for e in crate::store::refresh_revoked_events(r, &registration_id, hashes.len(), ended) {
+        insert_event(tx, &e).await?;
+        e.log();
+    }
+    log_invalidations(tx, hashes, r.now).await?;
     Ok(SelfRevoked::Revoked {
         registration_ended: ended,
     })

@@ -149,9 +149,12 @@ pub(super) fn revoke_subject(
 
 /// Whether a registration has a credential that is neither revoked nor
 /// expired at `now`.
+/// A live credential or a live refresh token (current dialect).
 const ANY_LIVE_CREDENTIAL: &str =
     "SELECT EXISTS (SELECT 1 FROM credentials WHERE registration_id = ?1
-     AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2))";
+     AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2))
+     OR EXISTS (SELECT 1 FROM refresh_tokens WHERE registration_id = ?1
+     AND revoked_at IS NULL AND spent_at IS NULL AND expires_at > ?2)";
 
 /// RFC 7009 self-revocation in the writer's transaction.
 pub(super) fn revoke_credential(
@@ -159,6 +162,9 @@ pub(super) fn revoke_credential(
     r: &SelfRevocation,
 ) -> Result<SelfRevoked, StoreError> {
     let now = r.now.as_millis();
+    if r.refresh {
+        return revoke_refresh(c, r);
+    }
     let revoked: Option<(String, Option<String>, String)> = c
         .prepare_cached(
             "UPDATE credentials SET revoked_at = ?1
@@ -198,6 +204,66 @@ pub(super) fn revoke_credential(
         event.log();
     }
     log_invalidations(c, vec![r.credential.as_bytes().to_vec()], r.now)?;
+    Ok(SelfRevoked::Revoked {
+        registration_ended: ended,
+    })
+}
+
+/// A refresh token presented at `/oauth2/revoke`: its family, the
+/// registration's access tokens, then the registration if nothing is left.
+fn revoke_refresh(c: &Connection, r: &SelfRevocation) -> Result<SelfRevoked, StoreError> {
+    let now = r.now.as_millis();
+    let found: Option<(String, String)> = c
+        .prepare_cached(
+            "SELECT registration_id, family_id FROM refresh_tokens
+             WHERE id = ?1 AND token_hash = ?2 AND revoked_at IS NULL AND spent_at IS NULL
+               AND expires_at > ?3",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![r.credential_id, r.credential.as_bytes(), now],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+        })
+        .map_err(db)?;
+    let Some((registration_id, family)) = found else {
+        return Ok(SelfRevoked::Nothing);
+    };
+    c.prepare_cached(
+        "UPDATE refresh_tokens SET revoked_at = ?1 WHERE family_id = ?2 AND revoked_at IS NULL",
+    )
+    .and_then(|mut s| s.execute(params![now, family]))
+    .map_err(db)?;
+    let hashes: Vec<Vec<u8>> = {
+        let mut s = c
+            .prepare_cached(
+                "UPDATE credentials SET revoked_at = ?1 WHERE registration_id = ?2 AND revoked_at IS NULL
+                 RETURNING token_hash",
+            )
+            .map_err(db)?;
+        let rows = s
+            .query_map(params![now, registration_id], |row| row.get(0))
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)?
+    };
+    let left: bool = c
+        .prepare_cached(ANY_LIVE_CREDENTIAL)
+        .and_then(|mut s| s.query_row(params![registration_id, now], |row| row.get(0)))
+        .map_err(db)?;
+    let ended = !left
+        && c.prepare_cached(
+            "UPDATE registrations SET status = 'revoked', updated_at = ?1
+             WHERE id = ?2 AND status IN ('unclaimed', 'pending_claim', 'claimed', 'active')",
+        )
+        .and_then(|mut s| s.execute(params![now, registration_id]))
+        .map_err(db)?
+            > 0;
+    for e in crate::store::refresh_revoked_events(r, &registration_id, hashes.len(), ended) {
+        insert_event(c, &e)?;
+        e.log();
+    }
+    log_invalidations(c, hashes, r.now)?;
     Ok(SelfRevoked::Revoked {
         registration_ended: ended,
     })
