@@ -19,7 +19,14 @@
 # anon (anonymous registration), idjag (agent-verified registration, a
 # distinct ES256 assertion per request, subjects cycling through USERS),
 # claim (POST /agent/auth/claim round-robin over anonymous registrations,
-# each a new attempt and an email written to the outbox).
+# each a new attempt and an email written to the outbox). The current
+# dialect's (docs/protocol.md §20), not in the default list (a build
+# before it cannot run them): exchange (POST /oauth2/token with one of
+# authmd's own assertions, each a new access token), idjagx (a provider's
+# ID-JAG presented directly at the token endpoint, distinct per request),
+# refresh (POST /agent/identity {"type":"refresh"}: each connection's chain
+# of rotations, started from CONNS claimed registrations made by
+# scripts/current-claims.py through the whole claim ceremony).
 # Rate limits are off. PostgreSQL runs use a fresh database on PG (created
 # and dropped here). Also prints the core's raw ES256 verify rate (openssl)
 # and the fsync latency of the scratch directory's file system, the bounds
@@ -32,8 +39,9 @@ declare -A bin
 bin[A]=$(realpath "$1")
 sides=(A)
 if [ $# = 2 ]; then bin[B]=$(realpath "$2"); sides=(A B); fi
-. "$(dirname "$0")/load-common.sh"
-. "$(dirname "$0")/id-jag-common.sh"
+SCRIPTS=$(realpath "$(dirname "$0")")
+. "$SCRIPTS/load-common.sh"
+. "$SCRIPTS/id-jag-common.sh"
 SCENARIOS=${SCENARIOS:-"valid 401 anon idjag claim"}
 CONNS_LIST=${CONNS_LIST:-"1 50 256"}
 BACKENDS=${BACKENDS:-"sqlite postgres"}
@@ -164,6 +172,23 @@ measure() {
       rm -f tokens.txt
       taskset -c 1 wrk -t1 -c16 -d1s -s collect.lua "$base/agent/auth" >/dev/null
       args=(-s start.lua "$base/agent/auth/claim") ;;
+    exchange)
+      curl -sf -X POST "$base/agent/identity" -H 'content-type: application/json' \
+        -d '{"type":"anonymous"}' \
+        | python3 -c 'import sys, json; print(json.load(sys.stdin)["identity"]["assertion"])' > exchange.txt
+      printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\nwrk.body = "grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type%%3Ajwt-bearer&assertion=%s"\n' \
+        "$(cat exchange.txt)" > exchange.lua
+      args=(-s exchange.lua "$base/oauth2/token") ;;
+    idjagx)
+      python3 - idp/bodies.txt > idp/forms.txt <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    print("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=" + json.loads(line)["assertion"])
+PY
+      args=(-s "$LUA" "$base/oauth2/token" -- idp/forms.txt 1 /oauth2/token application/x-www-form-urlencoded) ;;
+    refresh)
+      python3 "$SCRIPTS/current-claims.py" "$base" "$work/run/outbox" "$conns" refresh > refresh.txt
+      args=(-s "$SCRIPTS/refresh.lua" "$base/agent/identity") ;;
   esac
   c0=$(cpu_ticks "$server")
   out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${SECS}s" --latency "${args[@]}")
@@ -180,7 +205,7 @@ measure() {
 for backend in $BACKENDS; do
   for scenario in $SCENARIOS; do
     for conns in $CONNS_LIST; do
-      if [ "$scenario" = idjag ] && [ $(( $(date +%s) - minted )) -gt 300 ]; then
+      if { [ "$scenario" = idjag ] || [ "$scenario" = idjagx ]; } && [ $(( $(date +%s) - minted )) -gt 300 ]; then
         mint   # assertions live 10 minutes; a group of cells takes less than 5
       fi
       for rep in $(seq 1 "$REPS"); do

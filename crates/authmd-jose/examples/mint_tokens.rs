@@ -50,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let claims = json!({
             "iss": provider, "sub": format!("user-{user}"), "aud": service,
             "client_id": format!("{provider}/agent"), "jti": format!("load-{now}-{i}"),
-            "iat": now, "exp": now + 600,
+            "iat": now, "exp": now + 600, "auth_time": now,
             "email": format!("user-{user}@example.com"), "email_verified": true,
         });
         let token = jws::sign(

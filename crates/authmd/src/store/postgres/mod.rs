@@ -1133,6 +1133,15 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(pg)?;
+        // Expired refresh tokens can no longer rotate, nor be detected as
+        // reused: an expired one is refused as such.
+        let r = client
+            .execute(
+                "DELETE FROM refresh_tokens WHERE expires_at < $1",
+                &[&now.as_millis()],
+            )
+            .await
+            .map_err(pg)?;
         let k = client
             .execute(
                 "DELETE FROM signing_keys WHERE published_until <= $1",
@@ -1140,7 +1149,7 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(pg)?;
-        Ok(a + b + j + k)
+        Ok(a + b + j + k + r)
     }
 
     async fn stats(&self) -> Result<Stats, StoreError> {

@@ -1141,7 +1141,15 @@ impl Store for SqliteStore {
                 .map_err(db)?;
             let j = seen.purge(c, now)?;
             let k = keys::purge(c, now)?;
-            Ok(u64::try_from(a + b + j + k).unwrap_or(u64::MAX))
+            // Expired refresh tokens can no longer rotate, nor be detected
+            // as reused: an expired one is refused as such.
+            let r = c
+                .execute(
+                    "DELETE FROM refresh_tokens WHERE expires_at < ?1",
+                    [now.as_millis()],
+                )
+                .map_err(db)?;
+            Ok(u64::try_from(a + b + j + k + r).unwrap_or(u64::MAX))
         })
         .await
     }
