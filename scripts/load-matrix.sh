@@ -14,6 +14,8 @@
 #   scripts/load-matrix.sh target/release/authmd              # one build
 #   SECS=5 REPS=1 BACKENDS=sqlite SCENARIOS="anon idjag" CONNS_LIST="1 50" \
 #     scripts/load-matrix.sh A B
+#   EXTRA_B=$'[metrics]\nlisten = "127.0.0.1:21090"' scripts/load-matrix.sh X X
+#                                      # one build, a setting on one side
 #
 # Scenarios: valid (GET whoami with a valid key), 401 (no credential),
 # anon (anonymous registration), idjag (agent-verified registration, a
@@ -134,6 +136,10 @@ enabled = false
 issuer = "http://127.0.0.1:$IDP_PORT"
 algorithms = ["ES256"]
 TOML
+  # Settings of one side only (e.g. the same binary with and without
+  # metrics: EXTRA_B=$'[metrics]\nlisten = "127.0.0.1:21090"').
+  local extra="EXTRA_$side"
+  printf '%s\n' "${!extra:-}" >> run/load.toml
   (cd run && AUTHMD_DATABASE_URL="$url" exec taskset -c 0 "${bin[$side]}" --config load.toml serve) &
   server=$!
   for _ in $(seq 1 100); do
