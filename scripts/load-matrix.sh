@@ -193,7 +193,10 @@ for line in open(sys.argv[1]):
 PY
       args=(-s "$LUA" "$base/oauth2/token" -- idp/forms.txt 1 /oauth2/token application/x-www-form-urlencoded) ;;
     refresh)
-      python3 "$SCRIPTS/current-claims.py" "$base" "$work/run/outbox" "$conns" refresh > refresh.txt
+      # One chain per connection, and spares: wrk builds one request per
+      # thread that it never sends (seen: its token is lost, and with it
+      # a chain).
+      python3 "$SCRIPTS/current-claims.py" "$base" "$work/run/outbox" $((conns + 4)) refresh > refresh.txt
       args=(-s "$SCRIPTS/refresh.lua" "$base/agent/identity") ;;
   esac
   c0=$(cpu_ticks "$server")

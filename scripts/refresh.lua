@@ -3,7 +3,8 @@
 -- of its own family. A request takes a token from the pool; its answer
 -- puts the successor back. wrk sends a connection's next request only
 -- after its answer, so the pool never runs dry and no token is sent twice
--- (which would revoke its family as a reuse).
+-- (which would revoke its family as a reuse). wrk builds one request per
+-- thread that it never sends, so the pool holds a few spare chains.
 local pool = {}
 function init(args)
   for line in io.lines("refresh.txt") do pool[#pool + 1] = line end
