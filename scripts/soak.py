@@ -39,7 +39,6 @@ ones 401), OUT/summary.json and the table.
 """
 
 import argparse
-import asyncore  # noqa: F401  (smtpd needs it; both deprecated, both in 3.11)
 import base64
 import collections
 import email
@@ -62,6 +61,7 @@ import warnings
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
+    import asyncore  # the SMTP sink's loop: deprecated, still in 3.11
     import smtpd
 
 from cryptography.hazmat.primitives import hashes
@@ -450,6 +450,7 @@ class Soak:
         status, body = self.request(conns, r, "POST", "/agent/identity", "cur_anon", body={"type": "anonymous"})
         if status != 200:
             return
+        self.stats.count("created_cur_anon")
         self.exchange(conns, self.other(r), body["identity"]["assertion"], body["id"], "cur_anon")
 
     def exchange(self, conns, r, assertion, reg, kind):
@@ -776,7 +777,7 @@ class Soak:
     def table(self, rows, s):
         names = self.names
         hdr = ["min"] + [f"RSS {r} MB" for r in names] + ["req", "req/s", "err", "p50 ms", "p99 ms"] + \
-              [f"p99 {r}" for r in names] + [f"fds {r}" for r in names]
+              [f"p99 {r}" for r in names] + [f"fds {r}" for r in names] + [f"cache {r}" for r in names]
         print()
         print("| " + " | ".join(hdr) + " |")
         print("|" + "---|" * len(hdr))
@@ -786,7 +787,8 @@ class Soak:
                     [f"{rep[r]['rss_kb'] / 1024:.1f}" if rep[r]["rss_kb"] else "-" for r in names] + \
                     [str(row["requests"]), f"{row['requests'] / 60:.0f}", str(row["errors"]),
                      str(row["p50_ms"]), str(row["p99_ms"])] + \
-                    [str(rep[r]["p99_ms"]) for r in names] + [str(rep[r]["fds"]) for r in names]
+                    [str(rep[r]["p99_ms"]) for r in names] + [str(rep[r]["fds"]) for r in names] + \
+                    [str(int(rep[r]["metrics"].get('authmd_credential_cache_entries{kind="record"}', -1))) for r in names]
             print("| " + " | ".join(cells) + " |")
         print()
         for r in names:

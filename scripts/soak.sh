@@ -37,7 +37,7 @@ PG=${PG:-postgres://postgres@127.0.0.1:5432}
 PORT_BASE=${PORT_BASE:-20080}
 stamp=$(date -u +%Y%m%dT%H%M%S)
 OUT=$(realpath -m "${OUT:-soak-$stamp}")
-DB=${DB:-soak_$stamp}
+DB=${DB:-soak_$(date -u +%Y%m%d_%H%M%S)}
 mkdir -p "$OUT"
 [ -x "$BIN" ] || { echo "no binary at $BIN: cargo build --release -p authmd-cli" >&2; exit 2; }
 
@@ -50,8 +50,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  if [ "${KEEP_DB:-0}" != 1 ]; then dropdb --if-exists "${PG%/}/$DB" 2>/dev/null \
-    || psql "${PG%/}/postgres" -qc "DROP DATABASE IF EXISTS $DB" || true; fi
+  if [ "${KEEP_DB:-0}" != 1 ]; then psql "${PG%/}/postgres" -qc "DROP DATABASE IF EXISTS $DB" || true; fi
 }
 trap cleanup EXIT
 psql "${PG%/}/postgres" -qc "CREATE DATABASE $DB"
@@ -127,7 +126,33 @@ set -e
     echo "replica $side log: $(grep -c . "$log" || true) lines," \
       "$(grep -c ' WARN ' "$log" || true) WARN, $(grep -c ' ERROR ' "$log" || true) ERROR," \
       "$(grep -ci 'panic' "$log" || true) panic"
-    grep -E ' (WARN|ERROR) ' "$log" | sed -E 's/^[^ ]+ +//' | cut -c1-160 | sort | uniq -c | sort -rn | head -10
+    { grep -E ' (WARN|ERROR) ' "$log" || true; } | sed -E 's/^[^ ]+ +//' | cut -c1-160 | sort | uniq -c | sort -rn | head -10
   done
+  # What the generator saw created against what the database holds.
+  if ! python3 - "$OUT/summary.json" "$AUTHMD_DATABASE_URL" <<'PY'
+import json, subprocess, sys
+s = json.load(open(sys.argv[1]))
+c = s["counters"]
+q = lambda sql: int(subprocess.check_output(["psql", sys.argv[2], "-qAtc", sql]).strip())
+issued = sum(v for k, v in c.items() if k.startswith("issued_") and k != "issued_email_pending")
+revoked = sum(v for k, v in c.items() if k.startswith("revoked_"))
+checks = [
+    ("anonymous registrations", c.get("issued_anon", 0) + c.get("created_cur_anon", 0),
+     q("SELECT count(*) FROM registrations WHERE type = 'anonymous'")),
+    ("email registrations", c.get("issued_email_pending", 0),
+     q("SELECT count(*) FROM registrations WHERE type = 'email-verification'")),
+    ("credentials issued", issued, q("SELECT count(*) FROM credentials")),
+    ("credentials revoked", revoked, q("SELECT count(*) FROM credentials WHERE revoked_at IS NOT NULL")),
+    ("claim emails", c.get("mail_received", 0), q("SELECT count(*) FROM mail_outbox WHERE status = 'sent'")),
+]
+bad = 0
+for name, seen, db in checks:
+    print(f"{name}: generator {seen}, database {db}" + ("" if seen == db else "  <-- differ"))
+    bad += seen != db
+sys.exit(1 if bad else 0)
+PY
+  then touch "$OUT/database-check.failed"; fi
 } 2>&1 | tee -a "$OUT/soak.txt"
+[ -e "$OUT/database-check.failed" ] && status=1
+echo "soak: $([ "$status" = 0 ] && echo passed || echo FAILED); output in $OUT"
 exit "$status"
