@@ -24,7 +24,10 @@
 # MIX (see scripts/soak.py), PG (server URL without database; a database
 # soak_<time> is created and dropped unless KEEP_DB=1), PORT_BASE (20080:
 # replicas on PORT_BASE and +1, metrics on +10 and +11, the provider's JWKS
-# on -10, the SMTP sink on -55), OUT (default soak-<time> in the current
+# on -10, the SMTP sink on -55), CACHE (server.credential_cache_capacity,
+# 20000: small enough that each replica's cache is full within the first
+# ten minutes, so that memory still growing after that is not the cache;
+# the default 100000 would still be filling at the end), OUT (default soak-<time> in the current
 # directory, kept). Needs python3 with `cryptography`, psql, createdb and a
 # release build (cargo build --release -p authmd-cli).
 set -euo pipefail
@@ -35,6 +38,7 @@ RATE=${RATE:-300}
 THREADS=${THREADS:-16}
 PG=${PG:-postgres://postgres@127.0.0.1:5432}
 PORT_BASE=${PORT_BASE:-20080}
+CACHE=${CACHE:-20000}
 stamp=$(date -u +%Y%m%dT%H%M%S)
 OUT=$(realpath -m "${OUT:-soak-$stamp}")
 DB=${DB:-soak_$(date -u +%Y%m%d_%H%M%S)}
@@ -61,6 +65,8 @@ for side in A B; do
   cat > "$OUT/replica-$side.toml" <<TOML
 issuer = "$issuer"
 listen = "127.0.0.1:$port"
+[server]
+credential_cache_capacity = $CACHE
 [database]
 max_connections = 16
 [rate_limits]
