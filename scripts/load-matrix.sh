@@ -23,7 +23,8 @@
 # claim (POST /agent/auth/claim round-robin over anonymous registrations,
 # each a new attempt and an email written to the outbox). The current
 # dialect's (docs/protocol.md §20), not in the default list (a build
-# before it cannot run them): exchange (POST /oauth2/token with one of
+# before it cannot run them): anonc (POST /agent/identity
+# {"type":"anonymous"}: a registration and a signed assertion), exchange (POST /oauth2/token with one of
 # authmd's own assertions, each a new access token), idjagx (a provider's
 # ID-JAG presented directly at the token endpoint, distinct per request),
 # refresh (POST /agent/identity {"type":"refresh"}: each connection's chain
@@ -173,6 +174,9 @@ measure() {
       args=(-H "Authorization: Bearer $key" "$base/api/whoami") ;;
     401) args=("$base/api/whoami") ;;
     anon) args=(-s register.lua "$base/agent/auth") ;;
+    anonc)
+      printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n' "'{\"type\":\"anonymous\"}'" > anonc.lua
+      args=(-s anonc.lua "$base/agent/identity") ;;
     idjag) args=(-s "$LUA" "$base/agent/auth" -- idp/bodies.txt 1) ;;
     claim)
       rm -f tokens.txt
