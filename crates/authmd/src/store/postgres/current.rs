@@ -3,7 +3,7 @@
 use deadpool_postgres::Transaction;
 
 use super::claims::insert_attempt;
-use super::{admit, exec, insert_event, pg};
+use super::{Pipeline, admit, exec, insert_event, pg};
 use crate::credential::CredentialSource;
 use crate::rate_limit::RateLimit;
 use crate::store::current::{AssertionExchange, Created, Exchanged, NewIdentityRegistration};
@@ -115,11 +115,65 @@ pub(super) async fn rotate_refresh(
     r: &RefreshRotation,
 ) -> Result<Rotated, StoreError> {
     let now = r.now.as_millis();
-    // Locked: two replicas rotating one token serialize here, and the
-    // second sees it spent.
+    // The live path in one statement: check, spend and read what the new
+    // assertion names. Two rotations of one token serialize on its row;
+    // the second finds it spent and falls to the reuse check below.
+    let stmt = tx.prepare_cached(SPEND).await.map_err(pg)?;
+    let spent = tx
+        .query_opt(&stmt, &[&r.id, &r.presented.as_bytes(), &now])
+        .await
+        .map_err(pg)?;
+    let Some(row) = spent else {
+        return refused(tx, r).await;
+    };
+    let (family, registration_id, status, email, verified): (
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<bool>,
+    ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    let status = parse_enum("registration status", &status, RegistrationStatus::parse)?;
+    // The writes, in one round trip.
+    let next = &r.next;
+    Pipeline::default()
+        .push(
+            "INSERT INTO refresh_tokens (id, token_hash, family_id, registration_id, issued_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            vec![
+                Box::new(next.id.clone()),
+                Box::new(next.hash.as_bytes().to_vec()),
+                Box::new(family.clone()),
+                Box::new(registration_id.clone()),
+                Box::new(now),
+                Box::new(next.expires_at.as_millis()),
+            ],
+        )
+        .events(&r.events(&registration_id, &family))
+        .run(tx)
+        .await?;
+    Ok(Rotated::Rotated {
+        registration_id,
+        status,
+        email: email.filter(|_| verified == Some(true)),
+    })
+}
+
+/// Spends a live token of a live registration; returns its family, its
+/// registration and what the new assertion names.
+const SPEND: &str = "UPDATE refresh_tokens t SET spent_at = $3
+     FROM registrations r LEFT JOIN users u ON u.id = r.user_id
+     WHERE t.id = $1 AND t.token_hash = $2 AND t.spent_at IS NULL AND t.revoked_at IS NULL
+       AND t.expires_at > $3 AND r.id = t.registration_id AND r.status IN ('claimed', 'active')
+     RETURNING t.family_id, t.registration_id, r.status, u.email, u.email_verified";
+
+/// Why a token did not rotate: a spent one presented again ends its
+/// family (RFC 9700 §4.14.2; one of two holders, and which cannot be
+/// told); anything else is invalid, and nothing is written.
+async fn refused(tx: &Transaction<'_>, r: &RefreshRotation) -> Result<Rotated, StoreError> {
     let stmt = tx
         .prepare_cached(
-            "SELECT token_hash, family_id, registration_id, expires_at, spent_at, revoked_at
+            "SELECT token_hash, family_id, registration_id, spent_at IS NOT NULL, revoked_at IS NOT NULL
              FROM refresh_tokens WHERE id = $1 FOR UPDATE",
         )
         .await
@@ -127,76 +181,17 @@ pub(super) async fn rotate_refresh(
     let Some(row) = tx.query_opt(&stmt, &[&r.id]).await.map_err(pg)? else {
         return Ok(Rotated::Invalid);
     };
-    let (hash, family, registration_id, expires_at, spent_at, revoked_at): (
-        Vec<u8>,
-        String,
-        String,
-        i64,
-        Option<i64>,
-        Option<i64>,
-    ) = (
-        row.get(0),
-        row.get(1),
-        row.get(2),
-        row.get(3),
-        row.get(4),
-        row.get(5),
-    );
-    if SecretHash::from_slice(&hash) != Some(r.presented) || revoked_at.is_some() {
+    let (hash, family, registration_id, spent, revoked): (Vec<u8>, String, String, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    if SecretHash::from_slice(&hash) != Some(r.presented) || revoked || !spent {
         return Ok(Rotated::Invalid);
     }
-    if spent_at.is_some() {
-        // RFC 9700 §4.14.2: one of two holders presents a spent token;
-        // which one cannot be told, so the family ends.
-        let revoked = exec(
-            tx,
-            "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
-            &[&family, &now],
-        )
-        .await?;
-        let e = r.reused_event(&registration_id, &family, revoked);
-        insert_event(tx, &e).await?;
-        return Ok(Rotated::Reused { registration_id });
-    }
-    if expires_at <= now {
-        return Ok(Rotated::Invalid);
-    }
-    let stmt = tx
-        .prepare_cached(
-            "SELECT r.status, u.email, u.email_verified FROM registrations r
-             LEFT JOIN users u ON u.id = r.user_id WHERE r.id = $1",
-        )
-        .await
-        .map_err(pg)?;
-    let Some(row) = tx.query_opt(&stmt, &[&registration_id]).await.map_err(pg)? else {
-        return Ok(Rotated::Invalid);
-    };
-    let (status, email, verified): (String, Option<String>, Option<bool>) =
-        (row.get(0), row.get(1), row.get(2));
-    let status = parse_enum("registration status", &status, RegistrationStatus::parse)?;
-    if !matches!(
-        status,
-        RegistrationStatus::Claimed | RegistrationStatus::Active
-    ) {
-        return Ok(Rotated::Invalid);
-    }
-    exec(
+    let revoked = exec(
         tx,
-        "UPDATE refresh_tokens SET spent_at = $2 WHERE id = $1",
-        &[&r.id, &now],
+        "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
+        &[&family, &r.now.as_millis()],
     )
     .await?;
-    let next = crate::store::NewRefreshToken {
-        family_id: family.clone(),
-        ..r.next.clone()
-    };
-    super::claims::insert_refresh(tx, &registration_id, &next, r.now).await?;
-    for e in r.events(&registration_id, &family) {
-        insert_event(tx, &e).await?;
-    }
-    Ok(Rotated::Rotated {
-        registration_id,
-        status,
-        email: email.filter(|_| verified == Some(true)),
-    })
+    insert_event(tx, &r.reused_event(&registration_id, &family, revoked)).await?;
+    Ok(Rotated::Reused { registration_id })
 }

@@ -121,54 +121,29 @@ pub(super) fn exchange_assertion(
     })
 }
 
-/// hash, family, registration, expires_at, spent_at, revoked_at
-type RefreshRow = (Vec<u8>, String, String, i64, Option<i64>, Option<i64>);
-
 pub(super) fn rotate_refresh(c: &Connection, r: &RefreshRotation) -> Result<Rotated, StoreError> {
     let now = r.now.as_millis();
-    let row: Option<RefreshRow> = c
+    // Check and spend in one statement (SQLite's RETURNING cannot name
+    // another table, so what the assertion names is read after).
+    let spent: Option<(String, String)> = c
         .prepare_cached(
-            "SELECT token_hash, family_id, registration_id, expires_at, spent_at, revoked_at
-             FROM refresh_tokens WHERE id = ?1",
+            "UPDATE refresh_tokens SET spent_at = ?3
+             WHERE id = ?1 AND token_hash = ?2 AND spent_at IS NULL AND revoked_at IS NULL
+               AND expires_at > ?3 AND registration_id IN
+                   (SELECT id FROM registrations WHERE status IN ('claimed', 'active'))
+             RETURNING family_id, registration_id",
         )
         .and_then(|mut s| {
-            s.query_row([&r.id], |x| {
-                Ok((
-                    x.get(0)?,
-                    x.get(1)?,
-                    x.get(2)?,
-                    x.get(3)?,
-                    x.get(4)?,
-                    x.get(5)?,
-                ))
+            s.query_row(params![r.id, r.presented.as_bytes(), now], |x| {
+                Ok((x.get(0)?, x.get(1)?))
             })
             .optional()
         })
         .map_err(db)?;
-    let Some((hash, family, registration_id, expires_at, spent_at, revoked_at)) = row else {
-        return Ok(Rotated::Invalid);
+    let Some((family, registration_id)) = spent else {
+        return refused(c, r);
     };
-    if SecretHash::from_slice(&hash) != Some(r.presented) || revoked_at.is_some() {
-        return Ok(Rotated::Invalid);
-    }
-    if spent_at.is_some() {
-        // RFC 9700 §4.14.2: one of two holders presents a spent token;
-        // which one cannot be told, so the family ends.
-        let revoked = c
-            .prepare_cached(
-                "UPDATE refresh_tokens SET revoked_at = ?2 WHERE family_id = ?1 AND revoked_at IS NULL",
-            )
-            .and_then(|mut s| s.execute(params![family, now]))
-            .map_err(db)?;
-        let e = r.reused_event(&registration_id, &family, revoked as u64);
-        insert_event(c, &e)?;
-        e.log();
-        return Ok(Rotated::Reused { registration_id });
-    }
-    if expires_at <= now {
-        return Ok(Rotated::Invalid);
-    }
-    let reg: Option<(String, Option<String>, Option<bool>)> = c
+    let (status, email, verified): (String, Option<String>, Option<bool>) = c
         .prepare_cached(
             "SELECT r.status, u.email, u.email_verified FROM registrations r
              LEFT JOIN users u ON u.id = r.user_id WHERE r.id = ?1",
@@ -177,22 +152,9 @@ pub(super) fn rotate_refresh(c: &Connection, r: &RefreshRotation) -> Result<Rota
             s.query_row([&registration_id], |x| {
                 Ok((x.get(0)?, x.get(1)?, x.get(2)?))
             })
-            .optional()
         })
         .map_err(db)?;
-    let Some((status, email, verified)) = reg else {
-        return Ok(Rotated::Invalid);
-    };
     let status = parse_enum("registration status", &status, RegistrationStatus::parse)?;
-    if !matches!(
-        status,
-        RegistrationStatus::Claimed | RegistrationStatus::Active
-    ) {
-        return Ok(Rotated::Invalid);
-    }
-    c.prepare_cached("UPDATE refresh_tokens SET spent_at = ?2 WHERE id = ?1")
-        .and_then(|mut s| s.execute(params![r.id, now]))
-        .map_err(db)?;
     let next = crate::store::NewRefreshToken {
         family_id: family.clone(),
         ..r.next.clone()
@@ -206,4 +168,38 @@ pub(super) fn rotate_refresh(c: &Connection, r: &RefreshRotation) -> Result<Rota
         status,
         email: email.filter(|_| verified == Some(true)),
     })
+}
+
+/// Why a token did not rotate: a spent one presented again ends its
+/// family (RFC 9700 §4.14.2; one of two holders, and which cannot be
+/// told); anything else is invalid, and nothing is written.
+fn refused(c: &Connection, r: &RefreshRotation) -> Result<Rotated, StoreError> {
+    let row: Option<(Vec<u8>, String, String, bool, bool)> = c
+        .prepare_cached(
+            "SELECT token_hash, family_id, registration_id, spent_at IS NOT NULL, revoked_at IS NOT NULL
+             FROM refresh_tokens WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([&r.id], |x| {
+                Ok((x.get(0)?, x.get(1)?, x.get(2)?, x.get(3)?, x.get(4)?))
+            })
+            .optional()
+        })
+        .map_err(db)?;
+    let Some((hash, family, registration_id, spent, revoked)) = row else {
+        return Ok(Rotated::Invalid);
+    };
+    if SecretHash::from_slice(&hash) != Some(r.presented) || revoked || !spent {
+        return Ok(Rotated::Invalid);
+    }
+    let revoked = c
+        .prepare_cached(
+            "UPDATE refresh_tokens SET revoked_at = ?2 WHERE family_id = ?1 AND revoked_at IS NULL",
+        )
+        .and_then(|mut s| s.execute(params![family, r.now.as_millis()]))
+        .map_err(db)?;
+    let e = r.reused_event(&registration_id, &family, revoked as u64);
+    insert_event(c, &e)?;
+    e.log();
+    Ok(Rotated::Reused { registration_id })
 }
