@@ -129,8 +129,8 @@ pub(super) fn rotate_refresh(c: &Connection, r: &RefreshRotation) -> Result<Rota
         .prepare_cached(
             "UPDATE refresh_tokens SET spent_at = ?3
              WHERE id = ?1 AND token_hash = ?2 AND spent_at IS NULL AND revoked_at IS NULL
-               AND expires_at > ?3 AND registration_id IN
-                   (SELECT id FROM registrations WHERE status IN ('claimed', 'active'))
+               AND expires_at > ?3 AND EXISTS (SELECT 1 FROM registrations r
+                   WHERE r.id = refresh_tokens.registration_id AND r.status IN ('claimed', 'active'))
              RETURNING family_id, registration_id",
         )
         .and_then(|mut s| {
