@@ -29,8 +29,9 @@
 //! | `authmd_sqlite_batch_jobs` (histogram) | | writes per SQLite group commit |
 //! | `authmd_sqlite_commit_seconds` (histogram) | | SQLite group commit time (with its fsync) |
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -159,26 +160,95 @@ pub(crate) fn sqlite_commit(jobs: usize, took: Duration) {
     metrics::histogram!("authmd_sqlite_commit_seconds").record(took.as_secs_f64());
 }
 
-/// Records one HTTP request.
+/// The series of one route template: a histogram per method, a counter
+/// per method and status. Looked up by the route's text without
+/// allocating; registered with the recorder on first use.
+#[derive(Default)]
+struct RouteSeries {
+    durations: Vec<(&'static str, metrics::Histogram)>,
+    requests: Vec<(&'static str, &'static str, metrics::Counter)>,
+}
+
+/// Every route's series (a few dozen routes; a handful of methods and
+/// statuses each).
+static ROUTES: OnceLock<RwLock<HashMap<Box<str>, RouteSeries>>> = OnceLock::new();
+
+/// Records one HTTP request: a read lock and two short scans on the hot
+/// path, instead of building and hashing two label sets (four string
+/// allocations) per request.
 pub(crate) fn request(route: &str, method: &str, status: u16, took: Duration) {
     if !on() {
         return;
     }
-    let route = route.to_owned();
-    let method = method.to_owned();
-    metrics::histogram!(
-        "authmd_http_request_duration_seconds",
-        "route" => route.clone(),
-        "method" => method.clone()
-    )
-    .record(took.as_secs_f64());
-    metrics::counter!(
-        "authmd_http_requests_total",
-        "route" => route,
-        "method" => method,
-        "status" => status_label(status)
-    )
-    .increment(1);
+    let method = method_label(method);
+    let status = status_label(status);
+    let routes = ROUTES.get_or_init(Default::default);
+    let found = routes.read().ok().and_then(|map| {
+        let series = map.get(route)?;
+        let h = series.durations.iter().find(|(m, _)| *m == method)?;
+        let c = series
+            .requests
+            .iter()
+            .find(|(m, st, _)| *m == method && *st == status)?;
+        h.1.record(took.as_secs_f64());
+        c.2.increment(1);
+        Some(())
+    });
+    if found.is_some() {
+        return;
+    }
+    let Ok(mut map) = routes.write() else {
+        return;
+    };
+    let series = map.entry(route.into()).or_default();
+    if !series.durations.iter().any(|(m, _)| *m == method) {
+        let h = metrics::histogram!(
+            "authmd_http_request_duration_seconds",
+            "route" => route.to_owned(),
+            "method" => method
+        );
+        series.durations.push((method, h));
+    }
+    if !series
+        .requests
+        .iter()
+        .any(|(m, st, _)| *m == method && *st == status)
+    {
+        let c = metrics::counter!(
+            "authmd_http_requests_total",
+            "route" => route.to_owned(),
+            "method" => method,
+            "status" => status
+        );
+        series.requests.push((method, status, c));
+    }
+    if let Some((_, h)) = series.durations.iter().find(|(m, _)| *m == method) {
+        h.record(took.as_secs_f64());
+    }
+    if let Some((.., c)) = series
+        .requests
+        .iter()
+        .find(|(m, st, _)| *m == method && *st == status)
+    {
+        c.increment(1);
+    }
+}
+
+/// The method's label, static (any other method is `OTHER`: a client
+/// cannot grow the series with made-up methods).
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "OTHER",
+    }
 }
 
 fn status_label(status: u16) -> &'static str {
