@@ -138,6 +138,16 @@ async fn metrics_are_exposed_with_route_templates() {
         )
         .await;
     assert_eq!(r.status, 400);
+    // A made-up method is one series, OTHER, not one per method sent.
+    for m in ["BREW", "PROPFIND"] {
+        let req = request(
+            Method::from_bytes(m.as_bytes()).expect("method"),
+            "/api/whoami",
+            None,
+            None,
+        );
+        t.send(req).await;
+    }
 
     let admin = authmd::http::admin_router(t.app.clone()).expect("admin API configured");
     let send = |router: axum::Router, bearer: Option<&str>| {
@@ -161,6 +171,7 @@ async fn metrics_are_exposed_with_route_templates() {
         for series in [
             "authmd_http_requests_total{route=\"/api/{*rest}\",method=\"GET\",status=\"200\"}",
             "authmd_http_requests_total{route=\"/api/{*rest}\",method=\"GET\",status=\"401\"}",
+            "authmd_http_requests_total{route=\"/api/{*rest}\",method=\"OTHER\",status=\"401\"}",
             "authmd_http_request_duration_seconds_bucket{route=\"/agent/auth\",method=\"POST\"",
             "authmd_registrations_total{flow=\"anonymous\",outcome=\"created\"}",
             "authmd_registrations_total{flow=\"anonymous\",outcome=\"unsupported_credential_type\"}",
@@ -177,6 +188,10 @@ async fn metrics_are_exposed_with_route_templates() {
             assert!(text.contains(series), "{series} missing from\n{text}");
         }
         assert!(!text.contains("amd_sk_"), "a raw path reached a label");
+        assert!(
+            !text.contains("BREW") && !text.contains("PROPFIND"),
+            "a made-up method reached a label"
+        );
     }
 }
 
