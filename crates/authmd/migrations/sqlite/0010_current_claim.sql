@@ -12,17 +12,26 @@ ALTER TABLE claim_attempts ADD COLUMN sign_in_expires_at INTEGER;
 
 -- Rotating refresh tokens (RFC 9700 §4.14.2): each use spends the token
 -- and issues the next of its family; presenting a spent one revokes the
--- family.
-CREATE TABLE refresh_tokens (
-    id              TEXT PRIMARY KEY,             -- rft_…, the token's selector
-    token_hash      BLOB NOT NULL,
-    family_id       TEXT NOT NULL,                -- the first token's id
+-- family. What is per family (its registration, its revocation, the
+-- expiry of its newest token) lives in a row of its own, so a rotation
+-- appends a token and touches one small family row, and no index of the
+-- tokens is keyed by family or registration (each such index would put
+-- every rotation on a page of its own).
+CREATE TABLE refresh_families (
+    id              TEXT PRIMARY KEY,             -- the first token's id
     registration_id TEXT NOT NULL REFERENCES registrations(id),
-    issued_at       INTEGER NOT NULL,
-    expires_at      INTEGER NOT NULL,
-    spent_at        INTEGER,
+    created_at      INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL,             -- its newest token's expiry
     revoked_at      INTEGER
 ) WITHOUT ROWID;
-CREATE INDEX refresh_tokens_family ON refresh_tokens(family_id);
-CREATE INDEX refresh_tokens_registration ON refresh_tokens(registration_id);
+CREATE INDEX refresh_families_registration ON refresh_families(registration_id);
+CREATE INDEX refresh_families_expiry ON refresh_families(expires_at);
+CREATE TABLE refresh_tokens (
+    id         TEXT PRIMARY KEY,                  -- rft_…, the token's selector
+    token_hash BLOB NOT NULL,
+    family_id  TEXT NOT NULL REFERENCES refresh_families(id),
+    issued_at  INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    spent_at   INTEGER
+) WITHOUT ROWID;
 CREATE INDEX refresh_tokens_expiry ON refresh_tokens(expires_at);

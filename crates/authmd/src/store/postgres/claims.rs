@@ -636,7 +636,32 @@ pub(super) async fn complete_claim(
             let e = crate::store::linked_at_claim(req, &user_id, iss, sub);
             insert_event(tx, &e).await?;
         }
-        insert_refresh(tx, &req.registration_id, refresh, req.now).await?;
+        // A new family, and its first token.
+        exec(
+            tx,
+            "INSERT INTO refresh_families (id, registration_id, created_at, expires_at)
+             VALUES ($1, $2, $3, $4)",
+            &[
+                &refresh.family_id,
+                &req.registration_id,
+                &now,
+                &refresh.expires_at.as_millis(),
+            ],
+        )
+        .await?;
+        exec(
+            tx,
+            "INSERT INTO refresh_tokens (id, token_hash, family_id, issued_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &refresh.id,
+                &refresh.hash.as_bytes(),
+                &refresh.family_id,
+                &now,
+                &refresh.expires_at.as_millis(),
+            ],
+        )
+        .await?;
     }
     Ok((
         Completed::Claimed {
@@ -648,22 +673,6 @@ pub(super) async fn complete_claim(
         },
         true,
     ))
-}
-
-pub(super) async fn insert_refresh(
-    tx: &Transaction<'_>,
-    registration_id: &str,
-    t: &crate::store::NewRefreshToken,
-    now: Timestamp,
-) -> Result<(), StoreError> {
-    exec(
-        tx,
-        "INSERT INTO refresh_tokens (id, token_hash, family_id, registration_id, issued_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&t.id, &t.hash.as_bytes(), &t.family_id, &registration_id, &now.as_millis(), &t.expires_at.as_millis()],
-    )
-    .await
-    .map(|_| ())
 }
 
 pub(super) async fn secret_key(tx: &Transaction<'_>) -> Result<Vec<u8>, StoreError> {

@@ -138,14 +138,20 @@ pub(super) async fn rotate_refresh(
     let next = &r.next;
     Pipeline::default()
         .push(
-            "INSERT INTO refresh_tokens (id, token_hash, family_id, registration_id, issued_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO refresh_tokens (id, token_hash, family_id, issued_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
             vec![
                 Box::new(next.id.clone()),
                 Box::new(next.hash.as_bytes().to_vec()),
                 Box::new(family.clone()),
-                Box::new(registration_id.clone()),
                 Box::new(now),
+                Box::new(next.expires_at.as_millis()),
+            ],
+        )
+        .push(
+            "UPDATE refresh_families SET expires_at = $2 WHERE id = $1",
+            vec![
+                Box::new(family.clone()),
                 Box::new(next.expires_at.as_millis()),
             ],
         )
@@ -159,13 +165,14 @@ pub(super) async fn rotate_refresh(
     })
 }
 
-/// Spends a live token of a live registration; returns its family, its
-/// registration and what the new assertion names.
+/// Spends a live token of a live family of a live registration; returns
+/// the family, its registration and what the new assertion names.
 const SPEND: &str = "UPDATE refresh_tokens t SET spent_at = $3
-     FROM registrations r LEFT JOIN users u ON u.id = r.user_id
-     WHERE t.id = $1 AND t.token_hash = $2 AND t.spent_at IS NULL AND t.revoked_at IS NULL
-       AND t.expires_at > $3 AND r.id = t.registration_id AND r.status IN ('claimed', 'active')
-     RETURNING t.family_id, t.registration_id, r.status, u.email, u.email_verified";
+     FROM refresh_families f JOIN registrations r ON r.id = f.registration_id
+          LEFT JOIN users u ON u.id = r.user_id
+     WHERE t.id = $1 AND t.token_hash = $2 AND t.spent_at IS NULL AND t.expires_at > $3
+       AND f.id = t.family_id AND f.revoked_at IS NULL AND r.status IN ('claimed', 'active')
+     RETURNING t.family_id, f.registration_id, r.status, u.email, u.email_verified";
 
 /// Why a token did not rotate: a spent one presented again ends its
 /// family (RFC 9700 §4.14.2; one of two holders, and which cannot be
@@ -173,8 +180,10 @@ const SPEND: &str = "UPDATE refresh_tokens t SET spent_at = $3
 async fn refused(tx: &Transaction<'_>, r: &RefreshRotation) -> Result<Rotated, StoreError> {
     let stmt = tx
         .prepare_cached(
-            "SELECT token_hash, family_id, registration_id, spent_at IS NOT NULL, revoked_at IS NOT NULL
-             FROM refresh_tokens WHERE id = $1 FOR UPDATE",
+            "SELECT t.token_hash, t.family_id, f.registration_id, t.spent_at IS NOT NULL,
+                    f.revoked_at IS NOT NULL
+             FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
+             WHERE t.id = $1 FOR UPDATE OF f",
         )
         .await
         .map_err(pg)?;
@@ -186,12 +195,22 @@ async fn refused(tx: &Transaction<'_>, r: &RefreshRotation) -> Result<Rotated, S
     if SecretHash::from_slice(&hash) != Some(r.presented) || revoked || !spent {
         return Ok(Rotated::Invalid);
     }
-    let revoked = exec(
+    exec(
         tx,
-        "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
+        "UPDATE refresh_families SET revoked_at = $2 WHERE id = $1",
         &[&family, &r.now.as_millis()],
     )
     .await?;
-    insert_event(tx, &r.reused_event(&registration_id, &family, revoked)).await?;
+    let stmt = tx
+        .prepare_cached("SELECT COUNT(*) FROM refresh_tokens WHERE family_id = $1")
+        .await
+        .map_err(pg)?;
+    let tokens: i64 = tx.query_one(&stmt, &[&family]).await.map_err(pg)?.get(0);
+    let e = r.reused_event(
+        &registration_id,
+        &family,
+        u64::try_from(tokens).unwrap_or(0),
+    );
+    insert_event(tx, &e).await?;
     Ok(Rotated::Reused { registration_id })
 }

@@ -256,8 +256,8 @@ pub(super) async fn revoke_credential(
 const ANY_LIVE_CREDENTIAL: &str =
     "SELECT EXISTS (SELECT 1 FROM credentials WHERE registration_id = $1
          AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2))
-     OR EXISTS (SELECT 1 FROM refresh_tokens WHERE registration_id = $1
-         AND revoked_at IS NULL AND spent_at IS NULL AND expires_at > $2)";
+     OR EXISTS (SELECT 1 FROM refresh_families WHERE registration_id = $1
+         AND revoked_at IS NULL AND expires_at > $2)";
 
 /// A refresh token presented at `/oauth2/revoke`: its family, the
 /// registration's access tokens, then the registration if nothing is left.
@@ -268,9 +268,10 @@ async fn revoke_refresh(
     let now = r.now.as_millis();
     let stmt = tx
         .prepare_cached(
-            "SELECT t.registration_id, t.family_id, g.status FROM refresh_tokens t
-             JOIN registrations g ON g.id = t.registration_id
-             WHERE t.id = $1 AND t.token_hash = $2 AND t.revoked_at IS NULL AND t.spent_at IS NULL
+            "SELECT f.registration_id, t.family_id, g.status FROM refresh_tokens t
+             JOIN refresh_families f ON f.id = t.family_id
+             JOIN registrations g ON g.id = f.registration_id
+             WHERE t.id = $1 AND t.token_hash = $2 AND f.revoked_at IS NULL AND t.spent_at IS NULL
                AND t.expires_at > $3
              FOR UPDATE OF g",
         )
@@ -287,7 +288,7 @@ async fn revoke_refresh(
         (row.get(0), row.get(1), row.get(2));
     let n = exec(
         tx,
-        "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
+        "UPDATE refresh_families SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
         &[&now, &family],
     )
     .await?;

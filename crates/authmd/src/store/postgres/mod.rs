@@ -1141,7 +1141,14 @@ impl Store for PostgresStore {
                 &[&now.as_millis()],
             )
             .await
-            .map_err(pg)?;
+            .map_err(pg)?
+            + client
+                .execute(
+                    "DELETE FROM refresh_families WHERE expires_at < $1",
+                    &[&now.as_millis()],
+                )
+                .await
+                .map_err(pg)?;
         let k = client
             .execute(
                 "DELETE FROM signing_keys WHERE published_until <= $1",

@@ -652,7 +652,20 @@ pub(super) fn complete_claim(c: &Connection, req: &CompleteClaim) -> Result<Comp
             .map_err(db)?;
             insert_event(c, &crate::store::linked_at_claim(req, &user_id, iss, sub))?;
         }
-        insert_refresh(c, &req.registration_id, refresh, req.now)?;
+        c.prepare_cached(
+            "INSERT INTO refresh_families (id, registration_id, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                refresh.family_id,
+                req.registration_id,
+                now,
+                refresh.expires_at.as_millis()
+            ])
+        })
+        .map_err(db)?;
+        insert_refresh(c, refresh, req.now)?;
     }
     Ok(Completed::Claimed {
         registration_type: reg.kind,
@@ -663,22 +676,21 @@ pub(super) fn complete_claim(c: &Connection, req: &CompleteClaim) -> Result<Comp
     })
 }
 
+/// A refresh token of an existing family.
 pub(super) fn insert_refresh(
     c: &Connection,
-    registration_id: &str,
     t: &crate::store::NewRefreshToken,
     now: Timestamp,
 ) -> Result<(), StoreError> {
     c.prepare_cached(
-        "INSERT INTO refresh_tokens (id, token_hash, family_id, registration_id, issued_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO refresh_tokens (id, token_hash, family_id, issued_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )
     .and_then(|mut s| {
         s.execute(params![
             t.id,
             t.hash.as_bytes(),
             t.family_id,
-            registration_id,
             now.as_millis(),
             t.expires_at.as_millis()
         ])

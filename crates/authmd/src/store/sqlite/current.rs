@@ -125,32 +125,32 @@ pub(super) fn rotate_refresh(c: &Connection, r: &RefreshRotation) -> Result<Rota
     let now = r.now.as_millis();
     // Check and spend in one statement (SQLite's RETURNING cannot name
     // another table, so what the assertion names is read after).
-    let spent: Option<(String, String)> = c
+    let family: Option<String> = c
         .prepare_cached(
             "UPDATE refresh_tokens SET spent_at = ?3
-             WHERE id = ?1 AND token_hash = ?2 AND spent_at IS NULL AND revoked_at IS NULL
-               AND expires_at > ?3 AND EXISTS (SELECT 1 FROM registrations r
-                   WHERE r.id = refresh_tokens.registration_id AND r.status IN ('claimed', 'active'))
-             RETURNING family_id, registration_id",
+             WHERE id = ?1 AND token_hash = ?2 AND spent_at IS NULL AND expires_at > ?3
+               AND EXISTS (SELECT 1 FROM refresh_families f JOIN registrations r ON r.id = f.registration_id
+                           WHERE f.id = refresh_tokens.family_id AND f.revoked_at IS NULL
+                             AND r.status IN ('claimed', 'active'))
+             RETURNING family_id",
         )
         .and_then(|mut s| {
-            s.query_row(params![r.id, r.presented.as_bytes(), now], |x| {
-                Ok((x.get(0)?, x.get(1)?))
-            })
-            .optional()
+            s.query_row(params![r.id, r.presented.as_bytes(), now], |x| x.get(0))
+                .optional()
         })
         .map_err(db)?;
-    let Some((family, registration_id)) = spent else {
+    let Some(family) = family else {
         return refused(c, r);
     };
-    let (status, email, verified): (String, Option<String>, Option<bool>) = c
-        .prepare_cached(
-            "SELECT r.status, u.email, u.email_verified FROM registrations r
-             LEFT JOIN users u ON u.id = r.user_id WHERE r.id = ?1",
+    let (registration_id, status, email, verified): (String, String, Option<String>, Option<bool>) =
+        c.prepare_cached(
+            "SELECT f.registration_id, r.status, u.email, u.email_verified FROM refresh_families f
+             JOIN registrations r ON r.id = f.registration_id
+             LEFT JOIN users u ON u.id = r.user_id WHERE f.id = ?1",
         )
         .and_then(|mut s| {
-            s.query_row([&registration_id], |x| {
-                Ok((x.get(0)?, x.get(1)?, x.get(2)?))
+            s.query_row([&family], |x| {
+                Ok((x.get(0)?, x.get(1)?, x.get(2)?, x.get(3)?))
             })
         })
         .map_err(db)?;
@@ -159,7 +159,10 @@ pub(super) fn rotate_refresh(c: &Connection, r: &RefreshRotation) -> Result<Rota
         family_id: family.clone(),
         ..r.next.clone()
     };
-    super::claims::insert_refresh(c, &registration_id, &next, r.now)?;
+    super::claims::insert_refresh(c, &next, r.now)?;
+    c.prepare_cached("UPDATE refresh_families SET expires_at = ?2 WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![family, next.expires_at.as_millis()]))
+        .map_err(db)?;
     for e in r.events(&registration_id, &family) {
         insert_event(c, &e)?;
     }
@@ -176,8 +179,9 @@ pub(super) fn rotate_refresh(c: &Connection, r: &RefreshRotation) -> Result<Rota
 fn refused(c: &Connection, r: &RefreshRotation) -> Result<Rotated, StoreError> {
     let row: Option<(Vec<u8>, String, String, bool, bool)> = c
         .prepare_cached(
-            "SELECT token_hash, family_id, registration_id, spent_at IS NOT NULL, revoked_at IS NOT NULL
-             FROM refresh_tokens WHERE id = ?1",
+            "SELECT t.token_hash, t.family_id, f.registration_id, t.spent_at IS NOT NULL,
+                    f.revoked_at IS NOT NULL
+             FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.id = ?1",
         )
         .and_then(|mut s| {
             s.query_row([&r.id], |x| {
@@ -192,13 +196,18 @@ fn refused(c: &Connection, r: &RefreshRotation) -> Result<Rotated, StoreError> {
     if SecretHash::from_slice(&hash) != Some(r.presented) || revoked || !spent {
         return Ok(Rotated::Invalid);
     }
-    let revoked = c
-        .prepare_cached(
-            "UPDATE refresh_tokens SET revoked_at = ?2 WHERE family_id = ?1 AND revoked_at IS NULL",
-        )
+    c.prepare_cached("UPDATE refresh_families SET revoked_at = ?2 WHERE id = ?1")
         .and_then(|mut s| s.execute(params![family, r.now.as_millis()]))
         .map_err(db)?;
-    let e = r.reused_event(&registration_id, &family, revoked as u64);
+    let tokens: i64 = c
+        .prepare_cached("SELECT COUNT(*) FROM refresh_tokens WHERE family_id = ?1")
+        .and_then(|mut s| s.query_row([&family], |x| x.get(0)))
+        .map_err(db)?;
+    let e = r.reused_event(
+        &registration_id,
+        &family,
+        u64::try_from(tokens).unwrap_or(0),
+    );
     insert_event(c, &e)?;
     e.log();
     Ok(Rotated::Reused { registration_id })

@@ -153,8 +153,8 @@ pub(super) fn revoke_subject(
 const ANY_LIVE_CREDENTIAL: &str =
     "SELECT EXISTS (SELECT 1 FROM credentials WHERE registration_id = ?1
      AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2))
-     OR EXISTS (SELECT 1 FROM refresh_tokens WHERE registration_id = ?1
-     AND revoked_at IS NULL AND spent_at IS NULL AND expires_at > ?2)";
+     OR EXISTS (SELECT 1 FROM refresh_families WHERE registration_id = ?1
+     AND revoked_at IS NULL AND expires_at > ?2)";
 
 /// RFC 7009 self-revocation in the writer's transaction.
 pub(super) fn revoke_credential(
@@ -215,9 +215,10 @@ fn revoke_refresh(c: &Connection, r: &SelfRevocation) -> Result<SelfRevoked, Sto
     let now = r.now.as_millis();
     let found: Option<(String, String)> = c
         .prepare_cached(
-            "SELECT registration_id, family_id FROM refresh_tokens
-             WHERE id = ?1 AND token_hash = ?2 AND revoked_at IS NULL AND spent_at IS NULL
-               AND expires_at > ?3",
+            "SELECT f.registration_id, t.family_id FROM refresh_tokens t
+             JOIN refresh_families f ON f.id = t.family_id
+             WHERE t.id = ?1 AND t.token_hash = ?2 AND f.revoked_at IS NULL AND t.spent_at IS NULL
+               AND t.expires_at > ?3",
         )
         .and_then(|mut s| {
             s.query_row(
@@ -231,7 +232,7 @@ fn revoke_refresh(c: &Connection, r: &SelfRevocation) -> Result<SelfRevoked, Sto
         return Ok(SelfRevoked::Nothing);
     };
     c.prepare_cached(
-        "UPDATE refresh_tokens SET revoked_at = ?1 WHERE family_id = ?2 AND revoked_at IS NULL",
+        "UPDATE refresh_families SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
     )
     .and_then(|mut s| s.execute(params![now, family]))
     .map_err(db)?;

@@ -1148,6 +1148,11 @@ impl Store for SqliteStore {
                     "DELETE FROM refresh_tokens WHERE expires_at < ?1",
                     [now.as_millis()],
                 )
+                .map_err(db)?
+                + c.execute(
+                    "DELETE FROM refresh_families WHERE expires_at < ?1",
+                    [now.as_millis()],
+                )
                 .map_err(db)?;
             Ok(u64::try_from(a + b + j + k + r).unwrap_or(u64::MAX))
         })
