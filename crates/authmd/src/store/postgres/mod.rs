@@ -166,6 +166,20 @@ impl PostgresStore {
     }
 }
 
+/// Ends a transaction: commits it, or rolls it back now. A refusal must
+/// not leave its row locks to the rollback that dropping a transaction
+/// sends, which the server may process after the caller has answered
+/// (seen: the sweep's `SKIP LOCKED` passed over a registration whose
+/// refused claim completion had already been answered).
+async fn finish(tx: Transaction<'_>, commit: bool) -> Result<(), StoreError> {
+    if commit {
+        tx.commit().await
+    } else {
+        tx.rollback().await
+    }
+    .map_err(pg)
+}
+
 async fn exec(
     tx: &Transaction<'_>,
     sql: &str,
@@ -695,9 +709,7 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let outcome = register_agent_tx(&tx, &reg, &limits, &mode).await?;
-        if matches!(outcome, AgentRegistered::Issued { .. }) {
-            tx.commit().await.map_err(pg)?;
-        }
+        finish(tx, matches!(outcome, AgentRegistered::Issued { .. })).await?;
         Ok(outcome)
     }
 
@@ -709,9 +721,7 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let created = current::create_identity_registration(&tx, &reg, &limits).await?;
-        if created.is_ok() {
-            tx.commit().await.map_err(pg)?;
-        }
+        finish(tx, created.is_ok()).await?;
         Ok(created)
     }
 
@@ -719,9 +729,7 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let outcome = current::exchange_assertion(&tx, &x).await?;
-        if matches!(outcome, Exchanged::Issued { .. }) {
-            tx.commit().await.map_err(pg)?;
-        }
+        finish(tx, matches!(outcome, Exchanged::Issued { .. })).await?;
         Ok(outcome)
     }
 
@@ -770,9 +778,7 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let outcome = claims::create_email_registration(&tx, &reg, &limits).await?;
-        if outcome.is_ok() {
-            tx.commit().await.map_err(pg)?;
-        }
+        finish(tx, outcome.is_ok()).await?;
         Ok(outcome)
     }
 
@@ -784,9 +790,7 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let outcome = claims::start_claim(&tx, &req, &limits).await?;
-        if matches!(outcome, ClaimStarted::Started { .. }) {
-            tx.commit().await.map_err(pg)?;
-        }
+        finish(tx, matches!(outcome, ClaimStarted::Started { .. })).await?;
         Ok(outcome)
     }
 
@@ -813,9 +817,7 @@ impl Store for PostgresStore {
         let tx = client.transaction().await.map_err(pg)?;
         let outcome =
             claims::mint_otp(&tx, attempt_id, &proof, &otp, otp_expires_at, now, &meta).await?;
-        if matches!(outcome, AttemptAction::Done { .. }) {
-            tx.commit().await.map_err(pg)?;
-        }
+        finish(tx, matches!(outcome, AttemptAction::Done { .. })).await?;
         Ok(outcome)
     }
 
@@ -829,9 +831,7 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let outcome = claims::deny_attempt(&tx, attempt_id, &proof, now, &meta).await?;
-        if matches!(outcome, AttemptAction::Done { .. }) {
-            tx.commit().await.map_err(pg)?;
-        }
+        finish(tx, matches!(outcome, AttemptAction::Done { .. })).await?;
         Ok(outcome)
     }
 
@@ -839,9 +839,7 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let (outcome, commit) = claims::complete_claim(&tx, &req).await?;
-        if commit {
-            tx.commit().await.map_err(pg)?;
-        }
+        finish(tx, commit).await?;
         Ok(outcome)
     }
 
@@ -853,9 +851,7 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let outcome = claims::start_sign_in(&tx, &req, &limits).await?;
-        if outcome == SignInStarted::Sent {
-            tx.commit().await.map_err(pg)?;
-        }
+        finish(tx, outcome == SignInStarted::Sent).await?;
         Ok(outcome)
     }
 
@@ -863,9 +859,7 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let outcome = current::rotate_refresh(&tx, &r).await?;
-        if !matches!(outcome, Rotated::Invalid) {
-            tx.commit().await.map_err(pg)?;
-        }
+        finish(tx, !matches!(outcome, Rotated::Invalid)).await?;
         Ok(outcome)
     }
 
@@ -892,9 +886,7 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let outcome = admit(&tx, &limits, now).await?;
-        if outcome.is_ok() {
-            tx.commit().await.map_err(pg)?;
-        }
+        finish(tx, outcome.is_ok()).await?;
         Ok(outcome)
     }
 
@@ -1182,9 +1174,7 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let outcome = governance::revoke_subject(&tx, &r).await?;
-        if matches!(outcome, SubjectRevoked::Done(_)) {
-            tx.commit().await.map_err(pg)?;
-        }
+        finish(tx, matches!(outcome, SubjectRevoked::Done(_))).await?;
         Ok(outcome)
     }
 
@@ -1200,9 +1190,7 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let outcome = governance::revoke_credential(&tx, &r).await?;
-        if outcome != SelfRevoked::Nothing {
-            tx.commit().await.map_err(pg)?;
-        }
+        finish(tx, outcome != SelfRevoked::Nothing).await?;
         Ok(outcome)
     }
 
