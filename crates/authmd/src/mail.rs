@@ -17,12 +17,24 @@ use async_trait::async_trait;
 use lettre::AsyncTransport;
 
 /// A message to one recipient, with a plain-text and an HTML part.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Email {
     pub to: String,
     pub subject: String,
     pub text: String,
     pub html: String,
+}
+
+/// The body carries a one-time link (a claim or sign-in secret): a
+/// `Debug` print of a message, or of anything that holds one, shows only
+/// its recipient and subject.
+impl std::fmt::Debug for Email {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Email")
+            .field("to", &self.to)
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +202,16 @@ mod tests {
             text: "plain body".into(),
             html: "<p>html body</p>".into(),
         }
+    }
+
+    #[test]
+    fn debug_shows_no_body() {
+        let mut m = email();
+        m.text = "open https://x.example/v?token=cvt_secret".into();
+        m.html = m.text.clone();
+        let shown = format!("{m:?}");
+        assert!(!shown.contains("cvt_secret"), "{shown}");
+        assert!(shown.contains(&m.to));
     }
 
     #[tokio::test]
