@@ -91,6 +91,19 @@ pub struct Identified {
     pub claim: Option<ClaimBlock>,
 }
 
+/// A registration to create pending a claim (see
+/// `AuthMd::create_pending_claim`).
+struct PendingClaim<'a> {
+    /// `type` in the answer.
+    kind: &'static str,
+    registration_type: RegistrationType,
+    /// The address the claim must prove.
+    email: &'a str,
+    /// A step-up's provider subject.
+    subject: Option<(String, String)>,
+    limits: Vec<crate::rate_limit::RateLimit>,
+}
+
 /// What `POST /agent/identity` answers.
 #[derive(Debug, Clone)]
 pub enum IdentityOutcome {
@@ -269,36 +282,6 @@ impl AuthMd {
         }
         let email = crate::current_claim::login_hint(req.login_hint.as_deref())?;
         self.refuse_blocked_address(email).await?;
-        let registration_id = new_id("reg_");
-        let claim_token = PlainSecret::generate(SecretKind::ClaimToken, &registration_id);
-        let expires_at = now.plus(config.ttl.registration.get());
-        let minted = self.new_identity_attempt(now, expires_at);
-        let events = vec![
-            AuditEvent::new(EventKind::RegistrationCreated, now, meta)
-                .registration(&registration_id)
-                .with(
-                    "registration_type",
-                    RegistrationType::EmailVerification.as_str(),
-                )
-                .with("dialect", Dialect::Current.as_str()),
-            AuditEvent::new(EventKind::ClaimRequested, now, meta)
-                .registration(&registration_id)
-                .with("email", email)
-                .with("claim_attempt_id", minted.attempt.id.as_str()),
-        ];
-        let link_expires_at = minted.attempt.link_expires_at;
-        let new = NewIdentityRegistration {
-            registration_id: registration_id.clone(),
-            registration_type: RegistrationType::EmailVerification,
-            status: RegistrationStatus::PendingClaim,
-            claim_token: claim_token.hash(),
-            email: Some(email.to_owned()),
-            subject: None,
-            attempt: Some(minted.attempt),
-            created_at: now,
-            expires_at,
-            events,
-        };
         // The email flow's buckets, one for both dialects.
         let limits = self.limits(
             "verified_email",
@@ -306,10 +289,67 @@ impl AuthMd {
             config.rate_limits.verified_email_per_ip_per_hour,
             config.rate_limits.verified_email_per_hour,
         );
-        self.create_identity(new, limits).await?;
-        Ok(IdentityOutcome::Done(Identified {
-            id: registration_id,
+        let pending = PendingClaim {
             kind: "service_auth",
+            registration_type: RegistrationType::EmailVerification,
+            email,
+            subject: None,
+            limits,
+        };
+        let body = self
+            .create_pending_claim(pending, now, |id, attempt_id| {
+                vec![
+                    AuditEvent::new(EventKind::RegistrationCreated, now, meta)
+                        .registration(id)
+                        .with(
+                            "registration_type",
+                            RegistrationType::EmailVerification.as_str(),
+                        )
+                        .with("dialect", Dialect::Current.as_str()),
+                    AuditEvent::new(EventKind::ClaimRequested, now, meta)
+                        .registration(id)
+                        .with("email", email)
+                        .with("claim_attempt_id", attempt_id),
+                ]
+            })
+            .await?;
+        Ok(IdentityOutcome::Done(body))
+    }
+
+    /// A registration pending the claim of `p.email`, with its first
+    /// attempt (`service_auth`, and an ID-JAG step-up), created under
+    /// `p.limits` with the events `events(registration_id, attempt_id)`;
+    /// returns the answer's body: no identity, the post-claim scopes, the
+    /// claim handle and the attempt's `verification_uri`.
+    async fn create_pending_claim(
+        &self,
+        p: PendingClaim<'_>,
+        now: Timestamp,
+        events: impl FnOnce(&str, &str) -> Vec<AuditEvent>,
+    ) -> Result<Identified, Error> {
+        let config = self.config();
+        let registration_id = new_id("reg_");
+        let claim_token = PlainSecret::generate(SecretKind::ClaimToken, &registration_id);
+        let expires_at = now.plus(config.ttl.registration.get());
+        let minted = self.new_identity_attempt(now, expires_at);
+        let link_expires_at = minted.attempt.link_expires_at;
+        let events = events(&registration_id, &minted.attempt.id);
+        let new = NewIdentityRegistration {
+            registration_id: registration_id.clone(),
+            registration_type: p.registration_type,
+            status: RegistrationStatus::PendingClaim,
+            claim_token: claim_token.hash(),
+            email: Some(p.email.to_owned()),
+            subject: p.subject,
+            attempt: Some(minted.attempt),
+            created_at: now,
+            expires_at,
+            events,
+        };
+        self.create_identity(new, p.limits).await?;
+        Ok(Identified {
+            id: registration_id,
+            kind: p.kind,
             identity: None,
             scopes: Some(Scopes::Split {
                 pre_claim: None,
@@ -324,7 +364,7 @@ impl AuthMd {
                     expires_at: link_expires_at.to_rfc3339(),
                 }),
             }),
-        }))
+        })
     }
 
     /// An ID-JAG in the current dialect: the §3.3 checks (the same code as
@@ -460,59 +500,35 @@ impl AuthMd {
         now: Timestamp,
     ) -> Result<IdentityOutcome, Error> {
         let config = self.config();
-        let registration_id = new_id("reg_");
-        let claim_token = PlainSecret::generate(SecretKind::ClaimToken, &registration_id);
-        let expires_at = now.plus(config.ttl.registration.get());
-        let minted = self.new_identity_attempt(now, expires_at);
-        let link_expires_at = minted.attempt.link_expires_at;
-        let events = vec![
-            AuditEvent::new(EventKind::StepUpRequired, now, meta)
-                .registration(&registration_id)
-                .with(
-                    "registration_type",
-                    RegistrationType::AgentProvider.as_str(),
-                )
-                .with("dialect", Dialect::Current.as_str())
-                .with("iss", verified.iss.as_str())
-                .with("sub", verified.sub.as_str()),
-        ];
-        let new = NewIdentityRegistration {
-            registration_id: registration_id.clone(),
-            registration_type: RegistrationType::AgentProvider,
-            status: RegistrationStatus::PendingClaim,
-            claim_token: claim_token.hash(),
-            email: Some(user_email.to_owned()),
-            subject: Some((verified.iss.clone(), verified.sub.clone())),
-            attempt: Some(minted.attempt),
-            created_at: now,
-            expires_at,
-            events,
-        };
         let limits = self.limits(
             "identity_assertion",
             meta,
             config.rate_limits.identity_assertion_per_ip_per_hour,
             config.rate_limits.identity_assertion_per_hour,
         );
-        self.create_identity(new, limits).await?;
-        Ok(IdentityOutcome::InteractionRequired(Identified {
-            id: registration_id,
+        let pending = PendingClaim {
             kind: "identity_assertion",
-            identity: None,
-            scopes: Some(Scopes::Split {
-                pre_claim: None,
-                post_claim: config.resource.post_claim_scopes.clone(),
-            }),
-            claim: Some(ClaimBlock {
-                token: claim_token.expose().to_owned(),
-                expires_at: expires_at.to_rfc3339(),
-                url: self.urls().identity_claim.clone(),
-                attempt: Some(AttemptBlock {
-                    verification_uri: self.verification_uri(minted.link.expose()),
-                    expires_at: link_expires_at.to_rfc3339(),
-                }),
-            }),
-        }))
+            registration_type: RegistrationType::AgentProvider,
+            email: user_email,
+            subject: Some((verified.iss.clone(), verified.sub.clone())),
+            limits,
+        };
+        let body = self
+            .create_pending_claim(pending, now, |id, _| {
+                vec![
+                    AuditEvent::new(EventKind::StepUpRequired, now, meta)
+                        .registration(id)
+                        .with(
+                            "registration_type",
+                            RegistrationType::AgentProvider.as_str(),
+                        )
+                        .with("dialect", Dialect::Current.as_str())
+                        .with("iss", verified.iss.as_str())
+                        .with("sub", verified.sub.as_str()),
+                ]
+            })
+            .await?;
+        Ok(IdentityOutcome::InteractionRequired(body))
     }
 
     /// Where the user confirms a current-dialect claim attempt.
