@@ -34,43 +34,36 @@ impl AuthMd {
         now: Timestamp,
     ) -> Result<(), Error> {
         let token = token?;
-        if let Some(p) = crate::token::recognize(&token, &[crate::token::SecretKind::RefreshToken])
-        {
-            // RFC 7009 §2: a refresh token ends its family and the grant.
-            let outcome = self
-                .store()
-                .revoke_credential(SelfRevocation {
-                    credential_id: p.id(),
-                    credential: p.hash,
-                    now,
-                    meta: meta.clone(),
-                    refresh: true,
-                })
-                .await?;
-            if outcome != SelfRevoked::Nothing {
-                crate::metrics::revocations("self", 1);
-                self.refresh_after_commit().await;
-            }
-            return Ok(());
-        }
-        let Validation::Valid(record) = self.validate(Some(&token), now).await? else {
-            return Ok(());
+        let refresh = crate::token::recognize(&token, &[crate::token::SecretKind::RefreshToken]);
+        // A refresh token (RFC 7009 §2: it ends its family and the grant)
+        // is checked by the store; a credential by the API's validation.
+        let (credential_id, credential) = match &refresh {
+            Some(p) => (p.id(), p.hash),
+            None => match self.validate(Some(&token), now).await? {
+                Validation::Valid(record) => (record.credential_id.clone(), record.secret_hash),
+                _ => return Ok(()),
+            },
         };
         let outcome = self
             .store()
             .revoke_credential(SelfRevocation {
-                credential_id: record.credential_id.clone(),
-                credential: record.secret_hash,
+                credential_id,
+                credential,
                 now,
                 meta: meta.clone(),
-                refresh: false,
+                refresh: refresh.is_some(),
             })
             .await?;
         if outcome != SelfRevoked::Nothing {
             crate::metrics::revocations("self", 1);
-            // This replica drops it at once; the others at their next poll
-            // of the invalidation log.
-            self.validator().forget(&record.secret_hash);
+            if refresh.is_some() {
+                // The grant's access tokens: read back from the log now.
+                self.refresh_after_commit().await;
+            } else {
+                // This replica drops it at once; the others at their next
+                // poll of the invalidation log.
+                self.validator().forget(&credential);
+            }
         }
         Ok(())
     }

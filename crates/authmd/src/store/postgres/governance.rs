@@ -209,25 +209,7 @@ pub(super) async fn revoke_credential(
         // Revoked by a transaction that committed while we waited.
         return Ok(SelfRevoked::Nothing);
     }
-    let stmt = tx.prepare_cached(ANY_LIVE_CREDENTIAL).await.map_err(pg)?;
-    let left: bool = tx
-        .query_one(&stmt, &[&registration_id, &now])
-        .await
-        .map_err(pg)?
-        .get(0);
-    let live = matches!(
-        status.as_str(),
-        "unclaimed" | "pending_claim" | "claimed" | "active"
-    );
-    let ended = !left && live;
-    if ended {
-        exec(
-            tx,
-            "UPDATE registrations SET status = 'revoked', updated_at = $1 WHERE id = $2",
-            &[&now, &registration_id],
-        )
-        .await?;
-    }
+    let ended = end_if_nothing_live(tx, &registration_id, &status, now).await?;
     let mut events = vec![r.event(
         EventKind::CredentialRevoked,
         &registration_id,
@@ -250,6 +232,33 @@ pub(super) async fn revoke_credential(
     Ok(SelfRevoked::Revoked {
         registration_ended: ended,
     })
+}
+
+/// A self-revocation's last step: a live registration (its `status`,
+/// read under its row lock) with nothing live left is `revoked`. Whether
+/// it ended.
+async fn end_if_nothing_live(
+    tx: &Transaction<'_>,
+    registration_id: &str,
+    status: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let stmt = tx.prepare_cached(ANY_LIVE_CREDENTIAL).await.map_err(pg)?;
+    let left: bool = tx
+        .query_one(&stmt, &[&registration_id, &now])
+        .await
+        .map_err(pg)?
+        .get(0);
+    let ended = !left && matches!(status, "unclaimed" | "pending_claim" | "claimed" | "active");
+    if ended {
+        exec(
+            tx,
+            "UPDATE registrations SET status = 'revoked', updated_at = $1 WHERE id = $2",
+            &[&now, &registration_id],
+        )
+        .await?;
+    }
+    Ok(ended)
 }
 
 /// A live credential or a live refresh token (current dialect).
@@ -309,25 +318,7 @@ async fn revoke_refresh(
         .iter()
         .map(|row| row.get(0))
         .collect();
-    let stmt = tx.prepare_cached(ANY_LIVE_CREDENTIAL).await.map_err(pg)?;
-    let left: bool = tx
-        .query_one(&stmt, &[&registration_id, &now])
-        .await
-        .map_err(pg)?
-        .get(0);
-    let ended = !left
-        && matches!(
-            status.as_str(),
-            "unclaimed" | "pending_claim" | "claimed" | "active"
-        );
-    if ended {
-        exec(
-            tx,
-            "UPDATE registrations SET status = 'revoked', updated_at = $1 WHERE id = $2",
-            &[&now, &registration_id],
-        )
-        .await?;
-    }
+    let ended = end_if_nothing_live(tx, &registration_id, &status, now).await?;
     for e in crate::store::refresh_revoked_events(r, &registration_id, hashes.len(), ended) {
         insert_event(tx, &e).await?;
         e.log();

@@ -156,6 +156,27 @@ const ANY_LIVE_CREDENTIAL: &str =
      OR EXISTS (SELECT 1 FROM refresh_families WHERE registration_id = ?1
      AND revoked_at IS NULL AND expires_at > ?2)";
 
+/// A self-revocation's last step: a live registration with nothing live
+/// left is `revoked`. Whether it ended.
+fn end_if_nothing_live(
+    c: &Connection,
+    registration_id: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let left: bool = c
+        .prepare_cached(ANY_LIVE_CREDENTIAL)
+        .and_then(|mut s| s.query_row(params![registration_id, now], |row| row.get(0)))
+        .map_err(db)?;
+    Ok(!left
+        && c.prepare_cached(
+            "UPDATE registrations SET status = 'revoked', updated_at = ?1
+             WHERE id = ?2 AND status IN ('unclaimed', 'pending_claim', 'claimed', 'active')",
+        )
+        .and_then(|mut s| s.execute(params![now, registration_id]))
+        .map_err(db)?
+            > 0)
+}
+
 /// RFC 7009 self-revocation in the writer's transaction.
 pub(super) fn revoke_credential(
     c: &Connection,
@@ -182,18 +203,7 @@ pub(super) fn revoke_credential(
     let Some((registration_id, user_id, credential_type)) = revoked else {
         return Ok(SelfRevoked::Nothing);
     };
-    let left: bool = c
-        .prepare_cached(ANY_LIVE_CREDENTIAL)
-        .and_then(|mut s| s.query_row(params![registration_id, now], |row| row.get(0)))
-        .map_err(db)?;
-    let ended = !left
-        && c.prepare_cached(
-            "UPDATE registrations SET status = 'revoked', updated_at = ?1
-             WHERE id = ?2 AND status IN ('unclaimed', 'pending_claim', 'claimed', 'active')",
-        )
-        .and_then(|mut s| s.execute(params![now, registration_id]))
-        .map_err(db)?
-            > 0;
+    let ended = end_if_nothing_live(c, &registration_id, now)?;
     let mut kinds = vec![EventKind::CredentialRevoked];
     if ended {
         kinds.push(EventKind::RegistrationRevoked);
@@ -248,18 +258,7 @@ fn revoke_refresh(c: &Connection, r: &SelfRevocation) -> Result<SelfRevoked, Sto
             .map_err(db)?;
         rows.collect::<Result<_, _>>().map_err(db)?
     };
-    let left: bool = c
-        .prepare_cached(ANY_LIVE_CREDENTIAL)
-        .and_then(|mut s| s.query_row(params![registration_id, now], |row| row.get(0)))
-        .map_err(db)?;
-    let ended = !left
-        && c.prepare_cached(
-            "UPDATE registrations SET status = 'revoked', updated_at = ?1
-             WHERE id = ?2 AND status IN ('unclaimed', 'pending_claim', 'claimed', 'active')",
-        )
-        .and_then(|mut s| s.execute(params![now, registration_id]))
-        .map_err(db)?
-            > 0;
+    let ended = end_if_nothing_live(c, &registration_id, now)?;
     for e in crate::store::refresh_revoked_events(r, &registration_id, hashes.len(), ended) {
         insert_event(c, &e)?;
         e.log();
