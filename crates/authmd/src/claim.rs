@@ -88,11 +88,16 @@ pub fn valid_email(email: &str) -> bool {
 }
 
 /// `POST /agent/auth/claim` body.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 pub struct ClaimBody {
     pub claim_token: Option<String>,
     pub email: Option<String>,
 }
+
+redacted_debug!(ClaimBody {
+    show: [email],
+    hide: [claim_token]
+});
 
 /// `POST /agent/auth/claim` answer.
 #[derive(Debug, Clone, Serialize)]
@@ -104,10 +109,15 @@ pub struct ClaimInitiated {
 }
 
 /// `POST /agent/auth/claim/attempt/challenge` body.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 pub struct ChallengeBody {
     pub claim_attempt_token: Option<String>,
 }
+
+redacted_debug!(ChallengeBody {
+    show: [],
+    hide: [claim_attempt_token]
+});
 
 /// `POST /agent/auth/claim/attempt/challenge` answer.
 #[derive(Debug, Clone, Serialize)]
@@ -119,11 +129,16 @@ pub struct Challenge {
 }
 
 /// `POST /agent/auth/claim/complete` body.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 pub struct CompleteBody {
     pub claim_token: Option<String>,
     pub otp: Option<String>,
 }
+
+redacted_debug!(CompleteBody {
+    show: [],
+    hide: [claim_token, otp]
+});
 
 /// `POST /agent/auth/claim/complete` answer.
 #[derive(Debug, Clone, Serialize)]
@@ -688,6 +703,37 @@ pub fn claim_email(app: &AuthMd, to: &str, link: &PlainSecret, expires: Timestam
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_bodies_never_debug_print_their_secrets() {
+        let complete = CompleteBody {
+            claim_token: Some("clm_presented".into()),
+            otp: Some("123456".into()),
+        };
+        let shown = format!(
+            "{complete:?} {:?} {:?}",
+            ClaimBody {
+                claim_token: Some("clm_presented".into()),
+                email: Some("a@example.com".into()),
+            },
+            crate::current::IdentityRequest {
+                kind: Some("refresh".into()),
+                refresh_token: Some("amd_rt_presented".into()),
+                assertion: Some("eyJ.presented.jwt".into()),
+                ..Default::default()
+            }
+        );
+        for secret in [
+            "clm_presented",
+            "123456",
+            "amd_rt_presented",
+            "eyJ.presented.jwt",
+        ] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("a@example.com") && shown.contains("\"refresh\""));
+        assert!(shown.contains("otp: Some(\"***\")"), "{shown}");
+    }
 
     #[test]
     fn codes_are_six_digits_and_spread() {

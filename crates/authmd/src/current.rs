@@ -22,7 +22,7 @@ use crate::vocab::{Dialect, ID_JAG_ASSERTION_TYPE, RegistrationStatus, Registrat
 /// The body of `POST /agent/identity`: one of four, chosen by `type`.
 /// Every field is optional here so that a missing one is our
 /// `invalid_request` with a clear message.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 pub struct IdentityRequest {
     #[serde(rename = "type")]
     pub kind: Option<String>,
@@ -31,6 +31,11 @@ pub struct IdentityRequest {
     pub assertion: Option<String>,
     pub refresh_token: Option<String>,
 }
+
+redacted_debug!(IdentityRequest {
+    show: [kind, login_hint, assertion_type],
+    hide: [assertion, refresh_token]
+});
 
 /// `identity`: the assertion to exchange at the token endpoint.
 #[derive(Debug, Clone, Serialize)]

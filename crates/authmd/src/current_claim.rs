@@ -38,13 +38,18 @@ use crate::vocab::{Dialect, RegistrationType};
 pub const BROWSER_COOKIE: &str = "authmd_claim";
 
 /// `POST /agent/identity/claim`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 pub struct IdentityClaimBody {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub claim_token: Option<String>,
     pub login_hint: Option<String>,
 }
+
+redacted_debug!(IdentityClaimBody {
+    show: [kind, login_hint],
+    hide: [claim_token]
+});
 
 /// Its answer: the new attempt.
 #[derive(Debug, Clone, Serialize)]
@@ -56,11 +61,16 @@ pub struct IdentityClaimStarted {
 }
 
 /// `POST /agent/identity/claim/complete`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 pub struct IdentityCompleteBody {
     pub claim_token: Option<String>,
     pub user_code: Option<String>,
 }
+
+redacted_debug!(IdentityCompleteBody {
+    show: [],
+    hide: [claim_token, user_code]
+});
 
 /// Its answer, once: the post-claim assertion and the first refresh token.
 #[derive(Debug, Clone, Serialize)]

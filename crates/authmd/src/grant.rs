@@ -27,13 +27,18 @@ use crate::token::{PlainSecret, SecretKind, new_id};
 use crate::vocab::{Dialect, JWT_BEARER_GRANT, RegistrationStatus};
 
 /// The form of `POST /oauth2/token`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 pub struct TokenRequest {
     pub grant_type: Option<String>,
     pub assertion: Option<String>,
     pub resource: Option<String>,
     pub scope: Option<String>,
 }
+
+redacted_debug!(TokenRequest {
+    show: [grant_type, resource, scope],
+    hide: [assertion]
+});
 
 /// RFC 6749 §5.1.
 #[derive(Debug, Clone, Serialize)]

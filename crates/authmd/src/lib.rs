@@ -13,6 +13,23 @@
 //! # Ok(()) }
 //! ```
 
+/// `Debug` for a type whose fields include secrets: the `show` fields
+/// print as they are, the `hide` ones (each an `Option`) only as present
+/// (`"***"`) or absent, so no `Debug` print of a request body reveals a
+/// credential, assertion, claim token or code.
+macro_rules! redacted_debug {
+    ($t:ident { show: [$($shown:ident),*], hide: [$($hidden:ident),*] }) => {
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($t))
+                    $(.field(stringify!($shown), &self.$shown))*
+                    $(.field(stringify!($hidden), &self.$hidden.as_ref().map(|_| "***")))*
+                    .finish()
+            }
+        }
+    };
+}
+
 pub mod access;
 pub mod admin;
 pub mod assertion;

@@ -22,7 +22,7 @@ pub use crate::vocab::{
 
 /// The request body. Every field is optional here so that a missing one is
 /// our `invalid_request` with a clear message, not a parser error.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 pub struct RegisterRequest {
     #[serde(rename = "type")]
     pub kind: Option<String>,
@@ -30,6 +30,11 @@ pub struct RegisterRequest {
     pub assertion_type: Option<String>,
     pub assertion: Option<String>,
 }
+
+redacted_debug!(RegisterRequest {
+    show: [kind, requested_credential_type, assertion_type],
+    hide: [assertion]
+});
 
 /// §3.1 response.
 #[derive(Debug, Clone, Serialize)]
