@@ -30,6 +30,9 @@
 # refresh (POST /agent/identity {"type":"refresh"}: each connection's chain
 # of rotations, started from CONNS claimed registrations made by
 # scripts/current-claims.py through the whole claim ceremony).
+# PERF_DIR=DIR also records a CPU profile of the server during each run
+# (perf record -e cpu-clock, and PERF_ARGS, by default -g), one file per
+# cell and side in DIR.
 # Rate limits are off. PostgreSQL runs use a fresh database on PG (created
 # and dropped here). Also prints the core's raw ES256 verify rate (openssl)
 # and the fsync latency of the scratch directory's file system, the bounds
@@ -204,6 +207,11 @@ PY
       args=(-s "$SCRIPTS/refresh.lua" "$base/agent/identity") ;;
   esac
   c0=$(cpu_ticks "$server")
+  if [ -n "${PERF_DIR:-}" ]; then  # a CPU profile of the server for the run
+    mkdir -p "$PERF_DIR"
+    perf record -q -e cpu-clock ${PERF_ARGS:--g} -p "$server" -o "$PERF_DIR/$backend-$scenario-$conns-$side.data" \
+      -- sleep "$SECS" >/dev/null 2>&1 &
+  fi
   out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${SECS}s" --latency "${args[@]}")
   c1=$(cpu_ticks "$server")
   awk -v ticks=$((c1 - c0)) -v hz="$hz" -v secs="$SECS" '

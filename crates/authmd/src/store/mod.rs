@@ -1507,8 +1507,7 @@ pub(crate) fn invalidation_entries(hashes: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 
 /// The columns of the credential lookup (validation's hot path): the
 /// credential by primary key, joined with its registration and user. Each
-/// backend writes its own `WHERE` (SQLite needs `+?1`, see
-/// `sqlite::tests::hot_joins_are_never_reprepared`).
+/// backend writes its own `WHERE` (its own placeholders).
 macro_rules! credential_columns {
     () => {
         "c.id, c.type, c.source, c.scopes, c.issued_at, c.expires_at, c.revoked_at,

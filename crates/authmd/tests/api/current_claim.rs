@@ -309,6 +309,47 @@ both_backends! {
 }
 
 both_backends! {
+    /// A refresh token's id with another secret is refused and writes
+    /// nothing (it is not a reuse of the spent token it names), and a token
+    /// past its expiry is refused.
+    async fn forged_or_expired_refresh_tokens_change_nothing(backend: Backend) {
+        let t = TestApp::new(backend, &format!("{ON}[ttl]\nrefresh_token = \"2s\"\n")).await;
+        let b = identity(&t, json!({"type": "service_auth", "login_hint": "pia@example.com"})).await.json();
+        let token = b["claim"]["token"].as_str().unwrap_or_default().to_owned();
+        let uri = b["claim"]["attempt"]["verification_uri"].as_str().unwrap_or_default().to_owned();
+        let code = user_confirms(&t, &uri, "pia@example.com", 0).await;
+        let d = complete(&t, &token, &code).await.json();
+        let first = d["identity"]["refresh_token"]["value"].as_str().unwrap_or_default().to_owned();
+        let r = identity(&t, json!({"type": "refresh", "refresh_token": first})).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let second = r.json()["identity"]["refresh_token"]["value"].as_str().unwrap_or_default().to_owned();
+
+        let forge = |real: &str| {
+            let id = authmd::token::recognize(real, &[authmd::token::SecretKind::RefreshToken])
+                .map(|p| p.id())
+                .unwrap_or_default();
+            authmd::token::PlainSecret::generate(authmd::token::SecretKind::RefreshToken, &id)
+                .expose()
+                .to_owned()
+        };
+        for real in [&first, &second] {
+            let forged = forge(real);
+            assert_ne!(&forged, real);
+            let r = identity(&t, json!({"type": "refresh", "refresh_token": forged})).await;
+            assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_refresh_token".to_owned()));
+        }
+        assert!(t.events("refresh.reused").await.is_empty(), "a forged secret is not a reuse");
+        assert_eq!(t.events("refresh.rotated").await.len(), 1);
+
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        let r = identity(&t, json!({"type": "refresh", "refresh_token": second})).await;
+        assert_eq!(r.code(), "invalid_refresh_token", "expired");
+        assert!(t.events("refresh.reused").await.is_empty());
+        assert_eq!(t.events("refresh.rotated").await.len(), 1);
+    }
+}
+
+both_backends! {
     /// A revoked registration's refresh tokens stop rotating at once
     /// (the reference implementation keeps rotating them).
     async fn refresh_dies_with_its_registration(backend: Backend) {

@@ -121,81 +121,98 @@ pub(super) fn exchange_assertion(
     })
 }
 
-pub(super) fn rotate_refresh(c: &Connection, r: &RefreshRotation) -> Result<Rotated, StoreError> {
-    let now = r.now.as_millis();
-    // Check and spend in one statement (SQLite's RETURNING cannot name
-    // another table, so what the assertion names is read after).
-    let family: Option<String> = c
-        .prepare_cached(
-            "UPDATE refresh_tokens SET spent_at = ?3
-             WHERE id = ?1 AND token_hash = ?2 AND spent_at IS NULL AND expires_at > ?3
-               AND EXISTS (SELECT 1 FROM refresh_families f JOIN registrations r ON r.id = f.registration_id
-                           WHERE f.id = refresh_tokens.family_id AND f.revoked_at IS NULL
-                             AND r.status IN ('claimed', 'active'))
-             RETURNING family_id",
-        )
-        .and_then(|mut s| {
-            s.query_row(params![r.id, r.presented.as_bytes(), now], |x| x.get(0))
-                .optional()
-        })
-        .map_err(db)?;
-    let Some(family) = family else {
-        return refused(c, r);
-    };
-    let (registration_id, status, email, verified): (String, String, Option<String>, Option<bool>) =
-        c.prepare_cached(
-            "SELECT f.registration_id, r.status, u.email, u.email_verified FROM refresh_families f
-             JOIN registrations r ON r.id = f.registration_id
-             LEFT JOIN users u ON u.id = r.user_id WHERE f.id = ?1",
-        )
-        .and_then(|mut s| {
-            s.query_row([&family], |x| {
-                Ok((x.get(0)?, x.get(1)?, x.get(2)?, x.get(3)?))
-            })
-        })
-        .map_err(db)?;
-    let status = parse_enum("registration status", &status, RegistrationStatus::parse)?;
-    let next = crate::store::NewRefreshToken {
-        family_id: family.clone(),
-        ..r.next.clone()
-    };
-    super::claims::insert_refresh(c, &next, r.now)?;
-    c.prepare_cached("UPDATE refresh_families SET expires_at = ?2 WHERE id = ?1")
-        .and_then(|mut s| s.execute(params![family, next.expires_at.as_millis()]))
-        .map_err(db)?;
-    for e in r.events(&registration_id, &family) {
-        insert_event(c, &e)?;
-    }
-    Ok(Rotated::Rotated {
-        registration_id,
-        status,
-        email: email.filter(|_| verified == Some(true)),
-    })
+/// A presented refresh token, its family, and what the next assertion
+/// names: one lookup by the token's id decides every outcome (the writer
+/// runs one job at a time, so nothing changes between it and the writes).
+pub(super) const PRESENTED_REFRESH: &str =
+    "SELECT t.token_hash, t.spent_at IS NOT NULL, t.expires_at, t.family_id,
+            f.revoked_at IS NOT NULL, f.registration_id, r.status, u.email, u.email_verified
+     FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
+     JOIN registrations r ON r.id = f.registration_id
+     LEFT JOIN users u ON u.id = r.user_id WHERE t.id = ?1";
+
+struct Presented {
+    hash: Vec<u8>,
+    spent: bool,
+    expires_at: i64,
+    family: String,
+    revoked: bool,
+    registration_id: String,
+    status: String,
+    email: Option<String>,
+    verified: Option<bool>,
 }
 
-/// Why a token did not rotate: a spent one presented again ends its
-/// family (RFC 9700 §4.14.2; one of two holders, and which cannot be
-/// told); anything else is invalid, and nothing is written.
-fn refused(c: &Connection, r: &RefreshRotation) -> Result<Rotated, StoreError> {
-    let row: Option<(Vec<u8>, String, String, bool, bool)> = c
-        .prepare_cached(
-            "SELECT t.token_hash, t.family_id, f.registration_id, t.spent_at IS NOT NULL,
-                    f.revoked_at IS NOT NULL
-             FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.id = ?1",
-        )
+/// Spends a live token of a live family of a live registration and
+/// appends its successor. A spent one presented again ends its family
+/// (RFC 9700 §4.14.2; one of two holders, and which cannot be told);
+/// anything else is invalid, and nothing is written.
+pub(super) fn rotate_refresh(c: &Connection, r: &RefreshRotation) -> Result<Rotated, StoreError> {
+    let now = r.now.as_millis();
+    let presented = c
+        .prepare_cached(PRESENTED_REFRESH)
         .and_then(|mut s| {
             s.query_row([&r.id], |x| {
-                Ok((x.get(0)?, x.get(1)?, x.get(2)?, x.get(3)?, x.get(4)?))
+                Ok(Presented {
+                    hash: x.get(0)?,
+                    spent: x.get(1)?,
+                    expires_at: x.get(2)?,
+                    family: x.get(3)?,
+                    revoked: x.get(4)?,
+                    registration_id: x.get(5)?,
+                    status: x.get(6)?,
+                    email: x.get(7)?,
+                    verified: x.get(8)?,
+                })
             })
             .optional()
         })
         .map_err(db)?;
-    let Some((hash, family, registration_id, spent, revoked)) = row else {
+    let Some(p) = presented else {
         return Ok(Rotated::Invalid);
     };
-    if SecretHash::from_slice(&hash) != Some(r.presented) || revoked || !spent {
+    if SecretHash::from_slice(&p.hash) != Some(r.presented) || p.revoked {
         return Ok(Rotated::Invalid);
     }
+    if p.spent {
+        return reused(c, r, p.family, p.registration_id);
+    }
+    let status = parse_enum("registration status", &p.status, RegistrationStatus::parse)?;
+    let live = matches!(
+        status,
+        RegistrationStatus::Claimed | RegistrationStatus::Active
+    );
+    if p.expires_at <= now || !live {
+        return Ok(Rotated::Invalid);
+    }
+    c.prepare_cached("UPDATE refresh_tokens SET spent_at = ?2 WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![r.id, now]))
+        .map_err(db)?;
+    let next = crate::store::NewRefreshToken {
+        family_id: p.family.clone(),
+        ..r.next.clone()
+    };
+    super::claims::insert_refresh(c, &next, r.now)?;
+    c.prepare_cached("UPDATE refresh_families SET expires_at = ?2 WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![p.family, next.expires_at.as_millis()]))
+        .map_err(db)?;
+    for e in r.events(&p.registration_id, &p.family) {
+        insert_event(c, &e)?;
+    }
+    Ok(Rotated::Rotated {
+        registration_id: p.registration_id,
+        status,
+        email: p.email.filter(|_| p.verified == Some(true)),
+    })
+}
+
+/// A spent token presented again: its family is revoked, and audited.
+fn reused(
+    c: &Connection,
+    r: &RefreshRotation,
+    family: String,
+    registration_id: String,
+) -> Result<Rotated, StoreError> {
     c.prepare_cached("UPDATE refresh_families SET revoked_at = ?2 WHERE id = ?1")
         .and_then(|mut s| s.execute(params![family, r.now.as_millis()]))
         .map_err(db)?;
