@@ -8,7 +8,8 @@
 # server's CPU use: the share of its core, and CPU time per request (user +
 # system; steal excluded), which moves much less with the machine's noise
 # than the rates do and is the figure to compare for a change to a shared
-# path.
+# path. On PostgreSQL also the database's CPU time per request (every
+# postgres process of the machine: run it otherwise idle).
 #
 #   scripts/load-matrix.sh OLD_BINARY NEW_BINARY
 #   scripts/load-matrix.sh target/release/authmd              # one build
@@ -164,8 +165,20 @@ stop_server() {
 }
 trap 'stop_server; kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 
+# CPU ticks of every PostgreSQL server process (0 on SQLite): the
+# database's share of each request, which a change can move to or from
+# the server's.
+db_ticks() {
+  if [ "$backend" != postgres ]; then echo 0; return; fi
+  local t=0 p
+  for p in $(pgrep -x postgres); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+
 # measure SCENARIO CONNS: runs wrk against the current server and prints
-# "req/s p50 p99 non2xx cpu% cpu-µs-per-request".
+# "req/s p50 p99 non2xx cpu% cpu-µs-per-request db-cpu-µs-per-request".
 measure() {
   local scenario=$1 conns=$2 args=() c0 c1 out
   case $scenario in
@@ -207,6 +220,7 @@ PY
       args=(-s "$SCRIPTS/refresh.lua" "$base/agent/identity") ;;
   esac
   c0=$(cpu_ticks "$server")
+  d0=$(db_ticks)
   if [ -n "${PERF_DIR:-}" ]; then  # a CPU profile of the server for the run
     mkdir -p "$PERF_DIR"
     perf record -q -e cpu-clock ${PERF_ARGS:--g} -p "$server" -o "$PERF_DIR/$backend-$scenario-$conns-$side.data" \
@@ -214,13 +228,14 @@ PY
   fi
   out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${SECS}s" --latency "${args[@]}")
   c1=$(cpu_ticks "$server")
-  awk -v ticks=$((c1 - c0)) -v hz="$hz" -v secs="$SECS" '
+  d1=$(db_ticks)
+  awk -v ticks=$((c1 - c0)) -v dbticks=$((d1 - d0)) -v hz="$hz" -v secs="$SECS" '
     /requests in/ {n = $1}
     /Requests\/sec/ {rps = $2}
     /^ +50%/ {p50 = $2}
     /^ +99%/ {p99 = $2}
     /Non-2xx/ {bad = $NF}
-    END {printf "%s %s %s %d %d %.1f\n", rps, p50, p99, bad, ticks * 100 / hz / secs, n ? ticks * 1e6 / hz / n : 0}' <<<"$out"
+    END {printf "%s %s %s %d %d %.1f %.1f\n", rps, p50, p99, bad, ticks * 100 / hz / secs, n ? ticks * 1e6 / hz / n : 0, n ? dbticks * 1e6 / hz / n : 0}' <<<"$out"
 }
 
 for backend in $BACKENDS; do
@@ -254,30 +269,34 @@ def ms(v):
 cells = collections.OrderedDict()
 for line in open(sys.argv[1]):
     backend, scenario, conns, side, rep, rest = line.rstrip("\n").split("\t", 5)
-    rps, p50, p99, bad, cpu, us = rest.split()
+    rps, p50, p99, bad, cpu, us, dbus = (rest.split() + ["0"])[:7]
     cells.setdefault((backend, scenario, conns), {}).setdefault(side, []).append(
-        (float(rps), ms(p50), ms(p99), int(bad), int(cpu), float(us)))
+        (float(rps), ms(p50), ms(p99), int(bad), int(cpu), float(us), float(dbus)))
 med = lambda xs: statistics.median(xs)
 two = any("B" in v for v in cells.values())
 for backend in dict.fromkeys(k[0] for k in cells):
     print(f"\n### {backend}\n")
+    db = backend == "postgres"
     if two:
-        print("| scenario | conns | A req/s | B req/s | B/A | A p50 ms | B p50 ms | A p99 ms | B p99 ms | A cpu% | B cpu% | A µs/req | B µs/req | B/A µs | non-2xx A/B |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| scenario | conns | A req/s | B req/s | B/A | A p50 ms | B p50 ms | A p99 ms | B p99 ms | A cpu% | B cpu% | A µs/req | B µs/req | B/A µs |"
+              + (" A db µs/req | B db µs/req |" if db else "") + " non-2xx A/B |")
+        print("|---" * (17 if db else 15) + "|")
     else:
-        print("| scenario | conns | req/s | p50 ms | p99 ms | cpu% | µs/req | non-2xx |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| scenario | conns | req/s | p50 ms | p99 ms | cpu% | µs/req |" + (" db µs/req |" if db else "") + " non-2xx |")
+        print("|---" * (9 if db else 8) + "|")
     for (b, scenario, conns), sides in cells.items():
         if b != backend: continue
         row = {}
         for side, runs in sides.items():
-            row[side] = [med([r[i] for r in runs]) for i in range(6)]
+            row[side] = [med([r[i] for r in runs]) for i in range(7)]
             row[side][3] = sum(r[3] for r in runs)
         a = row["A"]
         if two and "B" in row:
             bb = row["B"]
             ratio = lambda x, y: f"{x / y:.2f}" if y else "-"
-            print(f"| {scenario} | {conns} | {a[0]:,.0f} | {bb[0]:,.0f} | {ratio(bb[0], a[0])} | {a[1]:.2f} | {bb[1]:.2f} | {a[2]:.2f} | {bb[2]:.2f} | {a[4]:.0f} | {bb[4]:.0f} | {a[5]:.1f} | {bb[5]:.1f} | {ratio(bb[5], a[5])} | {a[3]}/{bb[3]} |")
+            dbcols = f" {a[6]:.1f} | {bb[6]:.1f} |" if db else ""
+            print(f"| {scenario} | {conns} | {a[0]:,.0f} | {bb[0]:,.0f} | {ratio(bb[0], a[0])} | {a[1]:.2f} | {bb[1]:.2f} | {a[2]:.2f} | {bb[2]:.2f} | {a[4]:.0f} | {bb[4]:.0f} | {a[5]:.1f} | {bb[5]:.1f} | {ratio(bb[5], a[5])} |{dbcols} {a[3]}/{bb[3]} |")
         else:
-            print(f"| {scenario} | {conns} | {a[0]:,.0f} | {a[1]:.2f} | {a[2]:.2f} | {a[4]:.0f} | {a[5]:.1f} | {a[3]} |")
+            dbcols = f" {a[6]:.1f} |" if db else ""
+            print(f"| {scenario} | {conns} | {a[0]:,.0f} | {a[1]:.2f} | {a[2]:.2f} | {a[4]:.0f} | {a[5]:.1f} |{dbcols} {a[3]} |")
 PY

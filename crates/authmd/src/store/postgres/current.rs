@@ -134,9 +134,19 @@ pub(super) async fn rotate_refresh(
         Option<bool>,
     ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
     let status = parse_enum("registration status", &status, RegistrationStatus::parse)?;
-    // The writes, in one round trip.
+    // The writes, in one round trip. The family first: the new token's
+    // foreign-key check then finds the family's row already locked by this
+    // transaction, instead of locking it (a write of its own) and then
+    // updating it.
     let next = &r.next;
     Pipeline::default()
+        .push(
+            "UPDATE refresh_families SET expires_at = $2 WHERE id = $1",
+            vec![
+                Box::new(family.clone()),
+                Box::new(next.expires_at.as_millis()),
+            ],
+        )
         .push(
             "INSERT INTO refresh_tokens (id, token_hash, family_id, issued_at, expires_at)
              VALUES ($1, $2, $3, $4, $5)",
@@ -145,13 +155,6 @@ pub(super) async fn rotate_refresh(
                 Box::new(next.hash.as_bytes().to_vec()),
                 Box::new(family.clone()),
                 Box::new(now),
-                Box::new(next.expires_at.as_millis()),
-            ],
-        )
-        .push(
-            "UPDATE refresh_families SET expires_at = $2 WHERE id = $1",
-            vec![
-                Box::new(family.clone()),
                 Box::new(next.expires_at.as_millis()),
             ],
         )
