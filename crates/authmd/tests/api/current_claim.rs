@@ -288,7 +288,14 @@ both_backends! {
         assert_eq!(exchange(&t, assertion).await.json()["scope"], "api.read api.write");
         let rotated = t.events("refresh.rotated").await;
         assert_eq!(rotated.len(), 1);
-        assert_eq!(t.events("assertion.issued").await.len(), 1, "the refresh's assertion is audited");
+        assert_eq!(rotated[0].registration_id.as_deref(), b["id"].as_str());
+        let family = rotated[0].data["family_id"].as_str().unwrap_or_default().to_owned();
+        assert!(family.starts_with("rft_"), "{:?}", rotated[0].data);
+        assert!(rotated[0].data["next_refresh_token_id"].as_str().is_some_and(|id| id.starts_with("rft_")));
+        let issued = t.events("assertion.issued").await;
+        assert_eq!(issued.len(), 1, "the refresh's assertion is audited");
+        assert_eq!(issued[0].registration_id.as_deref(), b["id"].as_str());
+        assert!(issued[0].data["jti"].is_string() && issued[0].data.get("family_id").is_none());
 
         // The spent one again: refused, and its successor dies with it.
         let reuse = identity(&t, json!({"type": "refresh", "refresh_token": first})).await;
@@ -298,6 +305,7 @@ both_backends! {
         let reused = t.events("refresh.reused").await;
         assert_eq!(reused.len(), 1);
         assert_eq!(reused[0].data["refresh_tokens_revoked"], 2);
+        assert_eq!(reused[0].data["family_id"], family.as_str());
 
         // Unknown, malformed or missing.
         for bad in [json!({"type": "refresh", "refresh_token": "amd_rt_nope"}),
@@ -346,6 +354,39 @@ both_backends! {
         assert_eq!(r.code(), "invalid_refresh_token", "expired");
         assert!(t.events("refresh.reused").await.is_empty());
         assert_eq!(t.events("refresh.rotated").await.len(), 1);
+    }
+}
+
+both_backends! {
+    /// One token presented by eight requests at once rotates once: the
+    /// others find it spent, which is a reuse, so the family ends and the
+    /// one successor dies with it.
+    async fn concurrent_rotations_of_one_token_rotate_once(backend: Backend) {
+        let t = TestApp::new(backend, ON).await;
+        let b = identity(&t, json!({"type": "service_auth", "login_hint": "pia@example.com"})).await.json();
+        let token = b["claim"]["token"].as_str().unwrap_or_default().to_owned();
+        let uri = b["claim"]["attempt"]["verification_uri"].as_str().unwrap_or_default().to_owned();
+        let code = user_confirms(&t, &uri, "pia@example.com", 0).await;
+        let d = complete(&t, &token, &code).await.json();
+        let first = d["identity"]["refresh_token"]["value"].as_str().unwrap_or_default().to_owned();
+
+        let answers = futures_util::future::join_all(
+            (0..8).map(|_| identity(&t, json!({"type": "refresh", "refresh_token": first}))),
+        )
+        .await;
+        let rotated: Vec<&TestResponse> = answers.iter().filter(|r| r.status == 200).collect();
+        assert_eq!(rotated.len(), 1, "exactly one rotation");
+        for r in answers.iter().filter(|r| r.status != 200) {
+            assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_refresh_token".to_owned()));
+        }
+        assert_eq!(t.events("refresh.rotated").await.len(), 1);
+        assert_eq!(t.events("refresh.reused").await.len(), 1, "the family ends once");
+        let successor = rotated[0].json()["identity"]["refresh_token"]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let r = identity(&t, json!({"type": "refresh", "refresh_token": successor})).await;
+        assert_eq!(r.code(), "invalid_refresh_token", "the successor died with its family");
     }
 }
 

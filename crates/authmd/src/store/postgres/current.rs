@@ -3,7 +3,8 @@
 use deadpool_postgres::Transaction;
 
 use super::claims::insert_attempt;
-use super::{Pipeline, admit, exec, insert_event, pg};
+use super::{admit, exec, insert_event, pg};
+use crate::audit::AuditEvent;
 use crate::credential::CredentialSource;
 use crate::rate_limit::RateLimit;
 use crate::store::current::{AssertionExchange, Created, Exchanged, NewIdentityRegistration};
@@ -110,77 +111,88 @@ pub(super) async fn exchange_assertion(
     })
 }
 
+/// The live path of a rotation, as one statement (atomic on its own, so
+/// it needs no transaction around it: one round trip): checks and spends
+/// the token, appends its successor, extends the family, and records the
+/// two events. `None` when the token did not rotate (see [`refused`]).
+/// Two rotations of one token serialize on its row; the second finds it
+/// spent.
 pub(super) async fn rotate_refresh(
-    tx: &Transaction<'_>,
+    client: &deadpool_postgres::Client,
     r: &RefreshRotation,
-) -> Result<Rotated, StoreError> {
-    let now = r.now.as_millis();
-    // The live path in one statement: check, spend and read what the new
-    // assertion names. Two rotations of one token serialize on its row;
-    // the second finds it spent and falls to the reuse check below.
-    let stmt = tx.prepare_cached(SPEND).await.map_err(pg)?;
-    let spent = tx
-        .query_opt(&stmt, &[&r.id, &r.presented.as_bytes(), &now])
+) -> Result<Option<Rotated>, StoreError> {
+    let next = &r.next;
+    // The family and registration are known only to the statement: the
+    // events are made without them, and it fills them in.
+    let events = r.events("", "");
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let data: Vec<String> = events.iter().map(AuditEvent::data_json).collect();
+    let stmt = client.prepare_cached(ROTATE).await.map_err(pg)?;
+    let row = client
+        .query_opt(
+            &stmt,
+            &[
+                &r.id,
+                &r.presented.as_bytes(),
+                &r.now.as_millis(),
+                &next.id,
+                &next.hash.as_bytes(),
+                &next.expires_at.as_millis(),
+                &kinds,
+                &data,
+                &r.meta.ip.map(|i| i.to_string()),
+                &r.meta.user_agent,
+            ],
+        )
         .await
         .map_err(pg)?;
-    let Some(row) = spent else {
-        return refused(tx, r).await;
+    let Some(row) = row else {
+        return Ok(None);
     };
-    let (family, registration_id, status, email, verified): (
-        String,
-        String,
-        String,
-        Option<String>,
-        Option<bool>,
-    ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    let (registration_id, status, email, verified): (String, String, Option<String>, Option<bool>) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
     let status = parse_enum("registration status", &status, RegistrationStatus::parse)?;
-    // The writes, in one round trip. The family first: the new token's
-    // foreign-key check then finds the family's row already locked by this
-    // transaction, instead of locking it (a write of its own) and then
-    // updating it.
-    let next = &r.next;
-    Pipeline::default()
-        .push(
-            "UPDATE refresh_families SET expires_at = $2 WHERE id = $1",
-            vec![
-                Box::new(family.clone()),
-                Box::new(next.expires_at.as_millis()),
-            ],
-        )
-        .push(
-            "INSERT INTO refresh_tokens (id, token_hash, family_id, issued_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5)",
-            vec![
-                Box::new(next.id.clone()),
-                Box::new(next.hash.as_bytes().to_vec()),
-                Box::new(family.clone()),
-                Box::new(now),
-                Box::new(next.expires_at.as_millis()),
-            ],
-        )
-        .events(&r.events(&registration_id, &family))
-        .run(tx)
-        .await?;
-    Ok(Rotated::Rotated {
+    Ok(Some(Rotated::Rotated {
         registration_id,
         status,
         email: email.filter(|_| verified == Some(true)),
-    })
+    }))
 }
 
-/// Spends a live token of a live family of a live registration; returns
-/// the family, its registration and what the new assertion names.
-const SPEND: &str = "UPDATE refresh_tokens t SET spent_at = $3
-     FROM refresh_families f JOIN registrations r ON r.id = f.registration_id
-          LEFT JOIN users u ON u.id = r.user_id
-     WHERE t.id = $1 AND t.token_hash = $2 AND t.spent_at IS NULL AND t.expires_at > $3
-       AND f.id = t.family_id AND f.revoked_at IS NULL AND r.status IN ('claimed', 'active')
-     RETURNING t.family_id, f.registration_id, r.status, u.email, u.email_verified";
+/// Spends a live token of a live family of a live registration, appends
+/// its successor ($4, $5, expiring at $6), extends the family to it, and
+/// records the events ($7 kinds, $8 data, $9 ip, $10 user agent; an
+/// event's `family_id`, where it has one, is the family's); returns what
+/// the new assertion names.
+const ROTATE: &str = "WITH spent AS (
+       UPDATE refresh_tokens t SET spent_at = $3
+       FROM refresh_families f JOIN registrations r ON r.id = f.registration_id
+            LEFT JOIN users u ON u.id = r.user_id
+       WHERE t.id = $1 AND t.token_hash = $2 AND t.spent_at IS NULL AND t.expires_at > $3
+         AND f.id = t.family_id AND f.revoked_at IS NULL AND r.status IN ('claimed', 'active')
+       RETURNING t.family_id, f.registration_id, r.status, u.email, u.email_verified),
+     extended AS (
+       UPDATE refresh_families f SET expires_at = $6 FROM spent WHERE f.id = spent.family_id),
+     appended AS (
+       INSERT INTO refresh_tokens (id, token_hash, family_id, issued_at, expires_at)
+       SELECT $4, $5, family_id, $3, $6 FROM spent),
+     audited AS (
+       INSERT INTO audit_events (at, event, registration_id, ip, user_agent, data)
+       SELECT $3, e.kind, s.registration_id, $9, $10,
+              CASE WHEN e.data::jsonb ? 'family_id'
+                   THEN e.data::jsonb || jsonb_build_object('family_id', s.family_id)
+                   ELSE e.data::jsonb END
+       FROM spent s, UNNEST($7::text[], $8::text[]) WITH ORDINALITY AS e(kind, data, n)
+       ORDER BY e.n)
+     SELECT registration_id, status, email, email_verified FROM spent";
 
 /// Why a token did not rotate: a spent one presented again ends its
 /// family (RFC 9700 §4.14.2; one of two holders, and which cannot be
 /// told); anything else is invalid, and nothing is written.
-async fn refused(tx: &Transaction<'_>, r: &RefreshRotation) -> Result<Rotated, StoreError> {
+pub(super) async fn refused(
+    tx: &Transaction<'_>,
+    r: &RefreshRotation,
+) -> Result<Rotated, StoreError> {
     let stmt = tx
         .prepare_cached(
             "SELECT t.token_hash, t.family_id, f.registration_id, t.spent_at IS NOT NULL,

@@ -876,8 +876,11 @@ impl Store for PostgresStore {
 
     async fn rotate_refresh(&self, r: RefreshRotation) -> Result<Rotated, StoreError> {
         let mut client = self.client().await?;
+        if let Some(rotated) = current::rotate_refresh(&client, &r).await? {
+            return Ok(rotated);
+        }
         let tx = client.transaction().await.map_err(pg)?;
-        let outcome = current::rotate_refresh(&tx, &r).await?;
+        let outcome = current::refused(&tx, &r).await?;
         finish(tx, !matches!(outcome, Rotated::Invalid)).await?;
         Ok(outcome)
     }
