@@ -316,9 +316,39 @@ fn spawn_writer(
     let (tx, rx) = mpsc::channel(QUEUE);
     std::thread::Builder::new()
         .name("authmd-sqlite-writer".into())
-        .spawn(move || writer_loop(&conn, &seen, rx))
+        .spawn(move || {
+            yield_to_requests();
+            writer_loop(&conn, &seen, rx)
+        })
         .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
     Ok(tx)
+}
+
+/// The writer runs as `SCHED_BATCH` (same weight as any thread, but its
+/// wakeups never preempt a running one). When the request threads have the
+/// core to themselves, a queued write waits until they have nothing to run
+/// (or their slice ends), and the commit then carries every write they
+/// queued meanwhile; when a core is idle, as at one client or on a machine
+/// with cores to spare, it runs at once, as before. Measured with the
+/// server on one core: agent-verified registration (CPU-bound by its
+/// signature check) made 1.2 to 1.4 times as many per second at 50 and 256
+/// clients, each commit carrying more of them; nothing else moved beyond
+/// the noise. If the system refuses, the writer runs as a normal thread.
+fn yield_to_requests() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityOsValue,
+            ThreadSchedulePolicy, set_thread_priority_and_policy, thread_native_id,
+        };
+        if let Err(e) = set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Os(ThreadPriorityOsValue::default()),
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch),
+        ) {
+            tracing::debug!(error = ?e, "the SQLite writer keeps the normal scheduling policy");
+        }
+    }
 }
 
 /// Group commit without a timer: a commit starts as soon as the previous
