@@ -124,17 +124,6 @@ fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     }
 }
 
-/// Set on each new connection: every prepared statement is planned once,
-/// never again for the values bound to it (as SQLite's connections are,
-/// `sqlite::stable_plans`). By default PostgreSQL plans a statement afresh
-/// on each of its first five runs and keeps doing so whenever its generic
-/// plan is estimated dearer than the custom ones: a refresh rotation's
-/// four-table `UPDATE … FROM` was planned on every run (5% of the
-/// database's time). Each statement here is a point lookup or write by
-/// key, or a listing built for the filters it has, so no bound value could
-/// choose a better plan.
-const GENERIC_PLANS: &str = "SET plan_cache_mode = force_generic_plan";
-
 impl PostgresStore {
     /// Connects a pool to a `postgres://` URL (the first connection is made
     /// here, so a wrong URL fails at startup).
@@ -152,14 +141,6 @@ impl PostgresStore {
         );
         // Bounded waits: a request never hangs on an unreachable database.
         let pool = Pool::builder(manager)
-            .post_create(deadpool_postgres::Hook::async_fn(|client, _| {
-                Box::pin(async move {
-                    client
-                        .batch_execute(GENERIC_PLANS)
-                        .await
-                        .map_err(deadpool_postgres::HookError::Backend)
-                })
-            }))
             .max_size(max_connections)
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .wait_timeout(Some(POOL_TIMEOUT))
