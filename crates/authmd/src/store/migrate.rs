@@ -59,6 +59,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "current_claim",
         sql: include_str!("../../migrations/sqlite/0010_current_claim.sql"),
     },
+    Migration {
+        version: 11,
+        name: "refresh_family_size",
+        sql: include_str!("../../migrations/sqlite/0011_refresh_family_size.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -111,6 +116,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 10,
         name: "current_claim",
         sql: include_str!("../../migrations/postgres/0010_current_claim.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "refresh_family_size",
+        sql: include_str!("../../migrations/postgres/0011_refresh_family_size.sql"),
     },
 ];
 

@@ -172,7 +172,8 @@ const ROTATE: &str = "WITH spent AS (
          AND f.id = t.family_id AND f.revoked_at IS NULL AND r.status IN ('claimed', 'active')
        RETURNING t.family_id, f.registration_id, r.status, u.email, u.email_verified),
      extended AS (
-       UPDATE refresh_families f SET expires_at = $6 FROM spent WHERE f.id = spent.family_id),
+       UPDATE refresh_families f SET expires_at = $6, tokens = f.tokens + 1
+       FROM spent WHERE f.id = spent.family_id),
      appended AS (
        INSERT INTO refresh_tokens (id, token_hash, family_id, issued_at, expires_at)
        SELECT $4, $5, family_id, $3, $6 FROM spent),
@@ -196,7 +197,7 @@ pub(super) async fn refused(
     let stmt = tx
         .prepare_cached(
             "SELECT t.token_hash, t.family_id, f.registration_id, t.spent_at IS NOT NULL,
-                    f.revoked_at IS NOT NULL
+                    f.revoked_at IS NOT NULL, f.tokens
              FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
              WHERE t.id = $1 FOR UPDATE OF f",
         )
@@ -205,8 +206,21 @@ pub(super) async fn refused(
     let Some(row) = tx.query_opt(&stmt, &[&r.id]).await.map_err(pg)? else {
         return Ok(Rotated::Invalid);
     };
-    let (hash, family, registration_id, spent, revoked): (Vec<u8>, String, String, bool, bool) =
-        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    let (hash, family, registration_id, spent, revoked, tokens): (
+        Vec<u8>,
+        String,
+        String,
+        bool,
+        bool,
+        i64,
+    ) = (
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+    );
     if SecretHash::from_slice(&hash) != Some(r.presented) || revoked || !spent {
         return Ok(Rotated::Invalid);
     }
@@ -216,11 +230,6 @@ pub(super) async fn refused(
         &[&family, &r.now.as_millis()],
     )
     .await?;
-    let stmt = tx
-        .prepare_cached("SELECT COUNT(*) FROM refresh_tokens WHERE family_id = $1")
-        .await
-        .map_err(pg)?;
-    let tokens: i64 = tx.query_one(&stmt, &[&family]).await.map_err(pg)?.get(0);
     let e = r.reused_event(
         &registration_id,
         &family,

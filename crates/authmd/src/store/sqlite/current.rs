@@ -126,7 +126,8 @@ pub(super) fn exchange_assertion(
 /// runs one job at a time, so nothing changes between it and the writes).
 pub(super) const PRESENTED_REFRESH: &str =
     "SELECT t.token_hash, t.spent_at IS NOT NULL, t.expires_at, t.family_id,
-            f.revoked_at IS NOT NULL, f.registration_id, r.status, u.email, u.email_verified
+            f.revoked_at IS NOT NULL, f.registration_id, r.status, u.email, u.email_verified,
+            f.tokens
      FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
      JOIN registrations r ON r.id = f.registration_id
      LEFT JOIN users u ON u.id = r.user_id WHERE t.id = ?1";
@@ -141,6 +142,8 @@ struct Presented {
     status: String,
     email: Option<String>,
     verified: Option<bool>,
+    /// How many tokens the family has issued.
+    tokens: i64,
 }
 
 /// Spends a live token of a live family of a live registration and
@@ -163,6 +166,7 @@ pub(super) fn rotate_refresh(c: &Connection, r: &RefreshRotation) -> Result<Rota
                     status: x.get(6)?,
                     email: x.get(7)?,
                     verified: x.get(8)?,
+                    tokens: x.get(9)?,
                 })
             })
             .optional()
@@ -175,7 +179,7 @@ pub(super) fn rotate_refresh(c: &Connection, r: &RefreshRotation) -> Result<Rota
         return Ok(Rotated::Invalid);
     }
     if p.spent {
-        return reused(c, r, p.family, p.registration_id);
+        return reused(c, r, p.family, p.registration_id, p.tokens);
     }
     let status = parse_enum("registration status", &p.status, RegistrationStatus::parse)?;
     let live = matches!(
@@ -193,9 +197,11 @@ pub(super) fn rotate_refresh(c: &Connection, r: &RefreshRotation) -> Result<Rota
         ..r.next.clone()
     };
     super::claims::insert_refresh(c, &next, r.now)?;
-    c.prepare_cached("UPDATE refresh_families SET expires_at = ?2 WHERE id = ?1")
-        .and_then(|mut s| s.execute(params![p.family, next.expires_at.as_millis()]))
-        .map_err(db)?;
+    c.prepare_cached(
+        "UPDATE refresh_families SET expires_at = ?2, tokens = tokens + 1 WHERE id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![p.family, next.expires_at.as_millis()]))
+    .map_err(db)?;
     for e in r.events(&p.registration_id, &p.family) {
         insert_event(c, &e)?;
     }
@@ -212,13 +218,10 @@ fn reused(
     r: &RefreshRotation,
     family: String,
     registration_id: String,
+    tokens: i64,
 ) -> Result<Rotated, StoreError> {
     c.prepare_cached("UPDATE refresh_families SET revoked_at = ?2 WHERE id = ?1")
         .and_then(|mut s| s.execute(params![family, r.now.as_millis()]))
-        .map_err(db)?;
-    let tokens: i64 = c
-        .prepare_cached("SELECT COUNT(*) FROM refresh_tokens WHERE family_id = ?1")
-        .and_then(|mut s| s.query_row([&family], |x| x.get(0)))
         .map_err(db)?;
     let e = r.reused_event(
         &registration_id,
