@@ -64,6 +64,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "refresh_family_size",
         sql: include_str!("../../migrations/sqlite/0011_refresh_family_size.sql"),
     },
+    Migration {
+        version: 12,
+        name: "live_api_keys",
+        sql: include_str!("../../migrations/sqlite/0012_live_api_keys.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -121,6 +126,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 11,
         name: "refresh_family_size",
         sql: include_str!("../../migrations/postgres/0011_refresh_family_size.sql"),
+    },
+    Migration {
+        version: 12,
+        name: "live_api_keys",
+        sql: include_str!("../../migrations/postgres/0012_live_api_keys.sql"),
     },
 ];
 

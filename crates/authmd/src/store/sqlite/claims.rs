@@ -506,7 +506,7 @@ pub(super) fn complete_claim(c: &Connection, req: &CompleteClaim) -> Result<Comp
     let existing: Option<String> = match &normalized {
         Some(n) => c
             .prepare_cached(USER_BY_VERIFIED_EMAIL)
-            .and_then(|mut s| s.query_row([n], |r| r.get(0)).optional())
+            .and_then(|mut s| s.query_row([n], |r| r.get(0)))
             .map_err(db)?,
         None => None,
     };

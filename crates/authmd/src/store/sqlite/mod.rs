@@ -536,12 +536,15 @@ fn credential_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawCredential>
 }
 
 /// The oldest user with this verified (normalized) email: §6 step 2, for
-/// agent-verified registration and for a completed claim.
-const USER_BY_VERIFIED_EMAIL: &str = "SELECT id FROM users
-     WHERE email_normalized = ?1 AND email_verified = 1 ORDER BY created_at LIMIT 1";
+/// agent-verified registration and for a completed claim. One row, its `id`
+/// NULL when there is none: `min()` names the row SQLite takes a bare column
+/// from, where `ORDER BY created_at LIMIT 1` would sort into a temporary
+/// b-tree on every run.
+const USER_BY_VERIFIED_EMAIL: &str = "SELECT id, min(created_at) FROM users
+     WHERE email_normalized = ?1 AND email_verified = 1";
 /// §6 step 3: the oldest user with this verified (normalized) phone.
-const USER_BY_VERIFIED_PHONE: &str = "SELECT id FROM users
-     WHERE phone_normalized = ?1 AND phone_verified = 1 ORDER BY created_at LIMIT 1";
+const USER_BY_VERIFIED_PHONE: &str = "SELECT id, min(created_at) FROM users
+     WHERE phone_normalized = ?1 AND phone_verified = 1";
 
 /// The credential lookup of the validation hot path (see
 /// [`CREDENTIAL_COLUMNS`]).
@@ -559,6 +562,12 @@ const DELEGATION_QUERY: &str = "SELECT d.user_id, d.registration_id, r.status, d
 
 /// §3.3/§6 in the writer's transaction. Every refusal is decided before the
 /// first write (the writer commits what a successful job wrote).
+/// A delegation's live API keys past the newest `?2` (ids are time-ordered),
+/// through the partial index of live keys (migration 0012).
+const KEYS_PAST_CAP: &str = "SELECT id, token_hash FROM credentials
+     WHERE registration_id = ?1 AND type = 'api_key' AND revoked_at IS NULL
+     ORDER BY id DESC LIMIT -1 OFFSET ?2";
+
 fn register_agent_tx(
     c: &Connection,
     seen: &jti::SeenJti,
@@ -590,7 +599,7 @@ fn register_agent_tx(
         match value {
             Some(v) => c
                 .prepare_cached(sql)
-                .and_then(|mut s| s.query_row([v], |r| r.get(0)).optional())
+                .and_then(|mut s| s.query_row([v], |r| r.get(0)))
                 .map_err(db),
             None => Ok(None),
         }
@@ -720,25 +729,24 @@ fn register_agent_tx(
     if mode.issue && reg.credential_type == CredentialType::ApiKey {
         // Past the cap, the oldest live keys of the delegation end (ids
         // are time-ordered).
-        let capped: Vec<(String, Vec<u8>)> = {
-            let mut s = c
-                .prepare_cached(
-                    "UPDATE credentials SET revoked_at = ?1 WHERE id IN
-                         (SELECT id FROM credentials
-                          WHERE registration_id = ?2 AND type = 'api_key' AND revoked_at IS NULL
-                          ORDER BY id DESC LIMIT -1 OFFSET ?3)
-                     RETURNING id, token_hash",
-                )
-                .map_err(db)?;
-            let rows = s
-                .query_map(params![now, registration_id, reg.max_api_keys], |r| {
+        // Found, then revoked one by one by primary key: an `UPDATE … WHERE
+        // id IN (subquery) RETURNING` has SQLite build three temporary
+        // b-trees per run (the subquery, the rows to change, the rows to
+        // return), each with its own pager, on every such registration.
+        let capped: Vec<(String, Vec<u8>)> = c
+            .prepare_cached(KEYS_PAST_CAP)
+            .and_then(|mut s| {
+                s.query_map(params![registration_id, reg.max_api_keys], |r| {
                     Ok((r.get(0)?, r.get(1)?))
-                })
-                .map_err(db)?;
-            rows.collect::<Result<_, _>>().map_err(db)?
-        };
+                })?
+                .collect()
+            })
+            .map_err(db)?;
         let mut hashes = Vec::with_capacity(capped.len());
         for (id, hash) in capped {
+            c.prepare_cached("UPDATE credentials SET revoked_at = ?2 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![id, now]))
+                .map_err(db)?;
             let e = reg.capped_event(&registration_id, &user_id, &id);
             insert_event(c, &e)?;
             e.log();
@@ -1314,6 +1322,7 @@ mod tests {
                 (USER_BY_VERIFIED_EMAIL, 1, "USING INDEX users_email"),
                 (USER_BY_VERIFIED_PHONE, 1, "USING INDEX users_phone"),
                 (current::PRESENTED_REFRESH, 1, "USING PRIMARY KEY"),
+                (KEYS_PAST_CAP, 2, "USING INDEX credentials_live_api_keys"),
             ]
             .map(|s| (c, s))
         }) {
@@ -1331,15 +1340,90 @@ mod tests {
                     "{sql}"
                 );
             }
-            let plan: String = c
-                .query_row(
-                    &format!("EXPLAIN QUERY PLAN {sql}"),
-                    rusqlite::params_from_iter((0..params).map(|_| "x")),
-                    |r| r.get(3),
-                )
-                .unwrap_or_default();
-            assert!(plan.contains(uses), "{sql}: {plan}");
+            let plan: Vec<String> = c
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .and_then(|mut s| {
+                    s.query_map(rusqlite::params_from_iter((0..params).map(|_| "x")), |r| {
+                        r.get(3)
+                    })?
+                    .collect()
+                })
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(plan.iter().any(|p| p.contains(uses)), "{sql}: {plan:?}");
         }
+    }
+
+    /// No statement run on every registration or rotation has SQLite build
+    /// a temporary b-tree (an `IN` list or subquery, a sort, `RETURNING`):
+    /// each is a pager and a page cache of its own, made and torn down on
+    /// every run, and truncated at every commit.
+    #[test]
+    fn hot_statements_build_no_temporary_btree() {
+        let c = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+        run_migrations(&c, SQLITE).unwrap_or_else(|e| panic!("{e}"));
+        for (sql, params) in [
+            (CREDENTIAL_QUERY, 1),
+            (DELEGATION_QUERY, 2),
+            (governance::BLOCKED, 3),
+            (KEYS_PAST_CAP, 2),
+            (USER_BY_VERIFIED_EMAIL, 1),
+            (USER_BY_VERIFIED_PHONE, 1),
+            (current::PRESENTED_REFRESH, 1),
+        ] {
+            let opcodes: Vec<String> = c
+                .prepare(&format!("EXPLAIN {sql}"))
+                .and_then(|mut s| {
+                    s.query_map(rusqlite::params_from_iter((0..params).map(|_| "x")), |r| {
+                        r.get(1)
+                    })?
+                    .collect()
+                })
+                .unwrap_or_else(|e| panic!("{e}"));
+            let temporary: Vec<&String> = opcodes
+                .iter()
+                .filter(|op| {
+                    matches!(
+                        op.as_str(),
+                        "OpenEphemeral" | "OpenAutoindex" | "SorterOpen"
+                    )
+                })
+                .collect();
+            assert!(temporary.is_empty(), "{sql}: {temporary:?}");
+        }
+    }
+
+    /// The API-key cap reads a delegation's live keys only: its work does
+    /// not grow with the revoked keys the delegation has piled up.
+    #[test]
+    fn the_key_cap_reads_live_keys_only() {
+        let c = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+        run_migrations(&c, SQLITE).unwrap_or_else(|e| panic!("{e}"));
+        // Keys without their registration row: only the index is tested.
+        c.execute_batch("PRAGMA foreign_keys = OFF")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let steps = |revoked: usize| {
+            c.execute_batch("DELETE FROM credentials")
+                .unwrap_or_else(|e| panic!("{e}"));
+            for i in 0..revoked + 12 {
+                c.execute(
+                    "INSERT INTO credentials (id, token_hash, registration_id, type, source, scopes,
+                                              issued_at, revoked_at)
+                     VALUES (?1, x'00', 'reg_1', 'api_key', 'provider', '', 0, ?2)",
+                    params![format!("key_{i:08}"), (i < revoked).then_some(1)],
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+            }
+            let mut s = c.prepare(KEYS_PAST_CAP).unwrap_or_else(|e| panic!("{e}"));
+            let past: Vec<String> = s
+                .query_map(params!["reg_1", 10], |r| r.get(0))
+                .and_then(|rows| rows.collect())
+                .unwrap_or_else(|e| panic!("{e}"));
+            // 12 live keys, newest first: the two oldest are past 10.
+            let oldest_live = [revoked + 1, revoked].map(|i| format!("key_{i:08}"));
+            assert_eq!(past, oldest_live);
+            s.get_status(rusqlite::StatementStatus::VmStep)
+        };
+        assert_eq!(steps(0), steps(2_000));
     }
 
     /// The writer undoes a failed job's replay-set changes with its

@@ -1,0 +1,8 @@
+-- A delegation's live API keys, for the cap on them (issue 14). Every
+-- agent-verified registration that issues a key asks for its delegation's
+-- live keys past the newest N. Through credentials_registration that walked
+-- every key the delegation was ever issued (revoked keys are kept), with a
+-- table lookup each: a cost that grew with the delegation's age, paid in
+-- SQLite's single writer. This index holds the live ones only.
+CREATE INDEX credentials_live_api_keys ON credentials(registration_id, id)
+    WHERE type = 'api_key' AND revoked_at IS NULL;
