@@ -508,7 +508,8 @@ async fn register_agent_tx(
             .prepare_cached(
                 "UPDATE credentials SET revoked_at = $1 WHERE id IN
                      (SELECT id FROM credentials
-                      WHERE registration_id = $2 AND type = 'api_key' AND revoked_at IS NULL
+                      WHERE registration_id = $2 AND type = 'api_key' AND source = 'provider'
+                        AND revoked_at IS NULL
                       ORDER BY id DESC OFFSET $3)
                  RETURNING id, token_hash",
             )

@@ -563,9 +563,11 @@ const DELEGATION_QUERY: &str = "SELECT d.user_id, d.registration_id, r.status, d
 /// §3.3/§6 in the writer's transaction. Every refusal is decided before the
 /// first write (the writer commits what a successful job wrote).
 /// A delegation's live API keys past the newest `?2` (ids are time-ordered),
-/// through the partial index of live keys (migration 0012).
+/// through the partial index of live provider keys (migration 0012). A
+/// delegation's registration holds no other API keys.
 const KEYS_PAST_CAP: &str = "SELECT id, token_hash FROM credentials
-     WHERE registration_id = ?1 AND type = 'api_key' AND revoked_at IS NULL
+     WHERE registration_id = ?1 AND type = 'api_key' AND source = 'provider'
+       AND revoked_at IS NULL
      ORDER BY id DESC LIMIT -1 OFFSET ?2";
 
 fn register_agent_tx(
