@@ -3,7 +3,7 @@
 -- live keys past the newest N. Through credentials_registration that walked
 -- every key the delegation was ever issued (revoked keys are kept), with a
 -- table lookup each: a cost that grew with the delegation's age, paid in
--- SQLite's single writer. This index holds the live ones only, and only
+-- the registering transaction (on SQLite, in its single writer). This index holds the live ones only, and only
 -- those a provider's assertion issued (the cap's keys): an anonymous or
 -- claimed registration's key is never looked up this way, and adding it
 -- here would cost every anonymous registration an index write.
