@@ -97,6 +97,26 @@ fn set_cookie(r: &TestResponse) -> String {
         .to_owned()
 }
 
+/// A `service_auth` registration for `email`, claimed through the whole
+/// ceremony: its registration body and the first refresh token.
+async fn claimed_with_refresh(t: &TestApp, email: &str) -> (Value, String) {
+    let b = identity(t, json!({"type": "service_auth", "login_hint": email}))
+        .await
+        .json();
+    let token = b["claim"]["token"].as_str().unwrap_or_default().to_owned();
+    let uri = b["claim"]["attempt"]["verification_uri"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let code = user_confirms(t, &uri, email, 0).await;
+    let d = complete(t, &token, &code).await.json();
+    let first = d["identity"]["refresh_token"]["value"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    (b, first)
+}
+
 /// What a user does with the agent's link: open it, ask for a sign-in
 /// link, open the email's link in the same browser, confirm, read the
 /// code. Returns the code. `mails` is how many messages were sent before.
@@ -269,12 +289,7 @@ both_backends! {
     /// §4.14.2; the reference implementation only refuses the spent one).
     async fn refresh_rotates_and_reuse_ends_the_family(backend: Backend) {
         let t = TestApp::new(backend, ON).await;
-        let b = identity(&t, json!({"type": "service_auth", "login_hint": "pia@example.com"})).await.json();
-        let token = b["claim"]["token"].as_str().unwrap_or_default().to_owned();
-        let uri = b["claim"]["attempt"]["verification_uri"].as_str().unwrap_or_default().to_owned();
-        let code = user_confirms(&t, &uri, "pia@example.com", 0).await;
-        let d = complete(&t, &token, &code).await.json();
-        let first = d["identity"]["refresh_token"]["value"].as_str().unwrap_or_default().to_owned();
+        let (b, first) = claimed_with_refresh(&t, "pia@example.com").await;
 
         let r = identity(&t, json!({"type": "refresh", "refresh_token": first})).await;
         assert_eq!(r.status, 200, "{}", r.text());
@@ -322,12 +337,7 @@ both_backends! {
     /// past its expiry is refused.
     async fn forged_or_expired_refresh_tokens_change_nothing(backend: Backend) {
         let t = TestApp::new(backend, &format!("{ON}[ttl]\nrefresh_token = \"2s\"\n")).await;
-        let b = identity(&t, json!({"type": "service_auth", "login_hint": "pia@example.com"})).await.json();
-        let token = b["claim"]["token"].as_str().unwrap_or_default().to_owned();
-        let uri = b["claim"]["attempt"]["verification_uri"].as_str().unwrap_or_default().to_owned();
-        let code = user_confirms(&t, &uri, "pia@example.com", 0).await;
-        let d = complete(&t, &token, &code).await.json();
-        let first = d["identity"]["refresh_token"]["value"].as_str().unwrap_or_default().to_owned();
+        let (_, first) = claimed_with_refresh(&t, "pia@example.com").await;
         let r = identity(&t, json!({"type": "refresh", "refresh_token": first})).await;
         assert_eq!(r.status, 200, "{}", r.text());
         let second = r.json()["identity"]["refresh_token"]["value"].as_str().unwrap_or_default().to_owned();
@@ -363,12 +373,7 @@ both_backends! {
     /// one successor dies with it.
     async fn concurrent_rotations_of_one_token_rotate_once(backend: Backend) {
         let t = TestApp::new(backend, ON).await;
-        let b = identity(&t, json!({"type": "service_auth", "login_hint": "pia@example.com"})).await.json();
-        let token = b["claim"]["token"].as_str().unwrap_or_default().to_owned();
-        let uri = b["claim"]["attempt"]["verification_uri"].as_str().unwrap_or_default().to_owned();
-        let code = user_confirms(&t, &uri, "pia@example.com", 0).await;
-        let d = complete(&t, &token, &code).await.json();
-        let first = d["identity"]["refresh_token"]["value"].as_str().unwrap_or_default().to_owned();
+        let (_, first) = claimed_with_refresh(&t, "pia@example.com").await;
 
         let answers = futures_util::future::join_all(
             (0..8).map(|_| identity(&t, json!({"type": "refresh", "refresh_token": first}))),

@@ -560,8 +560,6 @@ const DELEGATION_QUERY: &str = "SELECT d.user_id, d.registration_id, r.status, d
      JOIN registrations r ON r.id = d.registration_id
      WHERE d.iss = ?1 AND d.sub = ?2";
 
-/// §3.3/§6 in the writer's transaction. Every refusal is decided before the
-/// first write (the writer commits what a successful job wrote).
 /// A delegation's live API keys past the newest `?2` (ids are time-ordered),
 /// through the partial index of live provider keys (migration 0012). A
 /// delegation's registration holds no other API keys.
@@ -570,6 +568,8 @@ const KEYS_PAST_CAP: &str = "SELECT id, token_hash FROM credentials
        AND revoked_at IS NULL
      ORDER BY id DESC LIMIT -1 OFFSET ?2";
 
+/// §3.3/§6 in the writer's transaction. Every refusal is decided before the
+/// first write (the writer commits what a successful job wrote).
 fn register_agent_tx(
     c: &Connection,
     seen: &jti::SeenJti,
@@ -1303,6 +1303,19 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
+    /// One column of `how` (`EXPLAIN` or `EXPLAIN QUERY PLAN`) run on `sql`
+    /// with `params` placeholder values.
+    fn explain(c: &Connection, how: &str, sql: &str, params: usize, column: usize) -> Vec<String> {
+        c.prepare(&format!("{how} {sql}"))
+            .and_then(|mut s| {
+                s.query_map(rusqlite::params_from_iter((0..params).map(|_| "x")), |r| {
+                    r.get(column)
+                })?
+                .collect()
+            })
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// A writer's or reader's connection plans each statement once
     /// ([`stable_plans`]): a cached statement run again with other values
     /// is not compiled again, and its plan still uses the index.
@@ -1342,15 +1355,7 @@ mod tests {
                     "{sql}"
                 );
             }
-            let plan: Vec<String> = c
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .and_then(|mut s| {
-                    s.query_map(rusqlite::params_from_iter((0..params).map(|_| "x")), |r| {
-                        r.get(3)
-                    })?
-                    .collect()
-                })
-                .unwrap_or_else(|e| panic!("{e}"));
+            let plan = explain(c, "EXPLAIN QUERY PLAN", sql, params, 3);
             assert!(plan.iter().any(|p| p.contains(uses)), "{sql}: {plan:?}");
         }
     }
@@ -1372,15 +1377,7 @@ mod tests {
             (USER_BY_VERIFIED_PHONE, 1),
             (current::PRESENTED_REFRESH, 1),
         ] {
-            let opcodes: Vec<String> = c
-                .prepare(&format!("EXPLAIN {sql}"))
-                .and_then(|mut s| {
-                    s.query_map(rusqlite::params_from_iter((0..params).map(|_| "x")), |r| {
-                        r.get(1)
-                    })?
-                    .collect()
-                })
-                .unwrap_or_else(|e| panic!("{e}"));
+            let opcodes = explain(&c, "EXPLAIN", sql, params, 1);
             let temporary: Vec<&String> = opcodes
                 .iter()
                 .filter(|op| {
