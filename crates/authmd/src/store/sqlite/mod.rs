@@ -213,6 +213,8 @@ fn configure_writer(conn: &Connection, memory: bool) -> Result<(), StoreError> {
     if !memory {
         // WAL: readers never block the writer. FULL: a commit is on disk
         // before it is acknowledged (group commit keeps this affordable).
+        // SQLite syncs with fdatasync(2) in this workspace's builds
+        // (`.cargo/config.toml`): data and size, not the mtime.
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(db)?;
@@ -1302,6 +1304,47 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bundled SQLite was compiled with `HAVE_FDATASYNC`
+    /// (`.cargo/config.toml`): this binary imports `fdatasync` (nothing else
+    /// in authmd calls it: its own syncs are `sync_all`, fsync), so a commit
+    /// no longer waits for the inode's mtime to be written as well.
+    #[test]
+    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+    fn sqlite_syncs_with_fdatasync() {
+        assert!(
+            dynamic_symbols().iter().any(|s| s == "fdatasync"),
+            "SQLite was built without HAVE_FDATASYNC: is LIBSQLITE3_FLAGS overridden?"
+        );
+    }
+
+    /// The names in this (ELF64) executable's dynamic string table: the
+    /// symbols it imports and exports.
+    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+    fn dynamic_symbols() -> Vec<String> {
+        let exe = std::fs::read("/proc/self/exe").unwrap_or_else(|e| panic!("{e}"));
+        let u16_at = |o: usize| usize::from(u16::from_le_bytes([exe[o], exe[o + 1]]));
+        let u32_at = |o: usize| u32::from_le_bytes(exe[o..o + 4].try_into().unwrap_or_default());
+        let u64_at = |o: usize| {
+            usize::try_from(u64::from_le_bytes(
+                exe[o..o + 8].try_into().unwrap_or_default(),
+            ))
+            .unwrap_or(usize::MAX)
+        };
+        assert_eq!(&exe[..5], b"\x7fELF\x02", "not an ELF64 executable");
+        let (table, size, count) = (u64_at(0x28), u16_at(0x3a), u16_at(0x3c));
+        let section = |i: usize| table + i * size;
+        let dynsym = (0..count)
+            .map(section)
+            .find(|&h| u32_at(h + 4) == 11) // SHT_DYNSYM
+            .unwrap_or_else(|| panic!("no dynamic symbol table"));
+        let strings = section(u32_at(dynsym + 0x28) as usize); // its sh_link
+        let (offset, len) = (u64_at(strings + 0x18), u64_at(strings + 0x20));
+        exe[offset..offset + len]
+            .split(|&b| b == 0)
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect()
+    }
 
     /// One column of `how` (`EXPLAIN` or `EXPLAIN QUERY PLAN`) run on `sql`
     /// with `params` placeholder values.
