@@ -69,6 +69,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "live_api_keys",
         sql: include_str!("../../migrations/sqlite/0012_live_api_keys.sql"),
     },
+    Migration {
+        version: 13,
+        name: "non_null_indexes",
+        sql: include_str!("../../migrations/sqlite/0013_non_null_indexes.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -131,6 +136,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 12,
         name: "live_api_keys",
         sql: include_str!("../../migrations/postgres/0012_live_api_keys.sql"),
+    },
+    Migration {
+        version: 13,
+        name: "non_null_indexes",
+        sql: include_str!("../../migrations/postgres/0013_non_null_indexes.sql"),
     },
 ];
 

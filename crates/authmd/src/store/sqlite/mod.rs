@@ -1468,6 +1468,63 @@ mod tests {
         assert_eq!(steps(0), steps(2_000));
     }
 
+    /// A registration without a user (anonymous, until claimed) or a
+    /// provider writes no entry into the indexes by user and by provider,
+    /// nor a user without an email address or phone number into theirs
+    /// (migration 0013), and the lookups through them still use them.
+    #[test]
+    fn rows_without_a_value_stay_out_of_its_index() {
+        let c = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+        run_migrations(&c, SQLITE).unwrap_or_else(|e| panic!("{e}"));
+        c.execute_batch("PRAGMA foreign_keys = OFF")
+            .unwrap_or_else(|e| panic!("{e}"));
+        for i in 0..101 {
+            let (user, iss) = if i == 100 {
+                (Some("usr_1"), Some("https://idp.example"))
+            } else {
+                (None, None)
+            };
+            c.execute(
+                "INSERT INTO registrations (id, type, status, created_at, updated_at, user_id, iss)
+                 VALUES (?1, 'anonymous', 'unclaimed', 0, 0, ?2, ?3)",
+                params![format!("reg_{i:08}"), user, iss],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        for i in 0..101 {
+            let email = (i == 100).then_some("a@example.com");
+            c.execute(
+                "INSERT INTO users (id, email, email_normalized, phone_number, phone_normalized, created_at)
+                 VALUES (?1, ?2, ?2, ?2, ?2, 0)",
+                params![format!("usr_{i:08}"), email],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        for (table, index, column) in [
+            ("registrations", "registrations_user", "user_id"),
+            ("registrations", "registrations_iss", "iss"),
+            ("users", "users_email", "email_normalized"),
+            ("users", "users_phone", "phone_normalized"),
+        ] {
+            let entries: i64 = c
+                .query_row(
+                    "SELECT sum(ncell) FROM dbstat WHERE name = ?1 AND pagetype = 'leaf'",
+                    [index],
+                    |r| r.get(0),
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(entries, 1, "{index}");
+            let plan = explain(
+                &c,
+                "EXPLAIN QUERY PLAN",
+                &format!("SELECT id FROM {table} WHERE {column} = ?1"),
+                1,
+                3,
+            );
+            assert!(plan.iter().any(|p| p.contains(index)), "{plan:?}");
+        }
+    }
+
     /// The writer undoes a failed job's replay-set changes with its
     /// transaction: the job that failed remembers nothing, and the job
     /// that ran again beside it remembers its key once.
