@@ -1346,6 +1346,23 @@ mod tests {
             .collect()
     }
 
+    /// An in-memory database with every migration applied.
+    fn migrated() -> Connection {
+        let c = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+        run_migrations(&c, SQLITE).unwrap_or_else(|e| panic!("{e}"));
+        c
+    }
+
+    /// [`migrated`] without foreign keys: rows are written without their
+    /// parents (keys without a registration row, say), for tests of the
+    /// tables and indexes alone.
+    fn schema_only() -> Connection {
+        let c = migrated();
+        c.execute_batch("PRAGMA foreign_keys = OFF")
+            .unwrap_or_else(|e| panic!("{e}"));
+        c
+    }
+
     /// One column of `how` (`EXPLAIN` or `EXPLAIN QUERY PLAN`) run on `sql`
     /// with `params` placeholder values.
     fn explain(c: &Connection, how: &str, sql: &str, params: usize, column: usize) -> Vec<String> {
@@ -1409,8 +1426,7 @@ mod tests {
     /// every run, and truncated at every commit.
     #[test]
     fn hot_statements_build_no_temporary_btree() {
-        let c = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
-        run_migrations(&c, SQLITE).unwrap_or_else(|e| panic!("{e}"));
+        let c = migrated();
         for (sql, params) in [
             (CREDENTIAL_QUERY, 1),
             (DELEGATION_QUERY, 2),
@@ -1438,11 +1454,7 @@ mod tests {
     /// not grow with the revoked keys the delegation has piled up.
     #[test]
     fn the_key_cap_reads_live_keys_only() {
-        let c = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
-        run_migrations(&c, SQLITE).unwrap_or_else(|e| panic!("{e}"));
-        // Keys without their registration row: only the index is tested.
-        c.execute_batch("PRAGMA foreign_keys = OFF")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let c = schema_only();
         let steps = |revoked: usize| {
             c.execute_batch("DELETE FROM credentials")
                 .unwrap_or_else(|e| panic!("{e}"));
@@ -1474,10 +1486,7 @@ mod tests {
     /// (migration 0013), and the lookups through them still use them.
     #[test]
     fn rows_without_a_value_stay_out_of_its_index() {
-        let c = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
-        run_migrations(&c, SQLITE).unwrap_or_else(|e| panic!("{e}"));
-        c.execute_batch("PRAGMA foreign_keys = OFF")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let c = schema_only();
         for i in 0..101 {
             let (user, iss) = if i == 100 {
                 (Some("usr_1"), Some("https://idp.example"))
@@ -1530,8 +1539,7 @@ mod tests {
     /// that ran again beside it remembers its key once.
     #[test]
     fn a_failed_job_in_a_batch_leaves_no_jti_behind() {
-        let c = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
-        run_migrations(&c, SQLITE).unwrap_or_else(|e| panic!("{e}"));
+        let c = migrated();
         let seen = Arc::new(jti::SeenJti::default());
         let until = Timestamp::from_millis(2_000_000_000_000);
         let job = |key: u8, fail: bool| {
