@@ -19,8 +19,10 @@ pub(super) fn add(
     assertion: bool,
     every: bool,
 ) -> Result<(), crate::Error> {
+    // The values move into the headers (a `String` becomes their bytes
+    // without a copy).
     for (name, value) in identity::headers(agent) {
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        if let Ok(v) = HeaderValue::try_from(value) {
             headers.insert(HeaderName::from_static(name), v);
         }
     }
@@ -39,9 +41,20 @@ pub(super) fn add(
         let token = app
             .identity_assertion(&agent.0, Timestamp::now())
             .map_err(crate::Error::internal)?;
-        if let Ok(v) = HeaderValue::from_str(&token) {
+        // The cached assertion's own bytes, shared, not copied (it is
+        // about 1 KiB).
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(Shared(token))) {
             headers.insert(HeaderName::from_static(identity::ASSERTION), v);
         }
     }
     Ok(())
+}
+
+/// A cached assertion as the bytes of a header value.
+struct Shared(std::sync::Arc<str>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
