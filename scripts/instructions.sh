@@ -18,7 +18,10 @@
 # registration, with its signed assertion), exchange (one of authmd's
 # assertions at the token endpoint), refresh (a claimed registration's
 # chain of rotations), idjag (agent-verified registration, a distinct
-# ES256 assertion per request, subjects cycling through USERS).
+# ES256 assertion per request, subjects cycling through USERS), gateway
+# (GET through the gateway with a valid key to a small HTTP/1.1 upstream
+# that answers 200 and keeps the connection: what authmd adds to a
+# proxied request, identity headers and cached assertion included).
 #
 # What it does not count: the kernel (system calls, the fsync, the
 # network), and waiting. And under valgrind aws-lc takes its portable
@@ -36,11 +39,12 @@ if [ $# = 2 ]; then bin[B]=$(realpath "$2"); sides=(A B); fi
 SCRIPTS=$(realpath "$(dirname "$0")")
 . "$SCRIPTS/load-common.sh"
 . "$SCRIPTS/id-jag-common.sh"
-SCENARIOS=${SCENARIOS:-"valid anon anonc exchange refresh idjag"}
+SCENARIOS=${SCENARIOS:-"valid anon anonc exchange refresh idjag gateway"}
 N=${N:-200}
 WARM=${WARM:-50}
 PORT=${PORT:-21480}
 IDP_PORT=${IDP_PORT:-21497}
+UPSTREAM_PORT=${UPSTREAM_PORT:-21498}
 base="http://127.0.0.1:$PORT"
 command -v valgrind >/dev/null || { echo "needs valgrind" >&2; exit 1; }
 cd "$work"
@@ -50,6 +54,24 @@ cd "$work"
 if [[ " $SCENARIOS " == *" idjag "* ]]; then
   "$MINT" $((WARM + N)) "http://127.0.0.1:$IDP_PORT" "$base" idp ES256 "$USERS" >/dev/null
   python3 -m http.server -b 127.0.0.1 -d idp "$IDP_PORT" >/dev/null 2>&1 & pids+=($!)
+fi
+
+# The gateway's upstream: 200 "ok" on a kept connection.
+if [[ " $SCENARIOS " == *" gateway "* ]]; then
+  cat > upstream.py <<'PY'
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "3")
+        self.end_headers()
+        self.wfile.write(b"ok\n")
+    def log_message(self, *a): pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+  python3 upstream.py "$UPSTREAM_PORT" & pids+=($!)
 fi
 
 # The client: SCENARIO FIRST COUNT, one keep-alive connection, every
@@ -75,7 +97,7 @@ def state(name, make):
         open(name, "w").write(make())
     return open(name).read().strip()
 anon_body = json.dumps({"type": "anonymous", "requested_credential_type": "api_key"})
-if scenario == "valid":
+if scenario in ("valid", "gateway"):
     key = state("key", lambda: json.loads(call("POST", "/agent/auth", anon_body))["credential"])
 elif scenario == "exchange":
     assertion = state("assertion", lambda: json.loads(
@@ -85,6 +107,8 @@ elif scenario == "idjag":
 for i in range(count):
     if scenario == "valid":
         call("GET", "/api/whoami", headers={"Authorization": "Bearer " + key})
+    elif scenario == "gateway":
+        call("GET", "/api/x", headers={"Authorization": "Bearer " + key})
     elif scenario == "anon":
         call("POST", "/agent/auth", anon_body)
     elif scenario == "anonc":
@@ -119,6 +143,10 @@ enabled = false
 issuer = "http://127.0.0.1:$IDP_PORT"
 algorithms = ["ES256"]
 TOML
+  if [ "$scenario" = gateway ]; then
+    printf '[resource]\npre_claim_scopes = ["api.read", "api.write"]\n[upstream]\nurl = "http://127.0.0.1:%s"\n' \
+      "$UPSTREAM_PORT" >> run/load.toml
+  fi
   (cd run && exec valgrind --tool=callgrind --instr-atstart=no \
     --callgrind-out-file="$work/run/callgrind.out" "${bin[$side]}" --config load.toml serve \
     >"$work/run/valgrind.log" 2>&1) &

@@ -64,6 +64,11 @@ impl Compact {
         })
     }
 
+    /// The token as presented.
+    pub fn as_str(&self) -> &str {
+        &self.token
+    }
+
     /// `BASE64URL(header) || '.' || BASE64URL(payload)`, what was signed.
     pub fn signing_input(&self) -> &[u8] {
         &self.token.as_bytes()[..self.input_len]

@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 use crate::AuthMd;
 use crate::error::{Error, ProtocolError};
 use crate::time::Timestamp;
-use crate::token::new_id;
+use crate::token::{SecretHash, new_id};
 use crate::vocab::RegistrationStatus;
 
 /// The JOSE `typ` (the reference implementation's; an ID-JAG's).
@@ -65,6 +65,50 @@ pub struct Verified {
     pub status: RegistrationStatus,
     pub jti: String,
     pub expires_at: Timestamp,
+}
+
+/// Assertions signed here, by the SHA-256 of their text: an agent
+/// exchanges its assertion at the token endpoint, usually seconds after
+/// the registration answered and at the same replica. One found here is
+/// byte for byte a token this replica signed, so checking the signature
+/// again would only repeat our own arithmetic (an ES256 verification, the
+/// larger part of an exchange). Bounded: one not found (signed by another
+/// replica, before a restart, or pushed out by newer ones) has its
+/// signature verified as before. Everything else is checked either way,
+/// the `kid` included: an assertion whose key is no longer published is
+/// refused though it is found here.
+pub struct Recent {
+    signed: quick_cache::sync::Cache<SecretHash, ()>,
+}
+
+/// Assertions remembered per replica (about 100 bytes each).
+const RECENT: usize = 65_536;
+
+impl Default for Recent {
+    fn default() -> Self {
+        Recent {
+            signed: quick_cache::sync::Cache::new(RECENT),
+        }
+    }
+}
+
+impl std::fmt::Debug for Recent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recent")
+            .field("remembered", &self.signed.len())
+            .finish()
+    }
+}
+
+impl Recent {
+    fn remember(&self, token: &str) {
+        self.signed.insert(SecretHash::of(token), ());
+    }
+
+    /// Whether this replica signed exactly `token`.
+    fn signed_here(&self, token: &str) -> bool {
+        self.signed.get(&SecretHash::of(token)).is_some()
+    }
 }
 
 /// Whether a token looks like one of our assertions (its unverified `iss`
@@ -110,6 +154,7 @@ impl AuthMd {
             .service_keys()
             .sign(TYP, &c, now)
             .map_err(Error::internal)?;
+        self.recent_assertions().remember(&token);
         Ok(Issued {
             token,
             jti,
@@ -148,7 +193,10 @@ impl AuthMd {
         let Some(key) = self.service_keys().verifying_key(kid, now).await else {
             return refuse("no key of this service has the assertion's kid");
         };
-        if !key.supports(alg) || !key.verify(alg, token.signing_input(), &token.signature) {
+        let signed_here = self.recent_assertions().signed_here(token.as_str());
+        if !key.supports(alg)
+            || !(signed_here || key.verify(alg, token.signing_input(), &token.signature))
+        {
             return refuse("the assertion's signature does not verify");
         }
         let c = &token.claims;
@@ -200,5 +248,27 @@ impl AuthMd {
             jti: jti.to_owned(),
             expires_at: exp,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_text_signed_here_is_recognized() {
+        let recent = Recent::default();
+        recent.remember("aaa.bbb.ccc");
+        assert!(recent.signed_here("aaa.bbb.ccc"));
+        for other in [
+            "aaa.bbb.ccd",
+            "aaa.bbb.cc",
+            "aaa.bbb.ccc.",
+            " aaa.bbb.ccc",
+            "AAA.bbb.ccc",
+            "",
+        ] {
+            assert!(!recent.signed_here(other), "{other:?}");
+        }
     }
 }

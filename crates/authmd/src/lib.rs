@@ -110,6 +110,7 @@ struct Inner {
     introspectors: introspect::Introspectors,
     service_keys: service_keys::ServiceKeys,
     assertions: identity::Assertions,
+    recent_assertions: assertion::Recent,
     /// Refused registrations counted since the last flush.
     refusals: refusals::Refusals,
     /// The poller, the sweeper, the key reload and the refusal flush,
@@ -234,6 +235,7 @@ impl AuthMd {
                 introspectors,
                 service_keys,
                 assertions: identity::Assertions::default(),
+                recent_assertions: assertion::Recent::default(),
                 refusals: refusals::Refusals::default(),
                 background: std::sync::OnceLock::new(),
             }),
@@ -292,6 +294,11 @@ impl AuthMd {
 
     pub(crate) fn assertions(&self) -> &identity::Assertions {
         &self.inner.assertions
+    }
+
+    /// The assertions this replica signed lately (`assertion::Recent`).
+    pub(crate) fn recent_assertions(&self) -> &assertion::Recent {
+        &self.inner.recent_assertions
     }
 
     pub(crate) fn refusals(&self) -> &refusals::Refusals {

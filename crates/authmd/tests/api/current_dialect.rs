@@ -132,6 +132,45 @@ both_backends! {
 }
 
 both_backends! {
+    /// The replica that signed an assertion recognizes it by its digest;
+    /// another replica, or this one after a restart, checks its signature.
+    /// Either way it exchanges, and a copy differing in any segment is
+    /// refused where it was signed as anywhere else.
+    async fn assertions_exchange_wherever_they_are_presented(backend: Backend) {
+        let t = TestApp::new(backend, ON).await;
+        let other = t.replica(ON).await;
+        let b = identity(&t, r#"{"type":"anonymous"}"#).await.json();
+        let assertion = b["identity"]["assertion"].as_str().unwrap_or_default().to_owned();
+        for (replica, which) in [(&t, "the replica that signed it"), (&other, "another replica")] {
+            let x = exchange(replica, &grant(&assertion)).await;
+            assert_eq!(x.status, 200, "{which}: {}", x.text());
+            assert_eq!(x.json()["scope"], "api.read", "{which}");
+        }
+        let restarted = t.replica(ON).await;
+        drop(t);
+        let x = exchange(&restarted, &grant(&assertion)).await;
+        assert_eq!(x.status, 200, "after a restart: {}", x.text());
+
+        let signer = TestApp::new(backend, ON).await;
+        let b = identity(&signer, r#"{"type":"anonymous"}"#).await.json();
+        let assertion = b["identity"]["assertion"].as_str().unwrap_or_default().to_owned();
+        let segments: Vec<&str> = assertion.split('.').collect();
+        for i in 0..3 {
+            let mut altered: Vec<String> = segments.iter().map(|s| (*s).to_owned()).collect();
+            // One character of the segment swapped for another base64url one.
+            let mid = altered[i].len() / 2;
+            let c = altered[i].as_bytes()[mid];
+            let swapped = if c == b'A' { 'B' } else { 'A' };
+            altered[i].replace_range(mid..=mid, &swapped.to_string());
+            let x = exchange(&signer, &grant(&altered.join("."))).await;
+            assert_eq!(x.status, 400, "segment {i} altered: {}", x.text());
+            assert_eq!(x.code(), "invalid_grant", "segment {i} altered");
+        }
+        assert_eq!(signer.events("token.exchanged").await.len(), 0);
+    }
+}
+
+both_backends! {
     /// Unlike the reference implementation, a revoked or expired
     /// registration's assertions stop exchanging at once.
     async fn assertions_die_with_their_registration(backend: Backend) {
