@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole load matrix, two builds side by side: every scenario at every
 # connection count on every backend, each cell run REPS times for each
-# build, alternating which build goes first, on a fresh database each time.
+# build, alternating which build goes first, on a fresh database each time;
+# rep by rep, the scenarios in reverse order on even reps (see below).
 # The server is pinned to CPU 0 and wrk (and the provider's JWKS server) to
 # CPU 1. Prints one markdown table per backend: req/s, p50 and p99 of each
 # build (medians over the reps), the ratio B/A of the rates, and the
@@ -238,13 +239,25 @@ PY
     END {printf "%s %s %s %d %d %.1f %.1f\n", rps, p50, p99, bad, ticks * 100 / hz / secs, n ? ticks * 1e6 / hz / n : 0, n ? dbticks * 1e6 / hz / n : 0}' <<<"$out"
 }
 
+# Rep by rep: each rep runs every scenario at every connection count, the
+# scenarios in reverse order on even reps, so that a comparison between
+# scenarios (refresh rotation against anonymous registration, issue 18) is
+# not decided by which ran first. Run one after the other, the same
+# PostgreSQL cell differed by up to 1.4x between the start and the end of a
+# run (refresh against anonc: 1.20 measured after it, 0.84 before it).
 for backend in $BACKENDS; do
-  for scenario in $SCENARIOS; do
-    for conns in $CONNS_LIST; do
-      if { [ "$scenario" = idjag ] || [ "$scenario" = idjagx ]; } && [ $(( $(date +%s) - minted )) -gt 300 ]; then
-        mint   # assertions live 10 minutes; a group of cells takes less than 5
-      fi
-      for rep in $(seq 1 "$REPS"); do
+  for rep in $(seq 1 "$REPS"); do
+    scenarios=($SCENARIOS)
+    if [ $((rep % 2)) = 0 ]; then
+      reversed=()
+      for ((i = ${#scenarios[@]} - 1; i >= 0; i--)); do reversed+=("${scenarios[i]}"); done
+      scenarios=("${reversed[@]}")
+    fi
+    for scenario in "${scenarios[@]}"; do
+      for conns in $CONNS_LIST; do
+        if { [ "$scenario" = idjag ] || [ "$scenario" = idjagx ]; } && [ $(( $(date +%s) - minted )) -gt 300 ]; then
+          mint   # assertions live 10 minutes
+        fi
         order=("${sides[@]}")
         if [ $((rep % 2)) = 0 ] && [ ${#sides[@]} = 2 ]; then order=(B A); fi
         for side in "${order[@]}"; do
@@ -253,13 +266,13 @@ for backend in $BACKENDS; do
             "$(measure "$scenario" "$conns")" >> "$results"
           stop_server
         done
+        tail -n "${#sides[@]}" "$results" >&2
       done
-      tail -n "$(( REPS * ${#sides[@]} ))" "$results" >&2
     done
   done
 done
 
-python3 - "$results" <<'PY'
+python3 - "$results" "$SCENARIOS" "$CONNS_LIST" <<'PY'
 import sys, statistics, collections
 def ms(v):
     if v.endswith("us"): return float(v[:-2]) / 1000
@@ -267,7 +280,11 @@ def ms(v):
     if v.endswith("s"): return float(v[:-1]) * 1000
     return float("nan")
 cells = collections.OrderedDict()
-for line in open(sys.argv[1]):
+scenario_rank = {s: i for i, s in enumerate(sys.argv[2].split())}
+conns_rank = {c: i for i, c in enumerate(sys.argv[3].split())}
+for line in sorted(open(sys.argv[1]), key=lambda l: (
+        l.split("\t")[0] != "sqlite", scenario_rank.get(l.split("\t")[1], 99),
+        conns_rank.get(l.split("\t")[2], 99))):
     backend, scenario, conns, side, rep, rest = line.rstrip("\n").split("\t", 5)
     rps, p50, p99, bad, cpu, us, dbus = (rest.split() + ["0"])[:7]
     cells.setdefault((backend, scenario, conns), {}).setdefault(side, []).append(
