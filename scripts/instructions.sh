@@ -131,18 +131,7 @@ PY
 count() {
   local side=$1 scenario=$2 vg total
   rm -rf run && mkdir run
-  cat > run/load.toml <<TOML
-listen = "127.0.0.1:$PORT"
-[database]
-url = "sqlite://$work/run/authmd.db"
-[mail]
-outbox = "$work/run/outbox"
-[rate_limits]
-enabled = false
-[[providers]]
-issuer = "http://127.0.0.1:$IDP_PORT"
-algorithms = ["ES256"]
-TOML
+  run_toml "$work/run" "sqlite://$work/run/authmd.db"
   if [ "$scenario" = gateway ]; then
     printf '[resource]\npre_claim_scopes = ["api.read", "api.write"]\n[upstream]\nurl = "http://127.0.0.1:%s"\n' \
       "$UPSTREAM_PORT" >> run/load.toml
@@ -151,11 +140,7 @@ TOML
     --callgrind-out-file="$work/run/callgrind.out" "${bin[$side]}" --config load.toml serve \
     >"$work/run/valgrind.log" 2>&1) &
   vg=$!
-  for _ in $(seq 1 600); do
-    curl -sf -o /dev/null "$base/readyz" && break
-    sleep 0.2
-  done
-  curl -sf -o /dev/null "$base/readyz" || { echo "the server did not become ready" >&2; exit 1; }
+  wait_ready "$base" 1200   # valgrind starts it slowly
   if [ "$scenario" = refresh ]; then
     python3 "$SCRIPTS/current-claims.py" "$base" "$work/run/outbox" 1 refresh > run/refresh
   fi

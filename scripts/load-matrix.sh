@@ -130,30 +130,14 @@ start_server() {
   else
     url="sqlite://$work/run/authmd.db"
   fi
-  cat > run/load.toml <<TOML
-listen = "127.0.0.1:$PORT"
-[database]
-url = "$url"
-[mail]
-outbox = "$work/run/outbox"
-[rate_limits]
-enabled = false
-[[providers]]
-issuer = "http://127.0.0.1:$IDP_PORT"
-algorithms = ["ES256"]
-TOML
+  run_toml "$work/run" "$url"
   # Settings of one side only (e.g. the same binary with and without
   # metrics: EXTRA_B=$'[metrics]\nlisten = "127.0.0.1:21090"').
   local extra="EXTRA_$side"
   printf '%s\n' "${!extra:-}" >> run/load.toml
   (cd run && AUTHMD_DATABASE_URL="$url" exec taskset -c 0 "${bin[$side]}" --config load.toml serve) &
   server=$!
-  for _ in $(seq 1 100); do
-    curl -sf -o /dev/null "$base/readyz" && return 0
-    sleep 0.1
-  done
-  echo "the server did not become ready" >&2
-  exit 1
+  wait_ready "$base" 100
 }
 
 stop_server() {
