@@ -9,6 +9,8 @@
 #   scripts/instructions.sh OLD_BINARY NEW_BINARY
 #   scripts/instructions.sh target/release/authmd                 # one build
 #   N=500 SCENARIOS="anonc refresh" scripts/instructions.sh A B
+#   KEEP=/tmp/cg SCENARIOS=gateway scripts/instructions.sh A   # and then:
+#   callgrind_annotate --inclusive=yes /tmp/cg/A-gateway/callgrind.out*
 #
 # Each scenario runs on a fresh SQLite database, one connection, one
 # request at a time: WARM requests first (not counted: the caches, the
@@ -156,6 +158,9 @@ count() {
     t=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
     total=$((total + ${t:-0}))
   done
+  if [ -n "${KEEP:-}" ]; then
+    mkdir -p "$KEEP/$side-$scenario" && cp run/callgrind.out* "$KEEP/$side-$scenario/"
+  fi
   echo $((total / N))
 }
 

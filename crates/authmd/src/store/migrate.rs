@@ -74,6 +74,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "non_null_indexes",
         sql: include_str!("../../migrations/sqlite/0013_non_null_indexes.sql"),
     },
+    Migration {
+        version: 14,
+        name: "refresh_family_purge",
+        sql: include_str!("../../migrations/sqlite/0014_refresh_family_purge.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -141,6 +146,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 13,
         name: "non_null_indexes",
         sql: include_str!("../../migrations/postgres/0013_non_null_indexes.sql"),
+    },
+    Migration {
+        version: 14,
+        name: "refresh_family_purge",
+        sql: include_str!("../../migrations/postgres/0014_refresh_family_purge.sql"),
     },
 ];
 

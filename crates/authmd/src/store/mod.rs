@@ -15,6 +15,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -460,6 +461,22 @@ pub struct NewRefreshToken {
     /// The first token's id; a new family's first token is its own.
     pub family_id: String,
     pub expires_at: Timestamp,
+}
+
+/// How long after its expiry a refresh family's row may wait for the
+/// purge (migration 0014). A family's `purge_after` is at least its
+/// `expires_at`, and is moved only when a rotation passes it, this far
+/// beyond: so the purge's index entry moves about once a day per family
+/// rather than at every rotation, and an expired family is deleted at most
+/// this late. What must be exact reads `expires_at`.
+pub const FAMILY_PURGE_SLACK: Duration = Duration::from_secs(24 * 60 * 60);
+
+impl NewRefreshToken {
+    /// Its family's `purge_after` when it is the family's first token, or
+    /// a rotation's that outlives the stored `purge_after`.
+    pub(crate) fn purge_after(&self) -> i64 {
+        self.expires_at.plus(FAMILY_PURGE_SLACK).as_millis()
+    }
 }
 
 /// `POST /agent/identity {"type": "refresh"}`: spend `presented`, issue

@@ -729,3 +729,73 @@ both_backends! {
         assert_eq!(t.events("credential.revoked").await.len(), 2);
     }
 }
+
+/// Rotates `token` through the store at `now`, as the identity endpoint
+/// would then: the successor's text, or `None` when it was refused.
+async fn rotate_at(t: &TestApp, token: &str, now: authmd::Timestamp) -> Option<String> {
+    use authmd::token::{PlainSecret, SecretKind, new_id, recognize};
+    let presented = recognize(token, &[SecretKind::RefreshToken])?;
+    let id = new_id("rft_");
+    let next = PlainSecret::generate(SecretKind::RefreshToken, &id);
+    let rotation = authmd::store::RefreshRotation {
+        id: presented.id(),
+        presented: presented.hash,
+        next: authmd::store::NewRefreshToken {
+            id: id.clone(),
+            hash: next.hash(),
+            family_id: id,
+            expires_at: now.plus(std::time::Duration::from_secs(2 * DAY)),
+        },
+        now,
+        meta: Default::default(),
+        assertion: (new_id("jti_"), now.plus(std::time::Duration::from_secs(60))),
+    };
+    match t
+        .app
+        .store()
+        .rotate_refresh(rotation)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    {
+        authmd::store::Rotated::Rotated { .. } => Some(next.expose().to_owned()),
+        _ => None,
+    }
+}
+
+const DAY: u64 = 24 * 60 * 60;
+
+both_backends! {
+    /// The purge never deletes a family whose newest token is live, even
+    /// when the rotations carried it past the point the purge first had
+    /// for it, and deletes an expired family within a day of its expiry
+    /// (migration 0014: the purge's index is not moved at every rotation).
+    async fn the_purge_keeps_live_refresh_families_and_ends_expired_ones(backend: Backend) {
+        let t = TestApp::new(backend, &format!("{ON}[ttl]\nrefresh_token = \"2d\"\n")).await;
+        let (_, first) = claimed_with_refresh(&t, "pia@example.com").await;
+        let t0 = authmd::Timestamp::now();
+        let at = |secs: u64| t0.plus(std::time::Duration::from_secs(secs));
+        let store = std::sync::Arc::clone(t.app.store());
+        let purge = |now: authmd::Timestamp| {
+            let store = std::sync::Arc::clone(&store);
+            async move {
+                store.purge(now, now).await.unwrap_or_else(|e| panic!("{e}"));
+            }
+        };
+        assert_eq!(t.db.rows("refresh_families").await, 1);
+
+        // Two rotations a day and a half apart, each outliving the
+        // previous token by that much; a purge before each.
+        let second = rotate_at(&t, &first, at(DAY + DAY / 2)).await.expect("rotates");
+        purge(at(3 * DAY + DAY / 4)).await;
+        assert_eq!(t.db.rows("refresh_families").await, 1, "live until 3.5 days");
+        rotate_at(&t, &second, at(3 * DAY + DAY / 4)).await.expect("rotates after the purge");
+        purge(at(5 * DAY)).await;
+        assert_eq!(t.db.rows("refresh_families").await, 1, "live until 5.25 days");
+        assert_eq!(t.db.rows("refresh_tokens").await, 1, "the spent ones expired and went");
+
+        // Once its newest token has expired, the family goes within a day.
+        purge(at(6 * DAY + DAY / 4 + 60)).await;
+        assert_eq!(t.db.rows("refresh_tokens").await, 0);
+        assert_eq!(t.db.rows("refresh_families").await, 0);
+    }
+}

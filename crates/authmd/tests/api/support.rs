@@ -145,6 +145,29 @@ impl TestDb {
         store.migrate().await.expect("migrate");
         store
     }
+
+    /// How many rows `table` holds, read over a connection of its own:
+    /// for what no store operation reports (whether the purge deleted
+    /// something). `table` is the test's own constant.
+    pub async fn rows(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        match self.url.strip_prefix("sqlite://") {
+            Some(path) => rusqlite::Connection::open(path)
+                .and_then(|c| c.query_row(&sql, [], |r| r.get(0)))
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+            None => {
+                let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect");
+                tokio::spawn(conn);
+                client
+                    .query_one(&sql, &[])
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                    .get(0)
+            }
+        }
+    }
 }
 
 impl Drop for TestDb {

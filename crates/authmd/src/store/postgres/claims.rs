@@ -639,13 +639,14 @@ pub(super) async fn complete_claim(
         // A new family, and its first token.
         exec(
             tx,
-            "INSERT INTO refresh_families (id, registration_id, created_at, expires_at)
-             VALUES ($1, $2, $3, $4)",
+            "INSERT INTO refresh_families (id, registration_id, created_at, expires_at, purge_after)
+             VALUES ($1, $2, $3, $4, $5)",
             &[
                 &refresh.family_id,
                 &req.registration_id,
                 &now,
                 &refresh.expires_at.as_millis(),
+                &refresh.purge_after(),
             ],
         )
         .await?;

@@ -142,6 +142,7 @@ pub(super) async fn rotate_refresh(
                 &data,
                 &r.meta.ip.map(|i| i.to_string()),
                 &r.meta.user_agent,
+                &next.purge_after(),
             ],
         )
         .await
@@ -162,8 +163,10 @@ pub(super) async fn rotate_refresh(
 /// Spends a live token of a live family of a live registration, appends
 /// its successor ($4, $5, expiring at $6), extends the family to it, and
 /// records the events ($7 kinds, $8 data, $9 ip, $10 user agent; an
-/// event's `family_id`, where it has one, is the family's); returns what
-/// the new assertion names.
+/// event's `family_id`, where it has one, is the family's; the family's
+/// `purge_after` moves to $11 only when the new token outlives it,
+/// migration 0014, so the update is otherwise one PostgreSQL can make
+/// without touching an index); returns what the new assertion names.
 const ROTATE: &str = "WITH spent AS (
        UPDATE refresh_tokens t SET spent_at = $3
        FROM refresh_families f JOIN registrations r ON r.id = f.registration_id
@@ -172,7 +175,8 @@ const ROTATE: &str = "WITH spent AS (
          AND f.id = t.family_id AND f.revoked_at IS NULL AND r.status IN ('claimed', 'active')
        RETURNING t.family_id, f.registration_id, r.status, u.email, u.email_verified),
      extended AS (
-       UPDATE refresh_families f SET expires_at = $6, tokens = f.tokens + 1
+       UPDATE refresh_families f SET expires_at = $6, tokens = f.tokens + 1,
+              purge_after = CASE WHEN f.purge_after < $6 THEN $11 ELSE f.purge_after END
        FROM spent WHERE f.id = spent.family_id),
      appended AS (
        INSERT INTO refresh_tokens (id, token_hash, family_id, issued_at, expires_at)

@@ -1140,7 +1140,7 @@ impl Store for PostgresStore {
             .map_err(pg)?
             + client
                 .execute(
-                    "DELETE FROM refresh_families WHERE expires_at < $1",
+                    "DELETE FROM refresh_families WHERE purge_after < $1",
                     &[&now.as_millis()],
                 )
                 .await

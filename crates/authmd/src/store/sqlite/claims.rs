@@ -653,15 +653,16 @@ pub(super) fn complete_claim(c: &Connection, req: &CompleteClaim) -> Result<Comp
             insert_event(c, &crate::store::linked_at_claim(req, &user_id, iss, sub))?;
         }
         c.prepare_cached(
-            "INSERT INTO refresh_families (id, registration_id, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO refresh_families (id, registration_id, created_at, expires_at, purge_after)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .and_then(|mut s| {
             s.execute(params![
                 refresh.family_id,
                 req.registration_id,
                 now,
-                refresh.expires_at.as_millis()
+                refresh.expires_at.as_millis(),
+                refresh.purge_after(),
             ])
         })
         .map_err(db)?;

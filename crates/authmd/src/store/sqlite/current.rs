@@ -127,7 +127,7 @@ pub(super) fn exchange_assertion(
 pub(super) const PRESENTED_REFRESH: &str =
     "SELECT t.token_hash, t.spent_at IS NOT NULL, t.expires_at, t.family_id,
             f.revoked_at IS NOT NULL, f.registration_id, r.status, u.email, u.email_verified,
-            f.tokens
+            f.tokens, f.purge_after
      FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
      JOIN registrations r ON r.id = f.registration_id
      LEFT JOIN users u ON u.id = r.user_id WHERE t.id = ?1";
@@ -144,6 +144,7 @@ struct Presented {
     verified: Option<bool>,
     /// How many tokens the family has issued.
     tokens: i64,
+    purge_after: i64,
 }
 
 /// Spends a live token of a live family of a live registration and
@@ -167,6 +168,7 @@ pub(super) fn rotate_refresh(c: &Connection, r: &RefreshRotation) -> Result<Rota
                     email: x.get(7)?,
                     verified: x.get(8)?,
                     tokens: x.get(9)?,
+                    purge_after: x.get(10)?,
                 })
             })
             .optional()
@@ -197,10 +199,21 @@ pub(super) fn rotate_refresh(c: &Connection, r: &RefreshRotation) -> Result<Rota
         ..r.next.clone()
     };
     super::claims::insert_refresh(c, &next, r.now)?;
-    c.prepare_cached(
-        "UPDATE refresh_families SET expires_at = ?2, tokens = tokens + 1 WHERE id = ?1",
-    )
-    .and_then(|mut s| s.execute(params![p.family, next.expires_at.as_millis()]))
+    let expires_at = next.expires_at.as_millis();
+    // The purge's index entry moves only when this token outlives it
+    // (migration 0014): the statement names `purge_after` only then.
+    if p.purge_after >= expires_at {
+        c.prepare_cached(
+            "UPDATE refresh_families SET expires_at = ?2, tokens = tokens + 1 WHERE id = ?1",
+        )
+        .and_then(|mut s| s.execute(params![p.family, expires_at]))
+    } else {
+        c.prepare_cached(
+            "UPDATE refresh_families SET expires_at = ?2, tokens = tokens + 1,
+                 purge_after = ?3 WHERE id = ?1",
+        )
+        .and_then(|mut s| s.execute(params![p.family, expires_at, next.purge_after()]))
+    }
     .map_err(db)?;
     for e in r.events(&p.registration_id, &p.family) {
         insert_event(c, &e)?;

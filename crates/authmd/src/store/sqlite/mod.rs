@@ -1208,7 +1208,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(db)?
                 + c.execute(
-                    "DELETE FROM refresh_families WHERE expires_at < ?1",
+                    "DELETE FROM refresh_families WHERE purge_after < ?1",
                     [now.as_millis()],
                 )
                 .map_err(db)?;
