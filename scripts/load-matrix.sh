@@ -32,6 +32,8 @@
 # refresh (POST /agent/identity {"type":"refresh"}: each connection's chain
 # of rotations, started from CONNS claimed registrations made by
 # scripts/current-claims.py through the whole claim ceremony).
+# WAL_DIR=DIR also counts, on SQLite, the WAL frames each b-tree got per
+# commit in each run (see wal_frames below).
 # PERF_DIR=DIR also records a CPU profile of the server during each run
 # (perf record -e cpu-clock, and PERF_ARGS, by default -g), one file per
 # cell and side in DIR.
@@ -150,6 +152,20 @@ stop_server() {
 }
 trap 'stop_server; kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 
+# WAL_DIR: which b-trees the run just measured wrote, per commit: the
+# server is stopped without a checkpoint (kill -9), the database and its
+# WAL copied to WAL_DIR/sqlite-SCENARIO-CONNS-SIDE-REP and read by
+# scripts/wal-frames.py (its frames.txt there). The commits counted are
+# those since the WAL last restarted, i.e. the end of the run.
+wal_frames() {
+  local dir="$WAL_DIR/$backend-$scenario-$conns-$side-$rep"
+  kill -9 "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  mkdir -p "$dir" && cp run/authmd.db run/authmd.db-wal "$dir/"
+  python3 "$SCRIPTS/wal-frames.py" "$dir" > "$dir/frames.txt"
+  printf '%s %s %s %s: %s\n' "$backend" "$scenario" "$conns" "$side" "$(head -n1 "$dir/frames.txt")" >&2
+}
+
 # CPU ticks of every PostgreSQL server process (0 on SQLite): the
 # database's share of each request, which a change can move to or from
 # the server's.
@@ -248,6 +264,7 @@ for backend in $BACKENDS; do
           start_server "$side" "$backend"
           printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$backend" "$scenario" "$conns" "$side" "$rep" \
             "$(measure "$scenario" "$conns")" >> "$results"
+          if [ -n "${WAL_DIR:-}" ] && [ "$backend" = sqlite ]; then wal_frames; fi
           stop_server
         done
         tail -n "${#sides[@]}" "$results" >&2

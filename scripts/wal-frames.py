@@ -9,7 +9,10 @@ keys are scattered (a hash, or a registration among many live ones) costs
 about one frame per row. Used to find where the refresh rotation's writes
 went (issue 18: half were `audit_events_registration`).
 
-    # run a load, then stop the server without a checkpoint and copy:
+    # the load matrix does it for every SQLite run it measures:
+    WAL_DIR=/tmp/wal SCENARIOS="anonc refresh" BACKENDS=sqlite scripts/load-matrix.sh BIN
+
+    # or by hand: run a load, then stop the server without a checkpoint and copy:
     kill -9 "$server"; mkdir snap && cp authmd.db authmd.db-wal snap/
     scripts/wal-frames.py snap
 
