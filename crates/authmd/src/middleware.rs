@@ -216,10 +216,10 @@ impl AuthMd {
                 tracing::debug!(reason = reason.as_str(), "credential refused");
                 self.unauthorized(true)
             }
-            Access::DotSegments => {
-                ProtocolError::invalid_request("the path must not have . or .. segments")
-                    .into_response()
-            }
+            Access::AbnormalPath(what) => ProtocolError::invalid_request(format!(
+                "the path has {what}: write it in its normal form (RFC 3986 §6.2.2)"
+            ))
+            .into_response(),
             Access::Forbidden(needed) => self.forbidden(needed),
             Access::Granted(_) => {
                 tracing::error!("refusal() called for a granted request");

@@ -9,13 +9,16 @@
 //! - `401` with the protocol's `WWW-Authenticate` challenge and body (the
 //!   proxy must pass the challenge to the client: the agent's discovery
 //!   starts there);
-//! - `403` `insufficient_scope`; `400` for a path with dot segments or
-//!   when the original URI is not said.
+//! - `403` `insufficient_scope`; `400` for a path not in its normal form
+//!   (`access::abnormal_path`), when the original URI is not said, or when
+//!   the original method or URI is said twice, differently (a client's own
+//!   `X-Forwarded-*` or `X-Original-*` passed on beside the proxy's).
 //!
-//! The original request: method from `X-Forwarded-Method` or
-//! `X-Original-Method` (else this request's own, as Envoy sends it), URI
-//! from `X-Forwarded-Uri` or `X-Original-URI` (else, for Envoy's
-//! `path_prefix`, whatever follows `/authz/forward-auth` in this path).
+//! The original request: method from `X-Forwarded-Method` and/or
+//! `X-Original-Method`, which must agree (else this request's own, as
+//! Envoy sends it), URI from `X-Forwarded-Uri` and/or `X-Original-URI`,
+//! which must agree (else, for Envoy's `path_prefix`, whatever follows
+//! `/authz/forward-auth` in this path).
 //! The credential: this request's `Authorization`.
 
 use axum::extract::{Request, State};
@@ -33,9 +36,18 @@ pub const PATH: &str = "/authz/forward-auth";
 
 pub async fn forward_auth(State(app): State<AuthMd>, req: Request) -> Response {
     let headers = req.headers();
-    let method = first(headers, &["x-forwarded-method", "x-original-method"])
-        .unwrap_or_else(|| req.method().as_str().to_owned());
-    let uri = first(headers, &["x-forwarded-uri", "x-original-uri"]).or_else(|| {
+    let (Ok(method), Ok(uri)) = (
+        said(headers, &["x-forwarded-method", "x-original-method"]),
+        said(headers, &["x-forwarded-uri", "x-original-uri"]),
+    ) else {
+        return ProtocolError::invalid_request(
+            "the original method or URI is given more than once, differently \
+             (X-Forwarded-Method/-Uri, X-Original-Method/-URI): the proxy must set them",
+        )
+        .into_response();
+    };
+    let method = method.unwrap_or_else(|| req.method().as_str().to_owned());
+    let uri = uri.or_else(|| {
         req.uri()
             .path()
             .strip_prefix(PATH)
@@ -79,14 +91,25 @@ pub async fn forward_auth(State(app): State<AuthMd>, req: Request) -> Response {
     response
 }
 
-/// The first of `names` present (as UTF-8), trimmed.
-fn first(h: &HeaderMap, names: &[&str]) -> Option<String> {
-    names.iter().find_map(|n| {
-        h.get(*n)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    })
+/// The value that every header of `names` present says (trimmed; empty
+/// ones and those that are not UTF-8 do not count), `Ok(None)` when none
+/// does, `Err` when two say different things. A proxy sets one pair and
+/// passes the client's own headers on (nginx's `auth_request` and
+/// Traefik's `ForwardAuth` do by default), so a client could add the other
+/// pair: whichever pair were believed first, a client could then choose
+/// the method and path the scope rules judge. Disagreement is refused.
+fn said(h: &HeaderMap, names: &[&str]) -> Result<Option<String>, ()> {
+    let mut said: Option<&str> = None;
+    for value in names.iter().flat_map(|n| h.get_all(*n)) {
+        let Some(v) = value.to_str().ok().map(str::trim).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        match said {
+            Some(s) if s != v => return Err(()),
+            _ => said = Some(v),
+        }
+    }
+    Ok(said.map(str::to_owned))
 }
 
 /// The path of an original URI: `/path?query` (what proxies send) or an

@@ -81,11 +81,50 @@ both_backends! {
         let r = ask(&t, Method::GET, "/authz/forward-auth/api/things?x=1", Some(&key), &[]).await;
         assert_eq!(r.status, 200);
 
-        // Dot segments, or no original URI at all: 400 (the proxy is told).
-        let r = ask(&t, Method::GET, fa, Some(&key), &[("x-forwarded-uri", "/api/public/../admin")]).await;
-        assert_eq!(r.status, 400);
+        // A path not in its normal form, or no original URI at all: 400
+        // (the proxy is told).
+        for path in ["/api/public/../admin", "/api/%61dmin", "//api/things", "/api%2Fthings"] {
+            let r = ask(&t, Method::GET, fa, Some(&key), &[("x-forwarded-uri", path)]).await;
+            assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_request".into()), "{path}");
+        }
         let r = ask(&t, Method::GET, fa, Some(&key), &[]).await;
         assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_request".into()));
+    }
+}
+
+both_backends! {
+    /// A proxy sets one pair of the original method and URI and passes the
+    /// client's own headers on: a client that adds the other pair, or a
+    /// second value, must not choose what the scope rules judge.
+    async fn a_client_cannot_choose_the_original_request(backend: Backend) {
+        let t = TestApp::new(backend, "").await;
+        let (key, _) = anon(&t).await;
+        let fa = "/authz/forward-auth";
+        // The proxy says POST /api/things (a write the key may not make);
+        // the client adds a read of another path.
+        let proxy = [("x-original-method", "POST"), ("x-original-uri", "/api/things")];
+        let forged = [("x-forwarded-method", "GET"), ("x-forwarded-uri", "/api/public")];
+        for both in [
+            vec![proxy[0], proxy[1], forged[0], forged[1]],
+            vec![forged[0], forged[1], proxy[0], proxy[1]],
+            vec![proxy[0], proxy[1], forged[1]],
+            vec![proxy[0], proxy[1], ("x-original-method", "GET")],
+            vec![("x-forwarded-uri", "/api/things"), ("x-forwarded-uri", "/api/public"), proxy[0]],
+        ] {
+            let r = ask(&t, Method::GET, fa, Some(&key), &both).await;
+            assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_request".into()), "{both:?}");
+            assert!(r.header("x-authmd-registration").is_none());
+        }
+        // Both pairs saying the same thing (the nginx example): decided.
+        let r = ask(&t, Method::GET, fa, Some(&key), &[
+            proxy[0], proxy[1], ("x-forwarded-method", "POST"), ("x-forwarded-uri", "/api/things"),
+        ]).await;
+        assert_eq!((r.status.as_u16(), r.code()), (403, "insufficient_scope".into()));
+        let r = ask(&t, Method::GET, fa, Some(&key), &[
+            ("x-original-method", "GET"), ("x-original-uri", "/api/things"),
+            ("x-forwarded-method", "GET"), ("x-forwarded-uri", "/api/things"),
+        ]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
     }
 }
 

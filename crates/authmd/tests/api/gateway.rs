@@ -122,13 +122,20 @@ both_backends! {
         let up = Upstream::start().await;
         let t = TestApp::new(backend, &toml(&up.url, "", "")).await;
         let (key, _) = anon(&t).await;
-        let cases: [(Method, &str, Option<&str>, u16); 6] = [
+        let cases: [(Method, &str, Option<&str>, u16); 11] = [
             (Method::GET, "/api/x", None, 401),
             (Method::POST, "/api/x", None, 401),
             (Method::GET, "/api/x", Some("amd_sk_not_a_key"), 401),
             (Method::POST, "/api/x", Some(&key), 403),
             (Method::DELETE, "/api/", Some(&key), 403),
             (Method::GET, "/api/public/../admin", Some(&key), 400),
+            // Spellings the upstream may read as another path than the
+            // one the scope rules judged.
+            (Method::GET, "/api/%61dmin", Some(&key), 400),
+            (Method::GET, "/api//admin", Some(&key), 400),
+            (Method::GET, "/api/x%2F..%2Fadmin", Some(&key), 400),
+            (Method::GET, "/api/x;y/admin", Some(&key), 400),
+            (Method::GET, "/api/x%00", Some(&key), 400),
         ];
         for (method, path, bearer, status) in cases {
             let r = t.send(request(method.clone(), path, bearer, Some(("text/plain", b"x".to_vec())))).await;

@@ -181,6 +181,21 @@ both_backends! {
         assert!(r.headers().get("www-authenticate").and_then(|v| v.to_str().ok())
             .is_some_and(|c| c.contains("insufficient_scope") && c.contains("api.write")));
         let hits = up.hits();
+        // The same write, the client saying it is a read of another path
+        // (nginx passes the client's headers to authmd), or spelling the
+        // path so that nginx and the API read it otherwise than the rules:
+        // never let through.
+        let r = http.post(&api).bearer_auth(&credential.secret)
+            .header("x-forwarded-method", "GET").header("x-forwarded-uri", "/api/public")
+            .header("x-original-method", "GET").header("x-original-uri", "/api/public")
+            .body("x").send().await.expect("nginx");
+        assert_eq!(r.status(), 403, "a forged original request was believed: {}", nginx.log());
+        for path in ["//api/things", "/api/%74hings", "/api/x/..%2Fthings", "/api/x;y/../things"] {
+            let r = http.post(format!("{base}{path}")).bearer_auth(&credential.secret)
+                .body("x").send().await.expect("nginx");
+            assert!(!r.status().is_success(), "{path} let through nginx: {}", r.status());
+        }
+        assert_eq!(up.hits(), hits, "a refused write reached the API");
 
         // An agent that is done ends its own key through nginx, at the
         // revocation_endpoint the metadata advertises under the issuer
