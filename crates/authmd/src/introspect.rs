@@ -99,6 +99,17 @@ impl Introspectors {
         }
     }
 
+    /// `id` as configured, if a client has it (raw or form-decoded): what
+    /// a failed authentication may log. Anything else may be a secret sent
+    /// in the id's place.
+    fn configured_id(&self, id: &str) -> Option<&str> {
+        let decoded = form_decode(id);
+        [Some(id), decoded.as_deref()]
+            .into_iter()
+            .flatten()
+            .find_map(|i| self.clients.get_key_value(i).map(|(k, _)| k.as_str()))
+    }
+
     /// How long the network of `ip` is still refused at `now`, if it is.
     /// Nothing is computed while no network is refused (the common case).
     fn throttled_for(&self, ip: Option<IpAddr>, now: Timestamp) -> Option<Duration> {
@@ -280,11 +291,14 @@ impl AuthMd {
             return Ok(id);
         }
         let network = network(meta.ip);
-        // The id is attacker-chosen text: logged quoted and cut short; the
-        // secret never.
-        let shown: String = presented
-            .map(|b| b.id.chars().take(64).collect())
-            .unwrap_or_default();
+        // The id is logged only when it is a configured client's (a wrong
+        // secret): a caller that swapped its id and secret would otherwise
+        // put the secret in the log. The secret never.
+        let shown = presented.map_or("", |b| {
+            introspectors
+                .configured_id(b.id)
+                .unwrap_or("(not a configured client)")
+        });
         let how = match auth {
             ClientAuth::Missing => "no Authorization header",
             ClientAuth::Malformed => "malformed Authorization header",

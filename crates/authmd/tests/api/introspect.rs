@@ -242,6 +242,35 @@ async fn the_token_type_hint_is_ignored() {
 /// authentication; `401 invalid_client` with the Basic challenge (RFC 6749
 /// §5.2), before the body is even read. The secret is compared as a hash;
 /// both raw and form-encoded (RFC 6749 §2.3.1) Basic credentials work.
+/// A failed authentication logs the client id only when it is a
+/// configured one: a caller that swapped its id and its secret must not
+/// put the secret in the log.
+#[tokio::test]
+async fn a_secret_sent_as_the_client_id_is_not_logged() {
+    let (logs, _capture) = crate::support::Logs::capture();
+    let t = TestApp::new(
+        Backend::Sqlite,
+        &introspection_toml("[rate_limits]\nenabled = false\n"),
+    )
+    .await;
+    let ip = crate::support::CLIENT.into();
+    for auth in [basic(SECRET, CLIENT_ID), basic(CLIENT_ID, "wrong-secret")] {
+        let r = introspect_as(&t, ip, Some(&auth), "token=x").await;
+        assert_eq!(r.status, 401);
+    }
+    let text = logs.text();
+    assert!(
+        text.contains("introspection client authentication failed"),
+        "{text}"
+    );
+    assert!(!text.contains(SECRET), "the secret was logged: {text}");
+    assert!(text.contains("not a configured client"), "{text}");
+    assert!(
+        text.contains(&format!("{CLIENT_ID:?}")),
+        "a known id is named: {text}"
+    );
+}
+
 #[tokio::test]
 async fn callers_must_authenticate_as_a_configured_client() {
     let t = TestApp::new(
