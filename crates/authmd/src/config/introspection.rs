@@ -90,11 +90,21 @@ impl IntrospectionConfig {
             if !seen.insert(c.id.clone()) {
                 return Err(ConfigError::new(format!("{key}.id"), "is listed twice"));
             }
-            if decode_hash(&c.secret_sha256).is_none() {
-                return Err(ConfigError::new(
-                    format!("{key}.secret_sha256"),
-                    "must be 64 hex digits: the SHA-256 of the secret (or set secret_file)",
-                ));
+            match decode_hash(&c.secret_sha256) {
+                None => {
+                    return Err(ConfigError::new(
+                        format!("{key}.secret_sha256"),
+                        "must be 64 hex digits: the SHA-256 of the secret (or set secret_file)",
+                    ));
+                }
+                // `Basic base64("id:")` would authenticate.
+                Some(hash) if hash == SecretHash::of("") => {
+                    return Err(ConfigError::new(
+                        format!("{key}.secret_sha256"),
+                        "is the SHA-256 of an empty secret",
+                    ));
+                }
+                Some(_) => {}
             }
             c.secret_sha256 = c.secret_sha256.trim().to_ascii_lowercase();
         }
@@ -229,6 +239,11 @@ mod tests {
             ("has space", ok.as_str(), false),
             ("", ok.as_str(), false),
             ("kong", "abc", false),
+            (
+                "kong",
+                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                false,
+            ),
         ] {
             let mut c = IntrospectionConfig {
                 clients: vec![IntrospectionClient {
