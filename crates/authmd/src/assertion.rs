@@ -12,7 +12,8 @@
 //! was issued for: it names the registration state it was issued in
 //! (`registration_status`), and the token endpoint exchanges it only while
 //! the registration is still in that state. A pre-claim assertion stops
-//! exchanging at the claim (it would otherwise get the post-claim scopes),
+//! exchanging when the claim completes (it would otherwise get the
+//! post-claim scopes; while the claim is pending it still exchanges),
 //! and an expired or revoked registration's assertions stop at once. It
 //! never outlives an unclaimed registration's claim deadline.
 

@@ -50,6 +50,17 @@ pub struct AssertionExchange {
 }
 
 impl AssertionExchange {
+    /// Whether a registration now in `now` still exchanges this assertion:
+    /// in the state it names, or, for a pre-claim assertion, while a claim
+    /// is pending (still pre-claim: the agent renews its pre-claim access
+    /// during the ceremony, as the reference implementation lets it; the
+    /// assertion stops when the claim completes).
+    pub(crate) fn exchangeable_in(&self, now: RegistrationStatus) -> bool {
+        now == self.status
+            || (self.status == RegistrationStatus::Unclaimed
+                && now == RegistrationStatus::PendingClaim)
+    }
+
     /// `token.exchanged`.
     pub(crate) fn event(&self, user_id: Option<&str>) -> AuditEvent {
         let mut e = AuditEvent::new(EventKind::TokenExchanged, self.now, &self.meta)

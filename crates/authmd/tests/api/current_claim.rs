@@ -263,6 +263,12 @@ both_backends! {
         assert_eq!(complete(&t, &token, "123456").await.code(), "claim_not_confirmed");
         let s = start(&t, &token, "omar@example.com").await;
         assert_eq!(s.status, 200, "{}", s.text());
+        // While the claim is pending, the agent still renews its pre-claim
+        // access with the assertion it has (it can get no other).
+        let x = exchange(&t, &pre).await;
+        assert_eq!(x.status, 200, "pending claim: {}", x.text());
+        assert_eq!(x.json()["scope"], "api.read");
+        let pending_token = x.json()["access_token"].as_str().unwrap_or_default().to_owned();
         let sb = s.json();
         assert_eq!(sb["id"], b["id"]);
         assert_eq!(sb["type"], "service_auth");
@@ -273,13 +279,14 @@ both_backends! {
         assert_eq!(done.status, 200, "{}", done.text());
 
         assert_eq!(t.get("/api/whoami", Some(&pre_token)).await.status, 401, "pre-claim tokens end at the claim");
+        assert_eq!(t.get("/api/whoami", Some(&pending_token)).await.status, 401, "also those of the pending claim");
         assert_eq!(exchange(&t, &pre).await.code(), "invalid_grant", "so do pre-claim assertions");
         let post = done.json()["identity"]["assertion"].as_str().unwrap_or_default().to_owned();
         let x = exchange(&t, &post).await.json();
         assert_eq!(x["scope"], "api.read api.write");
         let revoked = t.events("credential.revoked").await;
-        assert_eq!(revoked.len(), 1);
-        assert_eq!(revoked[0].data["reason"], "pre-claim scopes, ended at claim");
+        assert_eq!(revoked.len(), 2);
+        assert!(revoked.iter().all(|e| e.data["reason"] == "pre-claim scopes, ended at claim"));
     }
 }
 

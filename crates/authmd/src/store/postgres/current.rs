@@ -82,7 +82,7 @@ pub(super) async fn exchange_assertion(
         status,
         RegistrationStatus::Unclaimed | RegistrationStatus::PendingClaim
     ) && expires_at.is_none_or(|e| e <= now);
-    if status != x.status || deadline_passed {
+    if !x.exchangeable_in(status) || deadline_passed {
         return Ok(Exchanged::NotLive);
     }
     exec(
