@@ -36,6 +36,12 @@ pub const LIFETIME: Duration = Duration::from_secs(3600);
 const _: () = assert!(LIFETIME.as_secs() <= crate::service_keys::MAX_LIFETIME.as_secs());
 /// The private claim that binds an assertion to the registration's state.
 pub const STATUS_CLAIM: &str = "registration_status";
+/// The private claim that binds an assertion to the refresh family it was
+/// issued with (at the claim's completion and at each rotation): it stops
+/// exchanging when the family ends, as a detected reuse ends it (RFC 9700
+/// §4.14.2), so whoever rotated first cannot go on minting access tokens
+/// with the assertion that rotation gave.
+pub const FAMILY_CLAIM: &str = "refresh_family";
 /// Largest assertion accepted back.
 pub const MAX_LEN: usize = 4096;
 
@@ -49,6 +55,8 @@ pub struct Subject<'a> {
     pub deadline: Option<Timestamp>,
     /// The bound user's address, only when verified.
     pub email: Option<&'a str>,
+    /// The refresh family issued with it, if any ([`FAMILY_CLAIM`]).
+    pub family: Option<&'a str>,
 }
 
 /// A signed assertion and its expiry.
@@ -64,6 +72,8 @@ pub struct Issued {
 pub struct Verified {
     pub registration_id: String,
     pub status: RegistrationStatus,
+    /// The refresh family it is bound to ([`FAMILY_CLAIM`]), if any.
+    pub family: Option<String>,
     pub jti: String,
     pub expires_at: Timestamp,
 }
@@ -150,6 +160,9 @@ impl AuthMd {
         if let Some(email) = s.email {
             c.insert("email".into(), text(email));
             c.insert("email_verified".into(), Value::Bool(true));
+        }
+        if let Some(family) = s.family {
+            c.insert(FAMILY_CLAIM.into(), text(family));
         }
         let token = self
             .service_keys()
@@ -243,9 +256,15 @@ impl AuthMd {
         else {
             return refuse("the assertion names no registration state");
         };
+        let family = match token.claims.get(FAMILY_CLAIM) {
+            None => None,
+            Some(Value::String(f)) if f.starts_with("rft_") && f.len() <= 64 => Some(f.clone()),
+            Some(_) => return refuse("the assertion's refresh family is not one"),
+        };
         Ok(Verified {
             registration_id: sub.to_owned(),
             status,
+            family,
             jti: jti.to_owned(),
             expires_at: exp,
         })

@@ -222,6 +222,7 @@ impl AuthMd {
                 status: RegistrationStatus::Unclaimed,
                 deadline: Some(expires_at),
                 email: None,
+                family: None,
             },
             now,
         )?;
@@ -435,6 +436,7 @@ impl AuthMd {
                         status: RegistrationStatus::Active,
                         deadline: None,
                         email,
+                        family: None,
                     },
                     jti,
                     now,

@@ -414,6 +414,8 @@ impl AuthMd {
         let refresh_id = new_id("rft_");
         let refresh = PlainSecret::generate(SecretKind::RefreshToken, &refresh_id);
         let refresh_expires_at = now.plus(config.ttl.refresh_token.get());
+        // A new family is named by its first token.
+        let family_id = refresh_id.clone();
         // Never issued in this dialect; the store needs the shape.
         let unused = SecretHash::of("");
         let req = CompleteClaim {
@@ -434,7 +436,7 @@ impl AuthMd {
             rotate_key: false,
             dialect: Dialect::Current,
             refresh: Some(NewRefreshToken {
-                family_id: refresh_id.clone(),
+                family_id: family_id.clone(),
                 id: refresh_id,
                 hash: refresh.hash(),
                 expires_at: refresh_expires_at,
@@ -451,6 +453,7 @@ impl AuthMd {
                         status,
                         deadline: None,
                         email: Some(&email),
+                        family: Some(&family_id),
                     },
                     now,
                 )?;
@@ -521,6 +524,7 @@ impl AuthMd {
                 registration_id,
                 status,
                 email,
+                family_id,
             } => {
                 let issued = self.issue_assertion_with_jti(
                     &Subject {
@@ -528,6 +532,7 @@ impl AuthMd {
                         status,
                         deadline: None,
                         email: email.as_deref(),
+                        family: Some(&family_id),
                     },
                     jti,
                     now,

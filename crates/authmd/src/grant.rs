@@ -120,6 +120,7 @@ impl AuthMd {
         let x = AssertionExchange {
             registration_id: verified.registration_id,
             status: verified.status,
+            family: verified.family,
             credential_id,
             credential: secret.hash(),
             scopes: scopes.clone(),

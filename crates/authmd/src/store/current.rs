@@ -39,6 +39,9 @@ pub struct AssertionExchange {
     /// The state the assertion names: the exchange happens only while the
     /// registration is in it (and, unclaimed, before its deadline).
     pub status: RegistrationStatus,
+    /// The refresh family the assertion is bound to, if any: the exchange
+    /// happens only while that family is live (not ended by a reuse).
+    pub family: Option<String>,
     pub credential_id: String,
     pub credential: SecretHash,
     pub scopes: Vec<String>,

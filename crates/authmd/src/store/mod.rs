@@ -532,6 +532,8 @@ pub enum Rotated {
         registration_id: String,
         status: RegistrationStatus,
         email: Option<String>,
+        /// The family, which the new assertion is bound to.
+        family_id: String,
     },
     /// Unknown, expired, revoked, or its registration ended: nothing
     /// written.

@@ -100,6 +100,12 @@ fn set_cookie(r: &TestResponse) -> String {
 /// A `service_auth` registration for `email`, claimed through the whole
 /// ceremony: its registration body and the first refresh token.
 async fn claimed_with_refresh(t: &TestApp, email: &str) -> (Value, String) {
+    let (b, first, _) = claimed_with_refresh_and_assertion(t, email).await;
+    (b, first)
+}
+
+/// The same, and the assertion the completion gave.
+async fn claimed_with_refresh_and_assertion(t: &TestApp, email: &str) -> (Value, String, String) {
     let b = identity(t, json!({"type": "service_auth", "login_hint": email}))
         .await
         .json();
@@ -114,7 +120,11 @@ async fn claimed_with_refresh(t: &TestApp, email: &str) -> (Value, String) {
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    (b, first)
+    let assertion = d["identity"]["assertion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    (b, first, assertion)
 }
 
 /// What a user does with the agent's link: open it, ask for a sign-in
@@ -296,7 +306,9 @@ both_backends! {
     /// §4.14.2; the reference implementation only refuses the spent one).
     async fn refresh_rotates_and_reuse_ends_the_family(backend: Backend) {
         let t = TestApp::new(backend, ON).await;
-        let (b, first) = claimed_with_refresh(&t, "pia@example.com").await;
+        let (b, first, claim_assertion) =
+            claimed_with_refresh_and_assertion(&t, "pia@example.com").await;
+        assert_eq!(exchange(&t, &claim_assertion).await.status, 200);
 
         let r = identity(&t, json!({"type": "refresh", "refresh_token": first})).await;
         assert_eq!(r.status, 200, "{}", r.text());
@@ -308,6 +320,7 @@ both_backends! {
         let assertion = rb["identity"]["assertion"].as_str().unwrap_or_default();
         assert_eq!(claims_of(assertion)["email"], "pia@example.com");
         assert_eq!(exchange(&t, assertion).await.json()["scope"], "api.read api.write");
+        assert_eq!(exchange(&t, assertion).await.status, 200, "an assertion exchanges again");
         let rotated = t.events("refresh.rotated").await;
         assert_eq!(rotated.len(), 1);
         assert_eq!(rotated[0].registration_id.as_deref(), b["id"].as_str());
@@ -328,6 +341,14 @@ both_backends! {
         assert_eq!(reused.len(), 1);
         assert_eq!(reused[0].data["refresh_tokens_revoked"], 2);
         assert_eq!(reused[0].data["family_id"], family.as_str());
+        // Whoever rotated first cannot go on minting access tokens with
+        // the assertion that rotation gave: it is bound to the family, and
+        // so is the one the claim's completion gave.
+        assert_eq!(claims_of(assertion)["refresh_family"], family.as_str());
+        let x = exchange(&t, assertion).await;
+        assert_eq!((x.status.as_u16(), x.code()), (400, "invalid_grant".to_owned()), "{}", x.text());
+        assert_eq!(claims_of(&claim_assertion)["refresh_family"], family.as_str());
+        assert_eq!(exchange(&t, &claim_assertion).await.code(), "invalid_grant");
 
         // Unknown, malformed or missing.
         for bad in [json!({"type": "refresh", "refresh_token": "amd_rt_nope"}),

@@ -85,6 +85,25 @@ pub(super) async fn exchange_assertion(
     if !x.exchangeable_in(status) || deadline_passed {
         return Ok(Exchanged::NotLive);
     }
+    if let Some(family) = &x.family {
+        // FOR SHARE: a reuse ending the family (FOR UPDATE) and this
+        // issuance take turns.
+        let stmt = tx
+            .prepare_cached(
+                "SELECT revoked_at IS NULL FROM refresh_families
+                 WHERE id = $1 AND registration_id = $2 FOR SHARE",
+            )
+            .await
+            .map_err(pg)?;
+        let live: Option<bool> = tx
+            .query_opt(&stmt, &[family, &x.registration_id])
+            .await
+            .map_err(pg)?
+            .map(|r| r.get(0));
+        if live != Some(true) {
+            return Ok(Exchanged::NotLive);
+        }
+    }
     exec(
         tx,
         "INSERT INTO credentials (id, token_hash, registration_id, user_id, type, source, scopes,
@@ -150,13 +169,19 @@ pub(super) async fn rotate_refresh(
     let Some(row) = row else {
         return Ok(None);
     };
-    let (registration_id, status, email, verified): (String, String, Option<String>, Option<bool>) =
-        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (registration_id, status, email, verified, family_id): (
+        String,
+        String,
+        Option<String>,
+        Option<bool>,
+        String,
+    ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
     let status = parse_enum("registration status", &status, RegistrationStatus::parse)?;
     Ok(Some(Rotated::Rotated {
         registration_id,
         status,
         email: email.filter(|_| verified == Some(true)),
+        family_id,
     }))
 }
 
@@ -189,7 +214,7 @@ const ROTATE: &str = "WITH spent AS (
                    ELSE e.data::jsonb END
        FROM spent s, UNNEST($7::text[], $8::text[]) WITH ORDINALITY AS e(kind, data, n)
        ORDER BY e.n)
-     SELECT registration_id, status, email, email_verified FROM spent";
+     SELECT registration_id, status, email, email_verified, family_id FROM spent";
 
 /// Why a token did not rotate: a spent one presented again ends its
 /// family (RFC 9700 §4.14.2; one of two holders, and which cannot be

@@ -94,6 +94,21 @@ pub(super) fn exchange_assertion(
     if !x.exchangeable_in(status) || deadline_passed {
         return Ok(Exchanged::NotLive);
     }
+    if let Some(family) = &x.family {
+        let live: Option<bool> = c
+            .prepare_cached(
+                "SELECT revoked_at IS NULL FROM refresh_families
+                 WHERE id = ?1 AND registration_id = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row([family, &x.registration_id], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(db)?;
+        if live != Some(true) {
+            return Ok(Exchanged::NotLive);
+        }
+    }
     c.prepare_cached(
         "INSERT INTO credentials (id, token_hash, registration_id, user_id, type, source, scopes,
                                   issued_at, expires_at, iss, sub)
@@ -222,6 +237,7 @@ pub(super) fn rotate_refresh(c: &Connection, r: &RefreshRotation) -> Result<Rota
         registration_id: p.registration_id,
         status,
         email: p.email.filter(|_| p.verified == Some(true)),
+        family_id: p.family,
     })
 }
 
