@@ -256,10 +256,22 @@ pub async fn token(State(app): State<AuthMd>, Meta(meta): Meta, req: Request<Bod
 }
 
 /// The token request's parameters (RFC 6749 §3.2: unknown ones are
-/// ignored; one given twice is `invalid_request`).
+/// ignored; one given twice is `invalid_request`; §3.1: one without a value
+/// is as if omitted). `resource` may be given more than once (RFC 8707
+/// §2): the same value again changes nothing, another is `invalid_target`
+/// (this service is one resource).
 fn token_request(form: &[u8]) -> Result<TokenRequest, ProtocolError> {
     let mut req = TokenRequest::default();
     for (k, v) in url::form_urlencoded::parse(form) {
+        if v.is_empty() {
+            continue;
+        }
+        if k == "resource" && req.resource.is_some() {
+            if req.resource.as_deref() != Some(v.as_ref()) {
+                return Err(ProtocolError::InvalidTarget);
+            }
+            continue;
+        }
         let slot = match k.as_ref() {
             "grant_type" => &mut req.grant_type,
             "assertion" => &mut req.assertion,

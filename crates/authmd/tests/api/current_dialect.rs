@@ -421,6 +421,23 @@ async fn token_endpoint_refuses_bad_requests() {
             "invalid_request",
         ),
         (grant(&"a".repeat(20_000)), 413, "invalid_request"),
+        // RFC 6749 §3.1: a parameter without a value is as if omitted.
+        (
+            format!("grant_type=&assertion={assertion}"),
+            400,
+            "invalid_request",
+        ),
+        // RFC 8707 §2: resource may repeat; another resource is not ours.
+        (
+            format!(
+                "{}&resource={}&resource={}",
+                grant(&assertion),
+                urlencode("http://127.0.0.1:8080/api/"),
+                urlencode("https://evil.example/api/")
+            ),
+            400,
+            "invalid_target",
+        ),
     ];
     for (form, status, code) in cases {
         let r = exchange(&t, &form).await;
@@ -447,6 +464,19 @@ async fn token_endpoint_refuses_bad_requests() {
         200,
         "the genuine one still works"
     );
+    // Empty parameters are as if omitted (RFC 6749 §3.1), and the resource
+    // given twice, the same, is that resource (RFC 8707 §2).
+    let resource = urlencode("http://127.0.0.1:8080/api/");
+    for form in [
+        format!("{}&scope=&resource=", grant(&assertion)),
+        format!(
+            "{}&resource={resource}&resource={resource}",
+            grant(&assertion)
+        ),
+    ] {
+        let r = exchange(&t, &form).await;
+        assert_eq!(r.status, 200, "{form:.80}: {}", r.text());
+    }
 }
 
 /// Off, the current dialect's endpoints refuse (and nothing is published).
