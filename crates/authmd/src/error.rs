@@ -98,6 +98,10 @@ pub enum ProtocolError {
     /// RFC 8707: `resource` is not this service's resource identifier.
     #[error("resource must be this service's resource identifier")]
     InvalidTarget,
+    /// RFC 6749 §5.2: the scope an ID-JAG was issued for allows none of
+    /// this service's scopes, or is malformed.
+    #[error("{0}")]
+    InvalidScope(String),
     /// The current dialect: the ID-JAG's `auth_time` is missing, too old
     /// or in the future (401).
     #[error(
@@ -185,6 +189,7 @@ impl ProtocolError {
             ProtocolError::InvalidGrant(_) => "invalid_grant",
             ProtocolError::UnsupportedGrantType => "unsupported_grant_type",
             ProtocolError::InvalidTarget => "invalid_target",
+            ProtocolError::InvalidScope(_) => "invalid_scope",
             ProtocolError::LoginRequired { .. } => "login_required",
             ProtocolError::InteractionRequired => "interaction_required",
             ProtocolError::InvalidLoginHint(_) => "invalid_login_hint",

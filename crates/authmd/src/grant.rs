@@ -13,6 +13,7 @@
 //! identifier, byte for byte (`invalid_target`).
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::AuthMd;
 use crate::assertion;
@@ -174,8 +175,15 @@ impl AuthMd {
             .await
             .map_err(grant)?;
         self.check_auth_time(&verified, now).map_err(grant)?;
-        let (reg, secret) =
+        if let Some(resource) = &verified.resource
+            && !names_resource(resource, &self.urls().resource)
+        {
+            return Err(ProtocolError::InvalidTarget.into());
+        }
+        let granted = granted_scopes(verified.scope.as_ref(), &config.resource.post_claim_scopes)?;
+        let (mut reg, secret) =
             self.agent_registration(&verified, CredentialType::AccessToken, meta, now);
+        reg.scopes = granted;
         let scopes = reg.scopes.clone();
         let limits = self.limits(
             "identity_assertion",
@@ -221,4 +229,43 @@ impl AuthMd {
         };
         Err(grant(refused).into())
     }
+}
+
+/// Whether an ID-JAG's `resource` claim (RFC 8707: a URI, or an array of
+/// them) names this service's resource identifier, byte for byte.
+fn names_resource(claim: &Value, ours: &str) -> bool {
+    match claim {
+        Value::String(r) => r == ours,
+        Value::Array(all) => all.iter().any(|r| r.as_str() == Some(ours)),
+        _ => false,
+    }
+}
+
+/// The scopes an ID-JAG presented at the token endpoint is granted: the
+/// post-claim scopes, narrowed to the ID-JAG's `scope` claim when it has
+/// one (ID-JAG draft §4.4.1: the grant may be a subset of what the
+/// provider authorized, never more; RFC 6749 §3.3). None left, or a
+/// `scope` that is not a space-separated string: `invalid_scope`.
+fn granted_scopes(claim: Option<&Value>, post_claim: &[String]) -> Result<Vec<String>, Error> {
+    let Some(claim) = claim else {
+        return Ok(post_claim.to_vec());
+    };
+    let Some(asked) = claim.as_str() else {
+        return Err(ProtocolError::InvalidScope(
+            "the ID-JAG's scope must be a space-separated string".into(),
+        )
+        .into());
+    };
+    let granted: Vec<String> = post_claim
+        .iter()
+        .filter(|s| asked.split(' ').any(|a| a == s.as_str()))
+        .cloned()
+        .collect();
+    if granted.is_empty() {
+        return Err(ProtocolError::InvalidScope(
+            "the ID-JAG's scope allows none of this service's scopes".into(),
+        )
+        .into());
+    }
+    Ok(granted)
 }

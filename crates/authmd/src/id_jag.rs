@@ -71,6 +71,13 @@ pub struct VerifiedIdJag {
     /// When the user last signed in at the provider (`auth_time`), if
     /// given as a NumericDate.
     pub auth_time: Option<Timestamp>,
+    /// The authorization the provider bound the grant to (ID-JAG draft
+    /// §4.4.1): `scope` (RFC 6749 §3.3) and `resource` (RFC 8707), as sent
+    /// (bounded by the assertion's size). The token endpoint grants no
+    /// more than they allow (`grant.rs`); registration does not read them
+    /// (the original dialect's contract: the post-claim scopes).
+    pub scope: Option<Value>,
+    pub resource: Option<Value>,
     pub provider: Arc<Provider>,
 }
 
@@ -262,6 +269,8 @@ impl Verifier {
             agent_platform: text("agent_platform", 256),
             agent_context_id: text("agent_context_id", 256),
             auth_time: numeric_date(claims.get("auth_time")),
+            scope: claims.get("scope").cloned(),
+            resource: claims.get("resource").cloned(),
             provider: Arc::clone(provider),
         })
     }

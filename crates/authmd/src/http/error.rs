@@ -49,7 +49,8 @@ pub fn status(e: &ProtocolError) -> StatusCode {
         ProtocolError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         ProtocolError::InvalidGrant(_)
         | ProtocolError::UnsupportedGrantType
-        | ProtocolError::InvalidTarget => StatusCode::BAD_REQUEST,
+        | ProtocolError::InvalidTarget
+        | ProtocolError::InvalidScope(_) => StatusCode::BAD_REQUEST,
         ProtocolError::LoginRequired { .. } | ProtocolError::InteractionRequired => {
             StatusCode::UNAUTHORIZED
         }
@@ -249,6 +250,11 @@ mod tests {
                 "unsupported_grant_type",
             ),
             (ProtocolError::InvalidTarget, 400, "invalid_target"),
+            (
+                ProtocolError::InvalidScope("x".into()),
+                400,
+                "invalid_scope",
+            ),
             (
                 ProtocolError::LoginRequired { max_age: 3600 },
                 401,

@@ -344,6 +344,43 @@ both_backends! {
         assert!(stale.json()["error_description"].as_str().unwrap_or_default().contains("login_required"));
         let untrusted = mint(&key(Algorithm::Es256, "k9"), &[], &fresh("https://stranger.example", "eve"));
         assert_eq!(exchange(&t, &grant(&untrusted)).await.code(), "invalid_grant");
+
+        // What the provider authorized bounds the grant (ID-JAG §4.4.1):
+        // its scope narrows the post-claim scopes, never widens them; its
+        // resource must name this service's (RFC 8707).
+        let with = |sub: &str, extra: Value| {
+            let mut c = fresh(server.issuer(), sub);
+            if let Value::Object(m) = extra {
+                c.extend(m);
+            }
+            mint(&k, &[], &c)
+        };
+        let ours = "http://127.0.0.1:8080/api/";
+        for (sub, extra, scope) in [
+            ("dan", json!({"scope": "api.read"}), "api.read"),
+            ("dan", json!({"scope": "api.read admin.all", "resource": ours}), "api.read"),
+            ("dan", json!({"resource": ["https://other.example/", ours]}), "api.read api.write"),
+        ] {
+            let x = exchange(&t, &grant(&with(sub, extra.clone()))).await;
+            assert_eq!(x.status, 200, "{extra}: {}", x.text());
+            assert_eq!(x.json()["scope"], scope, "{extra}");
+            let who = t.get("/api/whoami", Some(x.json()["access_token"].as_str().unwrap_or_default())).await;
+            assert_eq!(who.json()["scopes"], json!(scope.split(' ').collect::<Vec<_>>()), "{extra}");
+        }
+        let before = t.stats().await;
+        for (extra, code) in [
+            (json!({"scope": "admin.all"}), "invalid_scope"),
+            (json!({"scope": ["api.read"]}), "invalid_scope"),
+            (json!({"resource": "https://other.example/api/"}), "invalid_target"),
+            (json!({"resource": ["https://other.example/api/"]}), "invalid_target"),
+            (json!({"resource": 7}), "invalid_target"),
+        ] {
+            let x = exchange(&t, &grant(&with("erin", extra.clone()))).await;
+            assert_eq!((x.status.as_u16(), x.code()), (400, code.to_owned()), "{extra}: {}", x.text());
+        }
+        let after = t.stats().await;
+        assert_eq!((after.registrations, after.credentials), (before.registrations, before.credentials),
+            "a refused grant wrote nothing");
     }
 }
 
