@@ -75,21 +75,22 @@ impl AuthMd {
         {
             return Err(ProtocolError::InvalidTarget.into());
         }
-        if req.scope.is_some() {
-            return Err(ProtocolError::invalid_request(
-                "scope is not accepted: the registration decides the scopes",
-            )
-            .into());
-        }
+        // RFC 6749 §3.3: a client may ask for less than the grant allows;
+        // what it gets is said in the answer's `scope`.
+        let asked: Option<Vec<&str>> = req
+            .scope
+            .as_deref()
+            .map(|s| s.split(' ').filter(|x| !x.is_empty()).collect());
         let Some(assertion) = req.assertion.as_deref().filter(|a| !a.is_empty()) else {
             return Err(ProtocolError::invalid_request("assertion is required").into());
         };
         let token = crate::id_jag::unverified_parse(assertion)
             .map_err(|e| ProtocolError::InvalidGrant(e.to_string()))?;
         if assertion::is_ours(&token, &self.urls().issuer) {
-            self.exchange_own(&token, meta, now).await
+            self.exchange_own(&token, asked.as_deref(), meta, now).await
         } else {
-            self.exchange_id_jag(assertion, meta, now).await
+            self.exchange_id_jag(assertion, asked.as_deref(), meta, now)
+                .await
         }
     }
 
@@ -98,6 +99,7 @@ impl AuthMd {
     async fn exchange_own(
         &self,
         token: &authmd_jose::Compact,
+        asked: Option<&[&str]>,
         meta: &RequestMeta,
         now: Timestamp,
     ) -> Result<TokenResponse, Error> {
@@ -115,6 +117,7 @@ impl AuthMd {
                 .into());
             }
         };
+        let scopes = narrowed(scopes, asked, "the requested scope")?;
         let credential_id = new_id("crd_");
         let secret = PlainSecret::generate(SecretKind::AccessToken, &credential_id);
         let lifetime = config.ttl.access_token.get();
@@ -158,6 +161,7 @@ impl AuthMd {
     async fn exchange_id_jag(
         &self,
         assertion: &str,
+        asked: Option<&[&str]>,
         meta: &RequestMeta,
         now: Timestamp,
     ) -> Result<TokenResponse, Error> {
@@ -181,6 +185,7 @@ impl AuthMd {
             return Err(ProtocolError::InvalidTarget.into());
         }
         let granted = granted_scopes(verified.scope.as_ref(), &config.resource.post_claim_scopes)?;
+        let granted = narrowed(granted, asked, "the requested scope")?;
         let (mut reg, secret) =
             self.agent_registration(&verified, CredentialType::AccessToken, meta, now);
         reg.scopes = granted;
@@ -256,16 +261,25 @@ fn granted_scopes(claim: Option<&Value>, post_claim: &[String]) -> Result<Vec<St
         )
         .into());
     };
-    let granted: Vec<String> = post_claim
-        .iter()
-        .filter(|s| asked.split(' ').any(|a| a == s.as_str()))
-        .cloned()
+    let asked: Vec<&str> = asked.split(' ').filter(|a| !a.is_empty()).collect();
+    narrowed(post_claim.to_vec(), Some(&asked), "the ID-JAG's scope")
+}
+
+/// `scopes`, keeping only those `asked` names (all when nothing is
+/// asked); none left is `invalid_scope`, naming `what` asked.
+fn narrowed(scopes: Vec<String>, asked: Option<&[&str]>, what: &str) -> Result<Vec<String>, Error> {
+    let Some(asked) = asked else {
+        return Ok(scopes);
+    };
+    let kept: Vec<String> = scopes
+        .into_iter()
+        .filter(|s| asked.contains(&s.as_str()))
         .collect();
-    if granted.is_empty() {
-        return Err(ProtocolError::InvalidScope(
-            "the ID-JAG's scope allows none of this service's scopes".into(),
-        )
+    if kept.is_empty() {
+        return Err(ProtocolError::InvalidScope(format!(
+            "{what} allows none of the scopes this grant carries"
+        ))
         .into());
     }
-    Ok(granted)
+    Ok(kept)
 }

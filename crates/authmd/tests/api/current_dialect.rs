@@ -356,18 +356,23 @@ both_backends! {
             mint(&k, &[], &c)
         };
         let ours = "http://127.0.0.1:8080/api/";
-        for (sub, extra, scope) in [
-            ("dan", json!({"scope": "api.read"}), "api.read"),
-            ("dan", json!({"scope": "api.read admin.all", "resource": ours}), "api.read"),
-            ("dan", json!({"resource": ["https://other.example/", ours]}), "api.read api.write"),
+        for (sub, extra, asked, scope) in [
+            ("dan", json!({"scope": "api.read"}), "", "api.read"),
+            ("dan", json!({"scope": "api.read admin.all", "resource": ours}), "", "api.read"),
+            ("dan", json!({"resource": ["https://other.example/", ours]}), "", "api.read api.write"),
+            // The client may ask for less (RFC 6749 §3.3).
+            ("dan", json!({"scope": "api.read api.write"}), "&scope=api.write", "api.write"),
         ] {
-            let x = exchange(&t, &grant(&with(sub, extra.clone()))).await;
+            let x = exchange(&t, &format!("{}{asked}", grant(&with(sub, extra.clone())))).await;
             assert_eq!(x.status, 200, "{extra}: {}", x.text());
             assert_eq!(x.json()["scope"], scope, "{extra}");
             let who = t.get("/api/whoami", Some(x.json()["access_token"].as_str().unwrap_or_default())).await;
             assert_eq!(who.json()["scopes"], json!(scope.split(' ').collect::<Vec<_>>()), "{extra}");
         }
         let before = t.stats().await;
+        let x = exchange(&t, &format!("{}&scope=api.write", grant(&with("erin", json!({"scope": "api.read"})))))
+            .await;
+        assert_eq!((x.status.as_u16(), x.code()), (400, "invalid_scope".to_owned()), "{}", x.text());
         for (extra, code) in [
             (json!({"scope": "admin.all"}), "invalid_scope"),
             (json!({"scope": ["api.read"]}), "invalid_scope"),
@@ -452,10 +457,11 @@ async fn token_endpoint_refuses_bad_requests() {
             400,
             "invalid_request",
         ),
+        // RFC 6749 §3.3: less than the grant may be asked, never more.
         (
             format!("{}&scope=api.write", grant(&assertion)),
             400,
-            "invalid_request",
+            "invalid_scope",
         ),
         (grant(&"a".repeat(20_000)), 413, "invalid_request"),
         // RFC 6749 §3.1: a parameter without a value is as if omitted.
@@ -510,9 +516,16 @@ async fn token_endpoint_refuses_bad_requests() {
             "{}&resource={resource}&resource={resource}",
             grant(&assertion)
         ),
+        format!("{}&scope=api.read", grant(&assertion)),
+        format!("{}&scope=api.read+api.write", grant(&assertion)),
     ] {
         let r = exchange(&t, &form).await;
         assert_eq!(r.status, 200, "{form:.80}: {}", r.text());
+        assert_eq!(
+            r.json()["scope"],
+            "api.read",
+            "{form:.80}: never more than the grant"
+        );
     }
 }
 
