@@ -92,8 +92,9 @@ pub async fn forward_auth(State(app): State<AuthMd>, req: Request) -> Response {
 }
 
 /// The value that every header of `names` present says (trimmed; empty
-/// ones and those that are not UTF-8 do not count), `Ok(None)` when none
-/// does, `Err` when two say different things. A proxy sets one pair and
+/// ones do not count), `Ok(None)` when none does, `Err` when two say
+/// different things or one cannot be read (not UTF-8: the other would
+/// otherwise decide alone). A proxy sets one pair and
 /// passes the client's own headers on (nginx's `auth_request` and
 /// Traefik's `ForwardAuth` do by default), so a client could add the other
 /// pair: whichever pair were believed first, a client could then choose
@@ -101,9 +102,10 @@ pub async fn forward_auth(State(app): State<AuthMd>, req: Request) -> Response {
 fn said(h: &HeaderMap, names: &[&str]) -> Result<Option<String>, ()> {
     let mut said: Option<&str> = None;
     for value in names.iter().flat_map(|n| h.get_all(*n)) {
-        let Some(v) = value.to_str().ok().map(str::trim).filter(|v| !v.is_empty()) else {
+        let v = value.to_str().map_err(|_| ())?.trim();
+        if v.is_empty() {
             continue;
-        };
+        }
         match said {
             Some(s) if s != v => return Err(()),
             _ => said = Some(v),

@@ -115,6 +115,15 @@ both_backends! {
             assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_request".into()), "{both:?}");
             assert!(r.header("x-authmd-registration").is_none());
         }
+        // A value that cannot be read does not leave the other to decide.
+        let mut req = Request::builder().method(Method::GET).uri(fa)
+            .header("authorization", format!("Bearer {key}"))
+            .header("x-forwarded-method", "GET").header("x-forwarded-uri", "/api/public")
+            .body(Body::empty()).unwrap_or_default();
+        req.headers_mut().insert("x-original-uri",
+            axum::http::HeaderValue::from_bytes(b"/api/th\xffings").unwrap_or(axum::http::HeaderValue::from_static("")));
+        let r = t.send(req).await;
+        assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_request".into()));
         // Both pairs saying the same thing (the nginx example): decided.
         let r = ask(&t, Method::GET, fa, Some(&key), &[
             proxy[0], proxy[1], ("x-forwarded-method", "POST"), ("x-forwarded-uri", "/api/things"),
