@@ -22,7 +22,7 @@ use crate::credential::CredentialType;
 use crate::discovery::CurrentFlows;
 use crate::error::{Error, ProtocolError};
 use crate::store::current::{AssertionExchange, Exchanged};
-use crate::store::{AgentMode, AgentRegistered};
+use crate::store::{AgentMode, AgentRegistered, split_scopes};
 use crate::time::Timestamp;
 use crate::token::{PlainSecret, SecretKind, new_id};
 use crate::vocab::{Dialect, JWT_BEARER_GRANT, RegistrationStatus};
@@ -77,10 +77,7 @@ impl AuthMd {
         }
         // RFC 6749 §3.3: a client may ask for less than the grant allows;
         // what it gets is said in the answer's `scope`.
-        let asked: Option<Vec<&str>> = req
-            .scope
-            .as_deref()
-            .map(|s| s.split(' ').filter(|x| !x.is_empty()).collect());
+        let asked = req.scope.as_deref().map(split_scopes);
         let Some(assertion) = req.assertion.as_deref().filter(|a| !a.is_empty()) else {
             return Err(ProtocolError::invalid_request("assertion is required").into());
         };
@@ -99,7 +96,7 @@ impl AuthMd {
     async fn exchange_own(
         &self,
         token: &authmd_jose::Compact,
-        asked: Option<&[&str]>,
+        asked: Option<&[String]>,
         meta: &RequestMeta,
         now: Timestamp,
     ) -> Result<TokenResponse, Error> {
@@ -161,7 +158,7 @@ impl AuthMd {
     async fn exchange_id_jag(
         &self,
         assertion: &str,
-        asked: Option<&[&str]>,
+        asked: Option<&[String]>,
         meta: &RequestMeta,
         now: Timestamp,
     ) -> Result<TokenResponse, Error> {
@@ -252,29 +249,30 @@ fn names_resource(claim: &Value, ours: &str) -> bool {
 /// provider authorized, never more; RFC 6749 §3.3). None left, or a
 /// `scope` that is not a space-separated string: `invalid_scope`.
 fn granted_scopes(claim: Option<&Value>, post_claim: &[String]) -> Result<Vec<String>, Error> {
-    let Some(claim) = claim else {
-        return Ok(post_claim.to_vec());
+    let asked = match claim {
+        None => None,
+        Some(Value::String(s)) => Some(split_scopes(s)),
+        Some(_) => {
+            return Err(ProtocolError::InvalidScope(
+                "the ID-JAG's scope must be a space-separated string".into(),
+            )
+            .into());
+        }
     };
-    let Some(asked) = claim.as_str() else {
-        return Err(ProtocolError::InvalidScope(
-            "the ID-JAG's scope must be a space-separated string".into(),
-        )
-        .into());
-    };
-    let asked: Vec<&str> = asked.split(' ').filter(|a| !a.is_empty()).collect();
-    narrowed(post_claim.to_vec(), Some(&asked), "the ID-JAG's scope")
+    narrowed(post_claim.to_vec(), asked.as_deref(), "the ID-JAG's scope")
 }
 
 /// `scopes`, keeping only those `asked` names (all when nothing is
 /// asked); none left is `invalid_scope`, naming `what` asked.
-fn narrowed(scopes: Vec<String>, asked: Option<&[&str]>, what: &str) -> Result<Vec<String>, Error> {
+fn narrowed(
+    scopes: Vec<String>,
+    asked: Option<&[String]>,
+    what: &str,
+) -> Result<Vec<String>, Error> {
     let Some(asked) = asked else {
         return Ok(scopes);
     };
-    let kept: Vec<String> = scopes
-        .into_iter()
-        .filter(|s| asked.contains(&s.as_str()))
-        .collect();
+    let kept: Vec<String> = scopes.into_iter().filter(|s| asked.contains(s)).collect();
     if kept.is_empty() {
         return Err(ProtocolError::InvalidScope(format!(
             "{what} allows none of the scopes this grant carries"
