@@ -10,6 +10,16 @@ trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 export AUTHMD_LOG=warn
 if [ -n "${DATABASE:-}" ]; then export AUTHMD_DATABASE_URL="$DATABASE"; fi
 
+# builds BINARY_A [BINARY_B]: the builds a script compares, as bin[A]
+# (and bin[B]), absolute, and sides=(A) or (A B); else the usage, exit 2.
+builds() {
+  [ $# = 1 ] || [ $# = 2 ] || { echo "usage: $0 BINARY_A [BINARY_B]" >&2; exit 2; }
+  declare -gA bin
+  bin[A]=$(realpath "$1")
+  sides=(A)
+  if [ $# = 2 ]; then bin[B]=$(realpath "$2"); sides=(A B); fi
+}
+
 # run_toml DIR DATABASE_URL: DIR/load.toml, the settings the matrix and the
 # instruction count start a server with: listening on $PORT, mail to
 # DIR/outbox, rate limits off, the minted provider at $IDP_PORT (ES256).

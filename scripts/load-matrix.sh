@@ -44,13 +44,9 @@
 # Needs wrk, python3, openssl, psql for PostgreSQL, and release builds:
 #   cargo build --release -p authmd-cli && cargo build --release -p authmd-jose --examples
 set -euo pipefail
-[ $# = 1 ] || [ $# = 2 ] || { echo "usage: $0 BINARY_A [BINARY_B]" >&2; exit 2; }
-declare -A bin
-bin[A]=$(realpath "$1")
-sides=(A)
-if [ $# = 2 ]; then bin[B]=$(realpath "$2"); sides=(A B); fi
 SCRIPTS=$(realpath "$(dirname "$0")")
 . "$SCRIPTS/load-common.sh"
+builds "$@"
 . "$SCRIPTS/id-jag-common.sh"
 SCENARIOS=${SCENARIOS:-"valid 401 anon idjag claim"}
 CONNS_LIST=${CONNS_LIST:-"1 50 256"}
