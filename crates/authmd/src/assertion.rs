@@ -42,8 +42,6 @@ pub const STATUS_CLAIM: &str = "registration_status";
 /// §4.14.2), so whoever rotated first cannot go on minting access tokens
 /// with the assertion that rotation gave.
 pub const FAMILY_CLAIM: &str = "refresh_family";
-/// Largest assertion accepted back.
-pub const MAX_LEN: usize = 4096;
 
 /// What an assertion is issued for.
 #[derive(Debug, Clone)]

@@ -758,6 +758,55 @@ both_backends! {
     }
 }
 
+/// SQLite has one writer. A refresh token at `/oauth2/revoke` is looked up
+/// on a reader first, so a made-up one (well formed: its checksum is
+/// public) or a spent one is answered without a turn of the writer, even
+/// while another connection holds the write lock; a live one waits for the
+/// writer and is revoked once it is free.
+#[tokio::test]
+async fn refresh_tokens_that_revoke_nothing_do_not_wait_for_the_writer() {
+    use authmd::token::{PlainSecret, SecretKind, new_id};
+    use std::time::Duration;
+    let t = TestApp::new(Backend::Sqlite, ON).await;
+    let (_, spent) = claimed_with_refresh(&t, "wren@example.com").await;
+    let r = identity(&t, json!({"type": "refresh", "refresh_token": spent})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let live = r.json()["identity"]["refresh_token"]["value"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let made_up = PlainSecret::generate(SecretKind::RefreshToken, &new_id("rft_"))
+        .expose()
+        .to_owned();
+    let revoke = |tok: &str| form_request("/oauth2/revoke", &format!("token={tok}"));
+
+    let path = t.db.url.strip_prefix("sqlite://").unwrap_or_default();
+    let lock = rusqlite::Connection::open(path).unwrap_or_else(|e| panic!("{e}"));
+    lock.execute_batch("BEGIN IMMEDIATE")
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The writer would wait for the lock (busy_timeout, 5 s) and then fail.
+    for token in [&made_up, &spent] {
+        let r = tokio::time::timeout(Duration::from_secs(3), t.send(revoke(token)))
+            .await
+            .expect("answered without the writer");
+        assert_eq!(r.status, 200);
+    }
+    let pending = t.send(revoke(&live));
+    tokio::pin!(pending);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut pending)
+            .await
+            .is_err(),
+        "a live token is revoked by the writer, which is held"
+    );
+    lock.execute_batch("ROLLBACK")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pending.await.status, 200);
+    let again = identity(&t, json!({"type": "refresh", "refresh_token": live})).await;
+    assert_eq!(again.code(), "invalid_refresh_token", "the live family was revoked");
+    assert_eq!(t.events("registration.revoked").await.len(), 1);
+}
+
 /// Rotates `token` through the store at `now`, as the identity endpoint
 /// would then: the successor's text, or `None` when it was refused.
 async fn rotate_at(t: &TestApp, token: &str, now: authmd::Timestamp) -> Option<String> {

@@ -219,12 +219,14 @@ pub(super) fn revoke_credential(
     })
 }
 
-/// A refresh token presented at `/oauth2/revoke`: its family, the
-/// registration's access tokens, then the registration if nothing is left.
-fn revoke_refresh(c: &Connection, r: &SelfRevocation) -> Result<SelfRevoked, StoreError> {
+/// The registration and family of a live refresh token presented at
+/// `/oauth2/revoke` (its hash matching), if it is one.
+pub(super) fn live_refresh(
+    c: &Connection,
+    r: &SelfRevocation,
+) -> Result<Option<(String, String)>, StoreError> {
     let now = r.now.as_millis();
-    let found: Option<(String, String)> = c
-        .prepare_cached(
+    c.prepare_cached(
             "SELECT f.registration_id, t.family_id FROM refresh_tokens t
              JOIN refresh_families f ON f.id = t.family_id
              WHERE t.id = ?1 AND t.token_hash = ?2 AND f.revoked_at IS NULL AND t.spent_at IS NULL
@@ -237,8 +239,14 @@ fn revoke_refresh(c: &Connection, r: &SelfRevocation) -> Result<SelfRevoked, Sto
             )
             .optional()
         })
-        .map_err(db)?;
-    let Some((registration_id, family)) = found else {
+        .map_err(db)
+}
+
+/// A refresh token presented at `/oauth2/revoke`: its family, the
+/// registration's access tokens, then the registration if nothing is left.
+fn revoke_refresh(c: &Connection, r: &SelfRevocation) -> Result<SelfRevoked, StoreError> {
+    let now = r.now.as_millis();
+    let Some((registration_id, family)) = live_refresh(c, r)? else {
         return Ok(SelfRevoked::Nothing);
     };
     c.prepare_cached(

@@ -1248,6 +1248,19 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_credential(&self, r: SelfRevocation) -> Result<SelfRevoked, StoreError> {
+        // A refresh token is checked on a reader first: anyone can make up
+        // a well-formed one (its checksum is public), and each would
+        // otherwise take a turn of the one writer. The writer checks again.
+        if r.refresh {
+            let probe = r.clone();
+            if self
+                .read_now(move |c| governance::live_refresh(c, &probe))
+                .await?
+                .is_none()
+            {
+                return Ok(SelfRevoked::Nothing);
+            }
+        }
         self.write(move |c| governance::revoke_credential(c, &r))
             .await
     }
