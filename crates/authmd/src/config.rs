@@ -573,6 +573,15 @@ pub struct RateLimitConfig {
     pub claim_emails_per_address_per_hour: u32,
     #[serde(default = "n10")]
     pub claim_emails_per_address_per_day: u32,
+    /// Access tokens one registration may get for authmd's own assertions
+    /// at the token endpoint: each is a credential written, and an
+    /// assertion exchanges for as long as it lives.
+    #[serde(default = "n120")]
+    pub token_exchanges_per_registration_per_hour: u32,
+}
+
+fn n120() -> u32 {
+    120
 }
 
 fn n10() -> u32 {
@@ -610,6 +619,7 @@ impl Default for RateLimitConfig {
             claim_emails_per_registration_per_hour: n3(),
             claim_emails_per_address_per_hour: n5(),
             claim_emails_per_address_per_day: n10(),
+            token_exchanges_per_registration_per_hour: n120(),
         }
     }
 }

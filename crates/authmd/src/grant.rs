@@ -91,6 +91,21 @@ impl AuthMd {
         }
     }
 
+    /// §9: the access tokens one registration may get for authmd's own
+    /// assertions. An assertion exchanges for its whole hour, each time a
+    /// credential written: without a bound, one holder could write as fast
+    /// as it can send.
+    fn exchange_limits(&self, registration_id: &str) -> Vec<crate::rate_limit::RateLimit> {
+        let limits = &self.config().rate_limits;
+        if !limits.enabled {
+            return Vec::new();
+        }
+        vec![crate::rate_limit::RateLimit::per_hour(
+            format!("token_exchange:registration:{registration_id}"),
+            limits.token_exchanges_per_registration_per_hour,
+        )]
+    }
+
     /// authmd's own assertion: one signature check, then one transaction
     /// that issues only while the registration is in the assertion's state.
     async fn exchange_own(
@@ -119,6 +134,7 @@ impl AuthMd {
         let secret = PlainSecret::generate(SecretKind::AccessToken, &credential_id);
         let lifetime = config.ttl.access_token.get();
         let x = AssertionExchange {
+            limits: self.exchange_limits(&verified.registration_id),
             registration_id: verified.registration_id,
             status: verified.status,
             family: verified.family,
@@ -143,6 +159,10 @@ impl AuthMd {
                     scope: scopes.join(" "),
                 })
             }
+            Exchanged::Limited(l) => Err(ProtocolError::RateLimited {
+                retry_after: l.retry_after,
+            }
+            .into()),
             Exchanged::NotLive => Err(ProtocolError::InvalidGrant(
                 "the registration is gone, expired, revoked, or no longer in the state this assertion was issued for"
                     .into(),

@@ -99,6 +99,7 @@ pub const KEYS: &[(&str, KeyKind)] = {
         ("rate_limits.claim_emails_per_registration_per_hour", Int),
         ("rate_limits.claim_emails_per_address_per_hour", Int),
         ("rate_limits.claim_emails_per_address_per_day", Int),
+        ("rate_limits.token_exchanges_per_registration_per_hour", Int),
         ("server.trusted_proxies", List),
         ("server.workers", Int),
         ("server.log_format", Str),

@@ -3,7 +3,7 @@
 //! (`sqlite/current.rs`, `postgres/current.rs`).
 
 use crate::audit::{AuditEvent, EventKind, RequestMeta};
-use crate::rate_limit::RateLimited;
+use crate::rate_limit::{RateLimit, RateLimited};
 use crate::store::NewAttempt;
 use crate::time::Timestamp;
 use crate::token::SecretHash;
@@ -50,6 +50,9 @@ pub struct AssertionExchange {
     pub meta: RequestMeta,
     /// `grant` and the assertion's `jti`, for `token.exchanged`.
     pub assertion_jti: String,
+    /// Counted only for a live registration, in the same transaction
+    /// (§9: `token_exchanges_per_registration_per_hour`).
+    pub limits: Vec<RateLimit>,
 }
 
 impl AssertionExchange {
@@ -90,6 +93,8 @@ pub enum Exchanged {
     /// No such registration, or it left the assertion's state (claimed,
     /// expired, revoked): nothing written.
     NotLive,
+    /// Over a limit: nothing written.
+    Limited(RateLimited),
 }
 
 /// Creation, or a refusal by a rate limit (nothing written).

@@ -803,7 +803,11 @@ async fn refresh_tokens_that_revoke_nothing_do_not_wait_for_the_writer() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(pending.await.status, 200);
     let again = identity(&t, json!({"type": "refresh", "refresh_token": live})).await;
-    assert_eq!(again.code(), "invalid_refresh_token", "the live family was revoked");
+    assert_eq!(
+        again.code(),
+        "invalid_refresh_token",
+        "the live family was revoked"
+    );
     assert_eq!(t.events("registration.revoked").await.len(), 1);
 }
 

@@ -597,6 +597,40 @@ async fn rate_limits_are_shared_and_renamed() {
     assert!(r.header("retry-after").is_some());
 }
 
+both_backends! {
+    /// §9: the access tokens one registration gets for authmd's own
+    /// assertions are limited (each is a credential written, and an
+    /// assertion exchanges for its whole hour). Over the limit: 429
+    /// `rate_limited` with `Retry-After`, and nothing written; the bucket
+    /// is the registration's, so another registration is not affected.
+    async fn exchanges_per_registration_are_limited(backend: Backend) {
+        let t = TestApp::new(
+            backend,
+            &format!("{ON}[rate_limits]\ntoken_exchanges_per_registration_per_hour = 2\n"),
+        )
+        .await;
+        let assertion_of = |r: &crate::support::TestResponse| {
+            r.json()["identity"]["assertion"].as_str().unwrap_or_default().to_owned()
+        };
+        let first = assertion_of(&identity(&t, r#"{"type":"anonymous"}"#).await);
+        let other = assertion_of(&identity(&t, r#"{"type":"anonymous"}"#).await);
+        for _ in 0..2 {
+            let r = exchange(&t, &grant(&first)).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        let credentials = t.db.rows("credentials").await;
+        let events = t.events("token.exchanged").await.len();
+        let r = exchange(&t, &grant(&first)).await;
+        assert_eq!((r.status.as_u16(), r.code().as_str()), (429, "rate_limited"), "{}", r.text());
+        assert!(r.header("retry-after").and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s > 0));
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+        assert_eq!(t.db.rows("credentials").await, credentials, "nothing written");
+        assert_eq!(t.events("token.exchanged").await.len(), events);
+        let r = exchange(&t, &grant(&other)).await;
+        assert_eq!(r.status, 200, "another registration's bucket: {}", r.text());
+    }
+}
+
 fn set_token(
     k: &authmd_jose::SigningKey,
     typ: &str,

@@ -104,6 +104,9 @@ pub(super) async fn exchange_assertion(
             return Ok(Exchanged::NotLive);
         }
     }
+    if let Err(refused) = admit(tx, &x.limits, x.now).await? {
+        return Ok(Exchanged::Limited(refused));
+    }
     exec(
         tx,
         "INSERT INTO credentials (id, token_hash, registration_id, user_id, type, source, scopes,

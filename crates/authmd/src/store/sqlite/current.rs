@@ -109,6 +109,9 @@ pub(super) fn exchange_assertion(
             return Ok(Exchanged::NotLive);
         }
     }
+    if let Err(refused) = admit(c, &x.limits, x.now)? {
+        return Ok(Exchanged::Limited(refused));
+    }
     c.prepare_cached(
         "INSERT INTO credentials (id, token_hash, registration_id, user_id, type, source, scopes,
                                   issued_at, expires_at, iss, sub)

@@ -227,19 +227,19 @@ pub(super) fn live_refresh(
 ) -> Result<Option<(String, String)>, StoreError> {
     let now = r.now.as_millis();
     c.prepare_cached(
-            "SELECT f.registration_id, t.family_id FROM refresh_tokens t
+        "SELECT f.registration_id, t.family_id FROM refresh_tokens t
              JOIN refresh_families f ON f.id = t.family_id
              WHERE t.id = ?1 AND t.token_hash = ?2 AND f.revoked_at IS NULL AND t.spent_at IS NULL
                AND t.expires_at > ?3",
+    )
+    .and_then(|mut s| {
+        s.query_row(
+            params![r.credential_id, r.credential.as_bytes(), now],
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )
-        .and_then(|mut s| {
-            s.query_row(
-                params![r.credential_id, r.credential.as_bytes(), now],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()
-        })
-        .map_err(db)
+        .optional()
+    })
+    .map_err(db)
 }
 
 /// A refresh token presented at `/oauth2/revoke`: its family, the
