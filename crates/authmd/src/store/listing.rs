@@ -513,25 +513,53 @@ pub(crate) fn revoke_targets(target: &super::RevokeTarget) -> Query {
 pub(crate) const EVENT_COLUMNS: &str =
     "id, at, event, registration_id, user_id, ip, user_agent, data";
 
+/// How a backend finds a registration's audit events.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum EventIndex {
+    /// An index on `registration_id` (PostgreSQL).
+    Column,
+    /// SQLite (migration 0015): `audit_events_by_registration`, which the
+    /// writer fills about once a second up to `audit_events_indexed`, and
+    /// after that point the events themselves, by id.
+    Deferred,
+}
+
 /// The `WHERE` conditions of an event filter (without the cursor).
-pub(crate) fn event_conditions(q: &mut Query, f: &EventFilter) {
+pub(crate) fn event_conditions(q: &mut Query, f: &EventFilter, index: EventIndex) {
     q.push_in(" AND event", &f.events)
         .push_time(" AND at >= #", f.since)
-        .push_time(" AND at < #", f.until)
-        .push_text(" AND registration_id = #", f.registration_id.as_deref())
-        .push_text(" AND user_id = #", f.user_id.as_deref())
+        .push_time(" AND at < #", f.until);
+    if let Some(id) = f.registration_id.as_deref() {
+        match index {
+            EventIndex::Column => q.push(" AND registration_id = #", [Arg::Text(id.to_owned())]),
+            EventIndex::Deferred => q.push(
+                " AND id IN (SELECT event_id FROM audit_events_by_registration
+                             WHERE registration_id = # AND event_id > #
+                             UNION ALL
+                             SELECT id FROM audit_events
+                             WHERE id > (SELECT through FROM audit_events_indexed)
+                               AND registration_id = #)",
+                [
+                    Arg::Text(id.to_owned()),
+                    Arg::Int(f.after_id.unwrap_or(0)),
+                    Arg::Text(id.to_owned()),
+                ],
+            ),
+        };
+    }
+    q.push_text(" AND user_id = #", f.user_id.as_deref())
         .push_text(" AND provider = #", f.provider.as_deref())
         .push_text(" AND ip = #", f.ip.as_deref());
 }
 
 /// Events matching `f`, oldest first, from `f.after_id`. `data` is `data`
 /// as text (PostgreSQL stores JSONB: `data_column` casts it).
-pub(crate) fn events(f: &EventFilter, data_column: &str) -> Query {
+pub(crate) fn events(f: &EventFilter, data_column: &str, index: EventIndex) -> Query {
     let mut q = Query::new(&format!(
         "SELECT {} FROM audit_events WHERE 1 = 1",
         EVENT_COLUMNS.replace("data", data_column)
     ));
-    event_conditions(&mut q, f);
+    event_conditions(&mut q, f, index);
     if let Some(id) = f.after_id {
         q.push(" AND id > #", [Arg::Int(id)]);
     }

@@ -79,6 +79,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "refresh_family_purge",
         sql: include_str!("../../migrations/sqlite/0014_refresh_family_purge.sql"),
     },
+    Migration {
+        version: 15,
+        name: "audit_by_registration",
+        sql: include_str!("../../migrations/sqlite/0015_audit_by_registration.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -151,6 +156,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 14,
         name: "refresh_family_purge",
         sql: include_str!("../../migrations/postgres/0014_refresh_family_purge.sql"),
+    },
+    Migration {
+        version: 15,
+        name: "audit_by_registration",
+        sql: include_str!("../../migrations/postgres/0015_audit_by_registration.sql"),
     },
 ];
 

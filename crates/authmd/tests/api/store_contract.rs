@@ -154,6 +154,79 @@ both_backends! {
 }
 
 both_backends! {
+    /// A registration's events are listed whole, in id order and page by
+    /// page, whether they are in SQLite's registration index yet or only
+    /// after its point (migration 0015: the writer adds them about once a
+    /// second), and across that point; the audit purge takes their index
+    /// entries with them.
+    async fn a_registrations_events_are_listed_across_the_indexing_point(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let t0 = Timestamp::from_secs(1_800_000_000);
+        let meta = &RequestMeta::default();
+        let record = |i: i64| {
+            let store = Arc::clone(&store);
+            async move {
+                let reg = if i % 3 == 0 { "reg_b" } else { "reg_a" };
+                let e = AuditEvent::new(EventKind::RegistrationCreated, Timestamp::from_secs(1_800_000_000 + i), meta)
+                    .registration(reg)
+                    .with("n", i);
+                store.record_event(e).await.unwrap_or_else(|e| panic!("{e}"));
+            }
+        };
+        let of_a = |after_id: Option<i64>, limit: u32| {
+            let store = Arc::clone(&store);
+            async move {
+                let f = EventFilter { registration_id: Some("reg_a".into()), after_id, limit, ..Default::default() };
+                let found = store.list_events(&f).await.unwrap_or_else(|e| panic!("{e}"));
+                found.iter().map(|e| e.data["n"].as_i64().unwrap_or(-1)).collect::<Vec<_>>()
+            }
+        };
+        let expected = |upto: i64| (0..upto).filter(|i| i % 3 != 0).collect::<Vec<_>>();
+        for i in 0..6 {
+            record(i).await;
+        }
+        assert_eq!(of_a(None, 100).await, expected(6), "before any indexing");
+        // The writer indexes after a commit once a second has passed.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        record(6).await;
+        for i in 7..12 {
+            record(i).await;
+        }
+        if backend == Backend::Sqlite {
+            // 0 to 6 at least (all, had the writer stalled for a second).
+            assert!(db.rows("audit_events_by_registration").await >= 7, "indexed");
+        }
+        assert_eq!(of_a(None, 100).await, expected(12), "indexed and not yet indexed");
+        // Page by page, three at a time, across the point.
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let f = EventFilter { registration_id: Some("reg_a".into()), after_id: after, limit: 3, ..Default::default() };
+            let page = store.list_events(&f).await.unwrap_or_else(|e| panic!("{e}"));
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|e| e.id);
+            paged.extend(page.iter().map(|e| e.data["n"].as_i64().unwrap_or(-1)));
+        }
+        assert_eq!(paged, expected(12));
+        let b = EventFilter { registration_id: Some("reg_b".into()), events: vec!["registration.created".into()], limit: 100, ..Default::default() };
+        assert_eq!(store.list_events(&b).await.unwrap_or_default().len(), 4);
+
+        // The purge: events before t0 + 4 s go, with their index entries.
+        let purged = store.purge_audit(t0.plus(Duration::from_secs(4)), 1000).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(purged, 4);
+        assert_eq!(of_a(None, 100).await, expected(12).into_iter().filter(|&i| i >= 4).collect::<Vec<_>>());
+        if backend == Backend::Sqlite {
+            let orphans = "audit_events_by_registration WHERE event_id NOT IN (SELECT id FROM audit_events)";
+            assert_eq!(db.rows(orphans).await, 0, "the purged events' entries are gone");
+            assert!(db.rows("audit_events_by_registration").await >= 3, "the others' are kept");
+        }
+    }
+}
+
+both_backends! {
     /// Two sweepers at once expire each registration exactly once.
     async fn concurrent_sweeps_expire_once(backend: Backend) {
         let db = TestDb::new(backend).await;

@@ -504,7 +504,7 @@ pub(super) async fn events(
     client: &impl GenericClient,
     f: &EventFilter,
 ) -> Result<Vec<AuditRecord>, StoreError> {
-    let q = listing::events(f, "data::text");
+    let q = listing::events(f, "data::text", listing::EventIndex::Column);
     rows(client, &q.postgres(), &q, listing::event_record).await
 }
 
@@ -559,7 +559,7 @@ pub(super) async fn tail_events(
     ));
     q.args
         .extend([Arg::Int(after.tx), Arg::Int(after.id), Arg::Int(end)]);
-    listing::event_conditions(&mut q, f);
+    listing::event_conditions(&mut q, f, listing::EventIndex::Column);
     q.push(" ORDER BY tx, id LIMIT #", [Arg::Int(i64::from(MAX_PAGE))]);
     let found = rows(client, &q.postgres(), &q, |r| {
         let cursor = TailCursor {

@@ -406,7 +406,7 @@ pub(super) fn blocks(c: &Connection) -> Result<Vec<BlockRecord>, StoreError> {
 }
 
 pub(super) fn events(c: &Connection, f: &EventFilter) -> Result<Vec<AuditRecord>, StoreError> {
-    rows(c, &listing::events(f, "data"), |r| listing::event_record(r))
+    rows(c, &listing::events(f, "data", listing::EventIndex::Deferred), |r| listing::event_record(r))
 }
 
 pub(super) fn tail_position(c: &Connection) -> Result<TailCursor, StoreError> {
@@ -431,7 +431,7 @@ pub(super) fn tail_events(
         listing::EVENT_COLUMNS
     ));
     q.args.extend([Arg::Int(after.id), Arg::Int(end.id)]);
-    listing::event_conditions(&mut q, f);
+    listing::event_conditions(&mut q, f, listing::EventIndex::Deferred);
     q.push(" ORDER BY id LIMIT #", [Arg::Int(i64::from(MAX_PAGE))]);
     let found = rows(c, &q, |r| listing::event_record(r))?;
     let next = match found.last() {

@@ -364,10 +364,50 @@ fn yield_to_requests() {
 /// closed-loop population's throughput.
 fn writer_loop(conn: &Connection, seen: &jti::SeenJti, mut rx: mpsc::Receiver<Box<dyn Job>>) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    let mut indexed = std::time::Instant::now();
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         drain(&mut rx, &mut batch);
         commit_batch(conn, seen, &mut batch);
+        if indexed.elapsed() >= AUDIT_INDEX_INTERVAL {
+            index_audit_events(conn);
+            indexed = std::time::Instant::now();
+        }
+    }
+}
+
+/// How often the writer adds the newest audit events to
+/// `audit_events_by_registration` (migration 0015).
+const AUDIT_INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Adds the events after `audit_events_indexed.through` to
+/// `audit_events_by_registration`, sorted, in a transaction of its own:
+/// each registration active since the last time costs one page write, not
+/// one per event. A failure is logged and tried again next time; until
+/// then listings find those events by id (`EventIndex::Deferred`).
+fn index_audit_events(conn: &Connection) {
+    let run = || -> rusqlite::Result<()> {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO audit_events_by_registration (registration_id, event_id)
+             SELECT registration_id, id FROM audit_events
+             WHERE id > (SELECT through FROM audit_events_indexed)
+               AND registration_id IS NOT NULL
+             ORDER BY registration_id, id",
+        )?
+        .execute([])?;
+        conn.prepare_cached(
+            "UPDATE audit_events_indexed
+             SET through = MAX(through, COALESCE((SELECT MAX(id) FROM audit_events), 0))",
+        )?
+        .execute([])?;
+        conn.execute_batch("COMMIT")
+    };
+    if let Err(e) = run() {
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        tracing::warn!(error = %e, "cannot index the newest audit events by registration; trying again in a second");
     }
 }
 
@@ -966,9 +1006,18 @@ impl Store for SqliteStore {
 
     async fn purge_audit(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError> {
         self.write(move |c| {
+            // Their entries in the registration index first (migration 0015).
+            c.prepare_cached(
+                "DELETE FROM audit_events_by_registration WHERE (registration_id, event_id) IN
+                     (SELECT registration_id, id FROM audit_events
+                      WHERE registration_id IS NOT NULL AND id IN
+                          (SELECT id FROM audit_events WHERE at < ?1 ORDER BY at, id LIMIT ?2))",
+            )
+            .and_then(|mut s| s.execute(params![before.as_millis(), limit]))
+            .map_err(db)?;
             c.prepare_cached(
                 "DELETE FROM audit_events WHERE id IN
-                     (SELECT id FROM audit_events WHERE at < ?1 ORDER BY at LIMIT ?2)",
+                     (SELECT id FROM audit_events WHERE at < ?1 ORDER BY at, id LIMIT ?2)",
             )
             .and_then(|mut s| s.execute(params![before.as_millis(), limit]))
             .map(|n| n as u64)
