@@ -15,14 +15,16 @@
 -- the one writer, so "after `through`" is exactly what is not yet in the
 -- table. PostgreSQL keeps its index (its WAL logs the index entry, not the
 -- page): its migration 0015 changes nothing.
-DROP INDEX audit_events_registration;
 CREATE TABLE audit_events_by_registration (
     registration_id TEXT NOT NULL,
     event_id        INTEGER NOT NULL,
     PRIMARY KEY (registration_id, event_id)
 ) WITHOUT ROWID;
+-- In key order (read through the old index, before it goes).
 INSERT INTO audit_events_by_registration (registration_id, event_id)
-    SELECT registration_id, id FROM audit_events WHERE registration_id IS NOT NULL;
+    SELECT registration_id, id FROM audit_events WHERE registration_id IS NOT NULL
+    ORDER BY registration_id, id;
+DROP INDEX audit_events_registration;
 CREATE TABLE audit_events_indexed (
     one     INTEGER PRIMARY KEY CHECK (one = 1),
     through INTEGER NOT NULL

@@ -524,50 +524,105 @@ pub(crate) enum EventIndex {
     Deferred,
 }
 
-/// The `WHERE` conditions of an event filter (without the cursor).
-pub(crate) fn event_conditions(q: &mut Query, f: &EventFilter, index: EventIndex) {
+/// The `WHERE` conditions of an event filter other than its registration
+/// and its cursor (column names that `audit_events_by_registration` does
+/// not share, so they need no table name beside it).
+fn event_filters(q: &mut Query, f: &EventFilter) {
     q.push_in(" AND event", &f.events)
         .push_time(" AND at >= #", f.since)
-        .push_time(" AND at < #", f.until);
-    if let Some(id) = f.registration_id.as_deref() {
-        match index {
-            EventIndex::Column => q.push(" AND registration_id = #", [Arg::Text(id.to_owned())]),
-            EventIndex::Deferred => q.push(
-                " AND id IN (SELECT event_id FROM audit_events_by_registration
-                             WHERE registration_id = # AND event_id > #
-                             UNION ALL
-                             SELECT id FROM audit_events
-                             WHERE id > (SELECT through FROM audit_events_indexed)
-                               AND registration_id = #)",
-                [
-                    Arg::Text(id.to_owned()),
-                    Arg::Int(f.after_id.unwrap_or(0)),
-                    Arg::Text(id.to_owned()),
-                ],
-            ),
-        };
-    }
-    q.push_text(" AND user_id = #", f.user_id.as_deref())
+        .push_time(" AND at < #", f.until)
+        .push_text(" AND user_id = #", f.user_id.as_deref())
         .push_text(" AND provider = #", f.provider.as_deref())
         .push_text(" AND ip = #", f.ip.as_deref());
 }
 
-/// Events matching `f`, oldest first, from `f.after_id`. `data` is `data`
-/// as text (PostgreSQL stores JSONB: `data_column` casts it).
-pub(crate) fn events(f: &EventFilter, data_column: &str, index: EventIndex) -> Query {
-    let mut q = Query::new(&format!(
-        "SELECT {} FROM audit_events WHERE 1 = 1",
-        EVENT_COLUMNS.replace("data", data_column)
-    ));
-    event_conditions(&mut q, f, index);
-    if let Some(id) = f.after_id {
-        q.push(" AND id > #", [Arg::Int(id)]);
+/// The `WHERE` conditions of an event filter (without the cursor), where
+/// `registration_id` is indexed (`EventIndex::Column`).
+pub(crate) fn event_conditions(q: &mut Query, f: &EventFilter) {
+    q.push_text(" AND registration_id = #", f.registration_id.as_deref());
+    event_filters(q, f);
+}
+
+/// Events matching `f` with an id above `after` (and at most `upto`),
+/// oldest first, at most `limit`. `data` is `data` as text (PostgreSQL
+/// stores JSONB: `data_column` casts it).
+///
+/// A registration's events on SQLite (`EventIndex::Deferred`) are two
+/// halves, each in id order and each with every condition: those in
+/// `audit_events_by_registration`, walked by its key from `after`, and
+/// those after the point it covers, by id. SQLite merges the two and stops
+/// at `limit`, so a page costs what it returns, however many events the
+/// registration has.
+pub(crate) fn events_between(
+    f: &EventFilter,
+    after: i64,
+    upto: Option<i64>,
+    limit: i64,
+    data_column: &str,
+    index: EventIndex,
+) -> Query {
+    let columns = EVENT_COLUMNS.replace("data", data_column);
+    let mut q;
+    match (index, f.registration_id.as_deref()) {
+        (EventIndex::Deferred, Some(registration)) => {
+            // `x.event_id` (equal to `e.id`) first: SQLite then sees that
+            // the key's order is the order asked for, and sorts nothing.
+            let qualified: Vec<String> = columns
+                .split(", ")
+                .map(|c| match c {
+                    "id" => "x.event_id".to_owned(),
+                    c => format!("e.{c}"),
+                })
+                .collect();
+            q = Query::new(&format!(
+                "SELECT {} FROM audit_events_by_registration x
+                 JOIN audit_events e ON e.id = x.event_id
+                 WHERE x.registration_id = # AND x.event_id > #",
+                qualified.join(", ")
+            ));
+            q.args
+                .extend([Arg::Text(registration.to_owned()), Arg::Int(after)]);
+            if let Some(upto) = upto {
+                q.push(" AND x.event_id <= #", [Arg::Int(upto)]);
+            }
+            event_filters(&mut q, f);
+            q.push(
+                &format!(
+                    " UNION ALL SELECT {columns} FROM audit_events
+                     WHERE registration_id = #
+                       AND id > MAX(#, (SELECT through FROM audit_events_indexed))"
+                ),
+                [Arg::Text(registration.to_owned()), Arg::Int(after)],
+            );
+            if let Some(upto) = upto {
+                q.push(" AND id <= #", [Arg::Int(upto)]);
+            }
+            event_filters(&mut q, f);
+            q.push(" ORDER BY 1 LIMIT #", [Arg::Int(limit)]);
+        }
+        _ => {
+            q = Query::new(&format!("SELECT {columns} FROM audit_events WHERE id > #"));
+            q.args.push(Arg::Int(after));
+            if let Some(upto) = upto {
+                q.push(" AND id <= #", [Arg::Int(upto)]);
+            }
+            event_conditions(&mut q, f);
+            q.push(" ORDER BY id LIMIT #", [Arg::Int(limit)]);
+        }
     }
-    q.push(
-        " ORDER BY id LIMIT #",
-        [Arg::Int(i64::from(f.limit.clamp(1, MAX_PAGE)))],
-    );
     q
+}
+
+/// Events matching `f`, oldest first, from `f.after_id`.
+pub(crate) fn events(f: &EventFilter, data_column: &str, index: EventIndex) -> Query {
+    events_between(
+        f,
+        f.after_id.unwrap_or(0),
+        None,
+        i64::from(f.limit.clamp(1, MAX_PAGE)),
+        data_column,
+        index,
+    )
 }
 
 pub(crate) fn event_record(r: &impl ReadRow) -> Result<AuditRecord, StoreError> {

@@ -211,6 +211,15 @@ both_backends! {
             paged.extend(page.iter().map(|e| e.data["n"].as_i64().unwrap_or(-1)));
         }
         assert_eq!(paged, expected(12));
+        // The live tail with the registration filter, from the first event
+        // (reg_b's): its own cursor decides where it starts, whatever
+        // `after_id` the filter carries.
+        let first = store.list_events(&EventFilter { limit: 1, ..Default::default() }).await.unwrap_or_default();
+        let from = authmd::store::TailCursor { tx: 0, id: first.first().map_or(0, |e| e.id) };
+        let f = EventFilter { registration_id: Some("reg_a".into()), after_id: Some(i64::MAX), limit: 100, ..Default::default() };
+        let (tailed, _) = store.tail_events(from, &f).await.unwrap_or_else(|e| panic!("{e}"));
+        let tailed: Vec<i64> = tailed.iter().map(|(_, e)| e.data["n"].as_i64().unwrap_or(-1)).collect();
+        assert_eq!(tailed, expected(12), "the tail across the point");
         let b = EventFilter { registration_id: Some("reg_b".into()), events: vec!["registration.created".into()], limit: 100, ..Default::default() };
         assert_eq!(store.list_events(&b).await.unwrap_or_default().len(), 4);
 

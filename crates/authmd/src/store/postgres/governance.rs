@@ -559,7 +559,7 @@ pub(super) async fn tail_events(
     ));
     q.args
         .extend([Arg::Int(after.tx), Arg::Int(after.id), Arg::Int(end)]);
-    listing::event_conditions(&mut q, f, listing::EventIndex::Column);
+    listing::event_conditions(&mut q, f);
     q.push(" ORDER BY tx, id LIMIT #", [Arg::Int(i64::from(MAX_PAGE))]);
     let found = rows(client, &q.postgres(), &q, |r| {
         let cursor = TailCursor {

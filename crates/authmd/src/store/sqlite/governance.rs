@@ -406,7 +406,11 @@ pub(super) fn blocks(c: &Connection) -> Result<Vec<BlockRecord>, StoreError> {
 }
 
 pub(super) fn events(c: &Connection, f: &EventFilter) -> Result<Vec<AuditRecord>, StoreError> {
-    rows(c, &listing::events(f, "data", listing::EventIndex::Deferred), |r| listing::event_record(r))
+    rows(
+        c,
+        &listing::events(f, "data", listing::EventIndex::Deferred),
+        |r| listing::event_record(r),
+    )
 }
 
 pub(super) fn tail_position(c: &Connection) -> Result<TailCursor, StoreError> {
@@ -426,13 +430,14 @@ pub(super) fn tail_events(
     f: &EventFilter,
 ) -> Result<(Vec<(TailCursor, AuditRecord)>, TailCursor), StoreError> {
     let end = tail_position(c)?;
-    let mut q = Query::new(&format!(
-        "SELECT {} FROM audit_events WHERE id > # AND id <= #",
-        listing::EVENT_COLUMNS
-    ));
-    q.args.extend([Arg::Int(after.id), Arg::Int(end.id)]);
-    listing::event_conditions(&mut q, f, listing::EventIndex::Deferred);
-    q.push(" ORDER BY id LIMIT #", [Arg::Int(i64::from(MAX_PAGE))]);
+    let q = listing::events_between(
+        f,
+        after.id,
+        Some(end.id),
+        i64::from(MAX_PAGE),
+        "data",
+        listing::EventIndex::Deferred,
+    );
     let found = rows(c, &q, |r| listing::event_record(r))?;
     let next = match found.last() {
         Some(last) if found.len() == MAX_PAGE as usize => TailCursor { tx: 0, id: last.id },
