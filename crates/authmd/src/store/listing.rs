@@ -601,8 +601,12 @@ pub(crate) fn events_between(
             q.push(" ORDER BY 1 LIMIT #", [Arg::Int(limit)]);
         }
         _ => {
-            q = Query::new(&format!("SELECT {columns} FROM audit_events WHERE id > #"));
-            q.args.push(Arg::Int(after));
+            // No cursor, no `id` condition: the planner may then start from
+            // another index (`at` for a time window), as before.
+            q = Query::new(&format!("SELECT {columns} FROM audit_events WHERE 1 = 1"));
+            if after > 0 {
+                q.push(" AND id > #", [Arg::Int(after)]);
+            }
             if let Some(upto) = upto {
                 q.push(" AND id <= #", [Arg::Int(upto)]);
             }
