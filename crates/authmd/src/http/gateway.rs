@@ -19,7 +19,7 @@
 //!   added; `Authorization` is removed unless `forward_authorization`.
 //! - `X-Forwarded-For`/`-Proto`/`-Host` are set (a trusted proxy's values
 //!   are extended, anyone else's replaced).
-//! - Connections to the upstream are pooled (hyper's client).
+//! - Connections to the upstream are pooled (`gateway/pool.rs`).
 //! - The upstream down or failing is `502 upstream_unavailable`; no
 //!   response head within `timeout` is `504 upstream_timeout`. Neither
 //!   says where the upstream is (the log does).
@@ -38,14 +38,15 @@ use axum::http::uri::{Authority, PathAndQuery, Scheme};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
 use crate::AuthMd;
 use crate::error::ProtocolError;
 use crate::identity;
 use crate::middleware::Agent;
+
+mod pool;
 
 type Connector = HttpsConnector<HttpConnector>;
 
@@ -63,8 +64,7 @@ impl std::fmt::Debug for Gateway {
 
 struct Inner {
     app: AuthMd,
-    client: Client<Connector, Body>,
-    scheme: Scheme,
+    pool: Arc<pool::Pool>,
     authority: Authority,
     /// The upstream URL's path, without a trailing `/`.
     base_path: String,
@@ -104,17 +104,24 @@ impl Gateway {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.idle_timeout.get())
-            .pool_max_idle_per_host(config.max_idle_connections)
-            .build(connector);
+        let target = Uri::builder()
+            .scheme(scheme)
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .ok()?;
+        let pool = pool::Pool::new(
+            connector,
+            target,
+            config.max_idle_connections,
+            config.idle_timeout.get(),
+        );
         let resource_path = app.urls().resource_path.trim_end_matches('/').to_owned();
         Some(Gateway {
             inner: Arc::new(Inner {
                 app: app.clone(),
-                client,
+                pool: Arc::new(pool),
                 host: HeaderValue::from_str(authority.as_str()).ok()?,
-                scheme,
                 authority,
                 base_path: url.path().trim_end_matches('/').to_owned(),
                 strip: config.strip_prefix.then_some(resource_path),
@@ -235,23 +242,29 @@ impl Inner {
         *out.uri_mut() = uri;
         *out.headers_mut() = headers;
 
-        let response = match tokio::time::timeout(self.timeout, self.client.request(out)).await {
+        let (mut response, lease) = match tokio::time::timeout(self.timeout, self.pool.send(out))
+            .await
+        {
             Err(_) => {
                 tracing::warn!(upstream = %self.authority, "upstream timeout");
                 return ProtocolError::UpstreamTimeout.into_response();
             }
             Ok(Err(e)) => {
-                tracing::warn!(upstream = %self.authority, error = %error_chain(&e), "upstream unavailable");
+                tracing::warn!(upstream = %self.authority, error = %error_chain(&*e), "upstream unavailable");
                 return ProtocolError::UpstreamUnavailable.into_response();
             }
             Ok(Ok(r)) => r,
         };
-        let mut response = response;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             match client_upgrade {
                 Some(client) => {
                     let upstream = hyper::upgrade::on(&mut response);
-                    tokio::spawn(splice(client, upstream));
+                    // The connection is the upgraded exchange's now: held
+                    // until both sides are spliced, never given back.
+                    tokio::spawn(async move {
+                        splice(client, upstream).await;
+                        drop(lease);
+                    });
                     let protocol = response.headers().get(header::UPGRADE).cloned();
                     strip_hop_by_hop(response.headers_mut());
                     if let Some(p) = protocol {
@@ -268,10 +281,11 @@ impl Inner {
             }
         }
         strip_hop_by_hop(response.headers_mut());
-        response.map(Body::new)
+        response.map(|body| Body::new(pool::PooledBody::new(body, lease)))
     }
 
-    /// `<scheme>://<authority><base path><path, stripped?><?query>`.
+    /// `<base path><path, stripped?><?query>`, in origin form (the pool's
+    /// connection is to the upstream's address already).
     fn upstream_uri(&self, uri: &Uri) -> Option<Uri> {
         let mut path = uri.path();
         if let Some(prefix) = &self.strip {
@@ -288,8 +302,6 @@ impl Inner {
             pq.push_str(q);
         }
         Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
             .path_and_query(PathAndQuery::from_maybe_shared(pq).ok()?)
             .build()
             .ok()

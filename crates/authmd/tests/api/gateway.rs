@@ -404,3 +404,113 @@ async fn without_an_upstream_authmd_serves_its_own_resource() {
     assert_eq!(t.get("/api/whoami", Some(&key)).await.status, 200);
     assert_eq!(t.get("/api/x", Some(&key)).await.status, 404);
 }
+
+/// A bare HTTP/1.1 upstream that counts the connections it accepts. Each
+/// connection answers `GET /big` with 1 MiB and anything else with `ok`,
+/// and is closed without notice after `per_connection` answers (as an
+/// upstream closes idle keep-alive connections).
+struct CountingUpstream {
+    url: String,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingUpstream {
+    async fn start(per_connection: usize) -> CountingUpstream {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = std::sync::Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    for _ in 0..per_connection {
+                        let head = read_head(&mut s).await;
+                        if head.is_empty() {
+                            return;
+                        }
+                        let body = if head.starts_with("GET /api/big ") {
+                            vec![b'x'; 1 << 20]
+                        } else {
+                            b"ok".to_vec()
+                        };
+                        let answer =
+                            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                        if s.write_all(answer.as_bytes()).await.is_err()
+                            || s.write_all(&body).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        CountingUpstream { url, accepted }
+    }
+
+    fn connections(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The gateway's pool (`gateway/pool.rs`): a connection is reused for the
+/// next request once its response has ended; one the upstream closed while
+/// idle, or idle past `idle_timeout`, is replaced without failing a
+/// request; one whose response body the client dropped half read is not
+/// reused.
+#[tokio::test]
+async fn upstream_connections_are_reused_and_replaced_when_they_cannot_be() {
+    let up = CountingUpstream::start(3).await;
+    let t = TestApp::new(
+        Backend::Sqlite,
+        &toml(&up.url, "", "idle_timeout = \"300ms\""),
+    )
+    .await;
+    let (key, _) = anon(&t).await;
+    for _ in 0..3 {
+        let r = t.get("/api/small", Some(&key)).await;
+        assert_eq!((r.status.as_u16(), r.text()), (200, "ok".to_owned()));
+    }
+    assert_eq!(up.connections(), 1, "three requests, one connection");
+    // The upstream closed it after its third answer.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = t.get("/api/small", Some(&key)).await;
+    assert_eq!(
+        r.status,
+        200,
+        "a closed connection is replaced: {}",
+        r.text()
+    );
+    assert_eq!(up.connections(), 2);
+    // Idle past idle_timeout: not used again.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(t.get("/api/small", Some(&key)).await.status, 200);
+    assert_eq!(up.connections(), 3);
+
+    // A body dropped after its first frame: that connection is not reused.
+    let res = t
+        .router
+        .clone()
+        .oneshot(request(Method::GET, "/api/big", Some(&key), None))
+        .await
+        .expect("infallible");
+    assert_eq!(res.status(), 200);
+    let mut body = res.into_body();
+    let first = body.frame().await.expect("a frame").expect("data");
+    assert!(first.data_ref().is_some_and(|d| !d.is_empty()));
+    drop(body);
+    let r = t.get("/api/small", Some(&key)).await;
+    assert_eq!((r.status.as_u16(), r.text()), (200, "ok".to_owned()));
+    assert_eq!(
+        up.connections(),
+        4,
+        "the half-read connection was not given back"
+    );
+    // A body read to the end: its connection serves the next request.
+    let r = t.get("/api/small", Some(&key)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(up.connections(), 4);
+}
