@@ -225,9 +225,13 @@ impl Inner {
             headers.remove(header::AUTHORIZATION);
         }
         self.set_forwarded(&mut headers, peer, original_host.as_ref());
-        if !self.preserve_host || original_host.is_none() {
-            headers.insert(header::HOST, self.host.clone());
-        }
+        // Set in every case: an HTTP/2 client's host is the URI's
+        // authority, not a header, and hyper's HTTP/1.1 client adds none.
+        let host = match &original_host {
+            Some(h) if self.preserve_host => h.clone(),
+            _ => self.host.clone(),
+        };
+        headers.insert(header::HOST, host);
         if let Err(refused) =
             super::identity_headers::add(&self.app, &agent, &mut headers, self.assertion, false)
         {

@@ -187,6 +187,22 @@ async fn strip_prefix_and_a_base_path_shape_the_upstream_path() {
         assert_eq!(seen.uri, expected);
         assert_eq!(seen.header("host"), Some("api.example"), "preserve_host");
     }
+    // An HTTP/2 client names the host in the URI's authority, with no Host
+    // header: the upstream still gets it (HTTP/1.1 requires one).
+    let mut req = request(
+        Method::GET,
+        "http://api.example/api/v1/h2",
+        Some(&key),
+        None,
+    );
+    req.headers_mut().remove("host");
+    *req.version_mut() = axum::http::Version::HTTP_2;
+    assert_eq!(t.send(req).await.status, 201);
+    assert_eq!(
+        up.last().header("host"),
+        Some("api.example"),
+        "preserve_host over HTTP/2"
+    );
 }
 
 both_backends! {
@@ -432,6 +448,15 @@ impl CountingUpstream {
                         if head.is_empty() {
                             return;
                         }
+                        if head.starts_with("POST /api/upload ") {
+                            // Refused at once, the body left unread.
+                            let refused =
+                                "HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n";
+                            if s.write_all(refused.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
                         let body = if head.starts_with("GET /api/big ") {
                             vec![b'x'; 1 << 20]
                         } else {
@@ -466,7 +491,11 @@ async fn upstream_connections_are_reused_and_replaced_when_they_cannot_be() {
     let up = CountingUpstream::start(3).await;
     let t = TestApp::new(
         Backend::Sqlite,
-        &toml(&up.url, "", "idle_timeout = \"300ms\""),
+        &toml(
+            &up.url,
+            WRITES,
+            "idle_timeout = \"300ms\"\ntimeout = \"3s\"",
+        ),
     )
     .await;
     let (key, _) = anon(&t).await;
@@ -513,4 +542,24 @@ async fn upstream_connections_are_reused_and_replaced_when_they_cannot_be() {
     let r = t.get("/api/small", Some(&key)).await;
     assert_eq!(r.status, 200);
     assert_eq!(up.connections(), 4);
+
+    // The upstream refuses an upload before its body is all sent, while
+    // the client is still sending: the next request does not wait behind
+    // it (its connection is not ready for another request until the upload
+    // ends), it gets a connection of its own.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    let _ = tx.send(Ok(Bytes::from_static(b"the first part"))).await;
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    let mut upload = request(Method::POST, "/api/upload", Some(&key), None);
+    *upload.body_mut() = Body::from_stream(stream);
+    let refused = t.router.clone().oneshot(upload).await.expect("infallible");
+    assert_eq!(refused.status(), 413);
+    drop(refused);
+    // (Waiting for that connection would end in 504 after `timeout`.)
+    let r = t.get("/api/small", Some(&key)).await;
+    assert_eq!((r.status.as_u16(), r.text()), (200, "ok".to_owned()));
+    assert_eq!(up.connections(), 5);
+    drop(tx);
 }

@@ -8,12 +8,16 @@
 //! under callgrind). The gateway has one upstream, so its pool is a list.
 //!
 //! - A connection is given back when the response body it carried has
-//!   ended (or was empty). One whose body was dropped half read is closed
-//!   by hyper and never reused; one that switched protocols belongs to the
-//!   upgraded exchange.
-//! - Connections are taken most recently used first; a closed one, or one
-//!   idle longer than `idle_timeout`, is dropped instead. At most
-//!   `max_idle` wait in the list.
+//!   ended (or was empty), and enters the list once hyper can take another
+//!   request on it: at once, usually; when the upstream answered before the
+//!   request's body was all sent (a 413 to a slow upload), only after it is
+//!   (a task waits for that), so no request ever waits behind another's
+//!   upload. One whose body was dropped half read is closed by hyper and
+//!   never reused; one that switched protocols belongs to the upgraded
+//!   exchange.
+//! - Connections are taken most recently used first; one that is not ready
+//!   (closing), or idle longer than `idle_timeout`, is dropped instead. At
+//!   most `max_idle` wait in the list.
 //! - A request that a reused connection could not send at all (the
 //!   upstream closed it while it was idle) is sent again on a new one, as
 //!   hyper-util's client did. A request that was sent is never sent twice.
@@ -95,13 +99,10 @@ impl Pool {
     /// The most recently used live connection, ready for a request.
     async fn checkout(&self) -> Option<SendRequest<Body>> {
         loop {
-            let (mut sender, since) = self.idle.lock().ok()?.pop()?;
-            if sender.is_closed() || since.elapsed() > self.idle_timeout {
-                continue;
-            }
-            // Given back when its last response ended; hyper marks it ready
-            // once it has read that response to the end.
-            if sender.ready().await.is_ok() {
+            let (sender, since) = self.idle.lock().ok()?.pop()?;
+            // Only ready ones enter the list; one that is not any more is
+            // closing.
+            if sender.is_ready() && since.elapsed() <= self.idle_timeout {
                 return Some(sender);
             }
         }
@@ -118,10 +119,29 @@ impl Pool {
         Ok(sender)
     }
 
-    fn put(&self, sender: SendRequest<Body>) {
+    /// A connection whose response has ended: into the list once hyper
+    /// can take another request on it.
+    fn put(self: &Arc<Self>, mut sender: SendRequest<Body>) {
         if sender.is_closed() {
             return;
         }
+        if sender.is_ready() {
+            self.push(sender);
+            return;
+        }
+        // Still sending the request's body (the upstream answered early).
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = Arc::clone(self);
+        runtime.spawn(async move {
+            if sender.ready().await.is_ok() {
+                pool.push(sender);
+            }
+        });
+    }
+
+    fn push(&self, sender: SendRequest<Body>) {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < self.max_idle
         {
@@ -132,7 +152,7 @@ impl Pool {
 
 impl Lease {
     fn give_back(self) {
-        self.pool.put(self.sender);
+        Pool::put(&self.pool, self.sender);
     }
 }
 
