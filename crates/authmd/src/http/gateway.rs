@@ -135,8 +135,8 @@ impl Gateway {
 }
 
 /// TLS to an `https` upstream: the platform's roots, aws-lc-rs (named
-/// explicitly: two providers are compiled in). ALPN (HTTP/1.1) is set by
-/// the connector.
+/// explicitly: two providers are compiled in). No ALPN is offered: the
+/// connector is HTTP/1.1 only, which is what the pool speaks.
 fn tls_config() -> rustls::ClientConfig {
     use rustls_platform_verifier::BuilderVerifierExt;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
