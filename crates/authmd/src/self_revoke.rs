@@ -4,10 +4,11 @@
 //! The token authenticates itself: whoever holds a credential may end it.
 //! Whether it is a live credential is decided by the API's own validation
 //! (the same decision, cache and invalidation log), so an unknown, made-up
-//! or already dead token costs no write; a refresh token by the store
-//! (on SQLite read first, so a made-up one never waits for the writer). The answer is the same for every
-//! token (RFC 7009 §2.2: 200 for an invalid token too), so it reveals
-//! nothing about what was presented.
+//! or already dead token costs no write. A refresh token is looked up by
+//! the store instead (on SQLite on a reader first, so a made-up one never
+//! waits for the writer). The answer is the same for every token (RFC 7009
+//! §2.2: 200 for an invalid token too), so it reveals nothing about what
+//! was presented.
 //!
 //! A registration whose last live credential is revoked this way is
 //! `revoked` too: nothing of it could be used any more, an unclaimed one

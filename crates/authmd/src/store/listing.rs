@@ -562,7 +562,6 @@ pub(crate) fn events_between(
     index: EventIndex,
 ) -> Query {
     let columns = EVENT_COLUMNS.replace("data", data_column);
-    let mut q;
     match (index, f.registration_id.as_deref()) {
         (EventIndex::Deferred, Some(registration)) => {
             // `x.event_id` (equal to `e.id`) first: SQLite then sees that
@@ -574,7 +573,7 @@ pub(crate) fn events_between(
                     c => format!("e.{c}"),
                 })
                 .collect();
-            q = Query::new(&format!(
+            let mut q = Query::new(&format!(
                 "SELECT {} FROM audit_events_by_registration x
                  JOIN audit_events e ON e.id = x.event_id
                  WHERE x.registration_id = # AND x.event_id > #",
@@ -599,11 +598,12 @@ pub(crate) fn events_between(
             }
             event_filters(&mut q, f);
             q.push(" ORDER BY 1 LIMIT #", [Arg::Int(limit)]);
+            q
         }
         _ => {
             // No cursor, no `id` condition: the planner may then start from
             // another index (`at` for a time window), as before.
-            q = Query::new(&format!("SELECT {columns} FROM audit_events WHERE 1 = 1"));
+            let mut q = Query::new(&format!("SELECT {columns} FROM audit_events WHERE 1 = 1"));
             if after > 0 {
                 q.push(" AND id > #", [Arg::Int(after)]);
             }
@@ -612,9 +612,9 @@ pub(crate) fn events_between(
             }
             event_conditions(&mut q, f);
             q.push(" ORDER BY id LIMIT #", [Arg::Int(limit)]);
+            q
         }
     }
-    q
 }
 
 /// Events matching `f`, oldest first, from `f.after_id`.
