@@ -97,7 +97,8 @@ fn current(md: &mut String, config: &Config, urls: &Urls, c: CurrentFlows, origi
          `Authorization: Bearer <access_token>` to the API. When it expires, exchange the assertion \
          again while it lasts, then register again. `resource`, if you send it, must be exactly \
          `{resource}` (`invalid_target` otherwise). An assertion stops exchanging as soon as its \
-         registration is revoked or expires (`invalid_grant`).\n",
+         registration is revoked or expires (`invalid_grant`). Over a limit, here and at the \
+         identity endpoint, you get `429 rate_limit_exceeded` with `Retry-After`: wait that long.\n",
         token = urls.token,
         resource = urls.resource,
     );

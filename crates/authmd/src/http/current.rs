@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::error::status;
 use super::extract::{JsonBody, Meta};
-use super::oauth::{oauth_error, read_form};
+use super::oauth::{oauth_error_coded, read_form};
 use crate::AuthMd;
 use crate::current::{Identified, IdentityOutcome, IdentityRequest, code};
 use crate::current_claim::{BROWSER_COOKIE, IdentityClaimBody, IdentityCompleteBody, VerifyAction};
@@ -251,7 +251,7 @@ pub async fn token(State(app): State<AuthMd>, Meta(meta): Meta, req: Request<Bod
     let request = form.and_then(|f| token_request(&f));
     match app.token(request, &meta, Timestamp::now()).await {
         Ok(t) => json(StatusCode::OK, &t),
-        Err(e) => oauth_error(e),
+        Err(e) => oauth_error_coded(e, code),
     }
 }
 

@@ -130,31 +130,38 @@ pub fn client_auth<'a>(headers: &HeaderMap, buf: &'a mut [u8; MAX_BASIC]) -> Cli
     }
 }
 
-/// An RFC 6749 §5.2 error answer, never cached. `invalid_client` carries
-/// the `WWW-Authenticate: Basic` challenge §5.2 asks for; `rate_limited`
-/// its `Retry-After`. Internal failures answer the generic 500.
+/// An RFC 6749 §5.2 error answer, never cached, with authmd's codes.
 pub fn oauth_error(e: Error) -> Response {
+    oauth_error_coded(e, ProtocolError::code)
+}
+
+/// An RFC 6749 §5.2 error answer, never cached, its `error` named by
+/// `code` (the token endpoint names its refusals in the current dialect's
+/// words). `invalid_client` carries the `WWW-Authenticate: Basic`
+/// challenge §5.2 asks for; a rate limit its `Retry-After`, also as a
+/// `retry_after` member. Internal failures answer the generic 500.
+pub fn oauth_error_coded(e: Error, code: fn(&ProtocolError) -> &'static str) -> Response {
     let p = match e {
         Error::Protocol(p) => p,
         internal @ Error::Internal(_) => return no_store(internal.into_response()),
     };
-    let body = serde_json::json!({"error": p.code(), "error_description": p.to_string()});
-    let mut r = (status(&p), axum::Json(body)).into_response();
-    let h = r.headers_mut();
-    match &p {
-        ProtocolError::InvalidClient => {
-            h.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"authmd\", charset=\"UTF-8\""),
-            );
-        }
+    let mut body = serde_json::json!({"error": code(&p), "error_description": p.to_string()});
+    let mut r = match &p {
         ProtocolError::RateLimited { retry_after } => {
-            h.insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(retry_after_secs(retry_after)),
-            );
+            let secs = retry_after_secs(retry_after);
+            body["retry_after"] = secs.into();
+            let mut r = (status(&p), axum::Json(body)).into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            r
         }
-        _ => {}
+        _ => (status(&p), axum::Json(body)).into_response(),
+    };
+    if let ProtocolError::InvalidClient = p {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"authmd\", charset=\"UTF-8\""),
+        );
     }
     no_store(r)
 }

@@ -601,8 +601,9 @@ both_backends! {
     /// §9: the access tokens one registration gets for authmd's own
     /// assertions are limited (each is a credential written, and an
     /// assertion exchanges for its whole hour). Over the limit: 429
-    /// `rate_limited` with `Retry-After`, and nothing written; the bucket
-    /// is the registration's, so another registration is not affected.
+    /// `rate_limit_exceeded` (the dialect's name) with `Retry-After` and
+    /// `retry_after`, and nothing written; the bucket is the
+    /// registration's, so another registration is not affected.
     async fn exchanges_per_registration_are_limited(backend: Backend) {
         let t = TestApp::new(
             backend,
@@ -621,8 +622,10 @@ both_backends! {
         let credentials = t.db.rows("credentials").await;
         let events = t.events("token.exchanged").await.len();
         let r = exchange(&t, &grant(&first)).await;
-        assert_eq!((r.status.as_u16(), r.code().as_str()), (429, "rate_limited"), "{}", r.text());
-        assert!(r.header("retry-after").and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s > 0));
+        assert_eq!((r.status.as_u16(), r.code().as_str()), (429, "rate_limit_exceeded"), "{}", r.text());
+        let secs = r.header("retry-after").and_then(|s| s.parse::<u64>().ok());
+        assert!(secs.is_some_and(|s| s > 0), "{}", r.text());
+        assert_eq!(r.json()["retry_after"].as_u64(), secs);
         assert_eq!(r.header("cache-control"), Some("no-store"));
         assert_eq!(t.db.rows("credentials").await, credentials, "nothing written");
         assert_eq!(t.events("token.exchanged").await.len(), events);
