@@ -513,23 +513,23 @@ pub(crate) fn revoke_targets(target: &super::RevokeTarget) -> Query {
 pub(crate) const EVENT_COLUMNS: &str =
     "id, at, event, registration_id, user_id, ip, user_agent, data";
 
-/// How a backend finds a registration's audit events.
+/// How a backend finds the audit events of a registration or of a kind.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum EventIndex {
-    /// An index on `registration_id` (PostgreSQL).
+    /// Indexes on `registration_id` and on `(event, id)` (PostgreSQL).
     Column,
-    /// SQLite (migration 0015): `audit_events_by_registration`, which the
-    /// writer fills about once a second up to `audit_events_indexed`, and
-    /// after that point the events themselves, by id.
+    /// SQLite (migrations 0015 and 0016): `audit_events_by_registration`
+    /// and `audit_events_by_kind`, which the writer fills about once a
+    /// second up to `audit_events_indexed`, and after that point the
+    /// events themselves, by id.
     Deferred,
 }
 
-/// The `WHERE` conditions of an event filter other than its registration
-/// and its cursor (column names that `audit_events_by_registration` does
-/// not share, so they need no table name beside it).
+/// The `WHERE` conditions of an event filter other than its registration,
+/// its kinds and its cursor (column names that the deferred index tables
+/// do not share, so they need no table name beside them).
 fn event_filters(q: &mut Query, f: &EventFilter) {
-    q.push_in(" AND event", &f.events)
-        .push_time(" AND at >= #", f.since)
+    q.push_time(" AND at >= #", f.since)
         .push_time(" AND at < #", f.until)
         .push_text(" AND user_id = #", f.user_id.as_deref())
         .push_text(" AND provider = #", f.provider.as_deref())
@@ -537,22 +537,61 @@ fn event_filters(q: &mut Query, f: &EventFilter) {
 }
 
 /// The `WHERE` conditions of an event filter (without the cursor), where
-/// `registration_id` is indexed (`EventIndex::Column`).
+/// `registration_id` and `event` are indexed (`EventIndex::Column`).
 pub(crate) fn event_conditions(q: &mut Query, f: &EventFilter) {
-    q.push_text(" AND registration_id = #", f.registration_id.as_deref());
+    q.push_text(" AND registration_id = #", f.registration_id.as_deref())
+        .push_in(" AND event", &f.events);
     event_filters(q, f);
+}
+
+/// One of SQLite's deferred index tables, and the condition on it that a
+/// filter asks for: its key column, the `audit_events` column it copies,
+/// and the values; and the kinds still to match on the event itself (a
+/// registration's listing may name kinds too).
+struct Deferred<'a> {
+    table: &'static str,
+    key: &'static str,
+    column: &'static str,
+    values: &'a [String],
+    kinds: &'a [String],
+}
+
+impl<'a> Deferred<'a> {
+    /// The table that narrows `f` most: its registration, else its kinds;
+    /// `None` when it names neither.
+    fn of(f: &'a EventFilter) -> Option<Deferred<'a>> {
+        if let Some(registration) = &f.registration_id {
+            Some(Deferred {
+                table: "audit_events_by_registration",
+                key: "registration_id",
+                column: "registration_id",
+                values: std::slice::from_ref(registration),
+                kinds: &f.events,
+            })
+        } else if !f.events.is_empty() {
+            Some(Deferred {
+                table: "audit_events_by_kind",
+                key: "kind",
+                column: "event",
+                values: &f.events,
+                kinds: &[],
+            })
+        } else {
+            None
+        }
+    }
 }
 
 /// Events matching `f` with an id above `after` (and at most `upto`),
 /// oldest first, at most `limit`. `data` is `data` as text (PostgreSQL
 /// stores JSONB: `data_column` casts it).
 ///
-/// A registration's events on SQLite (`EventIndex::Deferred`) are two
-/// halves, each in id order and each with every condition: those in
-/// `audit_events_by_registration`, walked by its key from `after`, and
-/// those after the point it covers, by id. SQLite merges the two and stops
-/// at `limit`, so a page costs what it returns, however many events the
-/// registration has.
+/// A registration's events, or a kind's, on SQLite (`EventIndex::Deferred`)
+/// are two halves, each in id order and each with every condition: those
+/// in the deferred index table, walked by its key from `after`, and those
+/// after the point it covers, by id. SQLite merges the two and stops at
+/// `limit`, so a page of one registration or one kind costs what it
+/// returns, however many events there are.
 pub(crate) fn events_between(
     f: &EventFilter,
     after: i64,
@@ -562,8 +601,8 @@ pub(crate) fn events_between(
     index: EventIndex,
 ) -> Query {
     let columns = EVENT_COLUMNS.replace("data", data_column);
-    match (index, f.registration_id.as_deref()) {
-        (EventIndex::Deferred, Some(registration)) => {
+    match (index, Deferred::of(f)) {
+        (EventIndex::Deferred, Some(d)) => {
             // `x.event_id` (equal to `e.id`) first: SQLite then sees that
             // the key's order is the order asked for, and sorts nothing.
             let qualified: Vec<String> = columns
@@ -574,28 +613,30 @@ pub(crate) fn events_between(
                 })
                 .collect();
             let mut q = Query::new(&format!(
-                "SELECT {} FROM audit_events_by_registration x
-                 JOIN audit_events e ON e.id = x.event_id
-                 WHERE x.registration_id = # AND x.event_id > #",
-                qualified.join(", ")
+                "SELECT {} FROM {} x JOIN audit_events e ON e.id = x.event_id
+                 WHERE x.event_id > #",
+                qualified.join(", "),
+                d.table,
             ));
-            q.args
-                .extend([Arg::Text(registration.to_owned()), Arg::Int(after)]);
+            q.args.push(Arg::Int(after));
+            q.push_in(&format!(" AND x.{}", d.key), d.values);
             if let Some(upto) = upto {
                 q.push(" AND x.event_id <= #", [Arg::Int(upto)]);
             }
+            q.push_in(" AND e.event", d.kinds);
             event_filters(&mut q, f);
             q.push(
                 &format!(
                     " UNION ALL SELECT {columns} FROM audit_events
-                     WHERE registration_id = #
-                       AND id > MAX(#, (SELECT through FROM audit_events_indexed))"
+                     WHERE id > MAX(#, (SELECT through FROM audit_events_indexed))"
                 ),
-                [Arg::Text(registration.to_owned()), Arg::Int(after)],
+                [Arg::Int(after)],
             );
+            q.push_in(&format!(" AND {}", d.column), d.values);
             if let Some(upto) = upto {
                 q.push(" AND id <= #", [Arg::Int(upto)]);
             }
+            q.push_in(" AND event", d.kinds);
             event_filters(&mut q, f);
             q.push(" ORDER BY 1 LIMIT #", [Arg::Int(limit)]);
             q

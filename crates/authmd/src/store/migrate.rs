@@ -84,6 +84,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "audit_by_registration",
         sql: include_str!("../../migrations/sqlite/0015_audit_by_registration.sql"),
     },
+    Migration {
+        version: 16,
+        name: "audit_by_kind",
+        sql: include_str!("../../migrations/sqlite/0016_audit_by_kind.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -161,6 +166,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 15,
         name: "audit_by_registration",
         sql: include_str!("../../migrations/postgres/0015_audit_by_registration.sql"),
+    },
+    Migration {
+        version: 16,
+        name: "audit_by_kind",
+        sql: include_str!("../../migrations/postgres/0016_audit_by_kind.sql"),
     },
 ];
 

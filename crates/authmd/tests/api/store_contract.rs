@@ -247,6 +247,99 @@ both_backends! {
 }
 
 both_backends! {
+    /// The events of a kind are listed whole, in id order and page by page,
+    /// whether they are in SQLite's table of kinds yet or only after its
+    /// point (migration 0016: the writer adds them about once a second),
+    /// alone, with another kind, with a registration or a time window, and
+    /// through the live tail; the audit purge takes their entries with them.
+    async fn a_kinds_events_are_listed_across_the_indexing_point(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let t0 = Timestamp::from_secs(1_800_000_000);
+        let meta = &RequestMeta::default();
+        let record = |i: i64| {
+            let store = Arc::clone(&store);
+            async move {
+                let kind = if i % 2 == 0 { EventKind::RegistrationCreated } else { EventKind::CredentialIssued };
+                let e = AuditEvent::new(kind, Timestamp::from_secs(1_800_000_000 + i), meta)
+                    .registration(&format!("reg_{i}"))
+                    .with("n", i);
+                store.record_event(e).await.unwrap_or_else(|e| panic!("{e}"));
+            }
+        };
+        let list = |f: EventFilter| {
+            let store = Arc::clone(&store);
+            async move {
+                let found = store.list_events(&f).await.unwrap_or_else(|e| panic!("{e}"));
+                found.iter().map(|e| e.data["n"].as_i64().unwrap_or(-1)).collect::<Vec<_>>()
+            }
+        };
+        let created = || EventFilter { events: vec!["registration.created".into()], limit: 100, ..Default::default() };
+        let even = |upto: i64| (0..upto).filter(|i| i % 2 == 0).collect::<Vec<_>>();
+        for i in 0..6 {
+            record(i).await;
+        }
+        assert_eq!(list(created()).await, even(6), "before any indexing");
+        // The writer indexes after a commit once a second has passed.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        for i in 6..12 {
+            record(i).await;
+        }
+        if backend == Backend::Sqlite {
+            // 0 to 6 at least (all, had the writer stalled for a second).
+            assert!(db.rows("audit_events_by_kind").await >= 7, "indexed");
+        }
+        assert_eq!(list(created()).await, even(12), "indexed and not yet indexed");
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .list_events(&EventFilter { after_id: after, limit: 2, ..created() })
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|e| e.id);
+            paged.extend(page.iter().map(|e| e.data["n"].as_i64().unwrap_or(-1)));
+        }
+        assert_eq!(paged, even(12), "page by page across the point");
+        let both = EventFilter { events: vec!["credential.issued".into(), "registration.created".into()], limit: 5, ..Default::default() };
+        assert_eq!(list(both).await, (0..5).collect::<Vec<_>>(), "two kinds, in id order");
+        let window = EventFilter { since: Some(t0.plus(Duration::from_secs(3))), until: Some(t0.plus(Duration::from_secs(9))), ..created() };
+        assert_eq!(list(window).await, [4, 6, 8]);
+        let of_reg = |r: &str| EventFilter { registration_id: Some(r.into()), ..created() };
+        assert_eq!(list(of_reg("reg_8")).await, [8]);
+        assert_eq!(list(of_reg("reg_9")).await, Vec::<i64>::new(), "reg_9's event is of the other kind");
+        // The live tail with a kind from the first event (0, of that kind:
+        // the tail starts after it), polled as a collector would.
+        let first = store.list_events(&EventFilter { limit: 1, ..Default::default() }).await.unwrap_or_default();
+        let mut cursor = authmd::store::TailCursor { tx: 0, id: first.first().map_or(0, |e| e.id) };
+        let mut tailed = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while tailed.len() < even(12).len() - 1 && std::time::Instant::now() < deadline {
+            let (found, next) = store.tail_events(cursor, &created()).await.unwrap_or_else(|e| panic!("{e}"));
+            tailed.extend(found.iter().map(|(_, e)| e.data["n"].as_i64().unwrap_or(-1)));
+            cursor = next;
+            if found.is_empty() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        assert_eq!(tailed, even(12)[1..], "the tail across the point");
+
+        // The purge: events before t0 + 4 s go, with their entries.
+        let purged = store.purge_audit(t0.plus(Duration::from_secs(4)), 1000).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(purged, 4);
+        assert_eq!(list(created()).await, [4, 6, 8, 10]);
+        if backend == Backend::Sqlite {
+            let orphans = "audit_events_by_kind WHERE event_id NOT IN (SELECT id FROM audit_events)";
+            assert_eq!(db.rows(orphans).await, 0, "the purged events' entries are gone");
+            assert!(db.rows("audit_events_by_kind").await >= 3, "the others' are kept");
+        }
+    }
+}
+
+both_backends! {
     /// Two sweepers at once expire each registration exactly once.
     async fn concurrent_sweeps_expire_once(backend: Backend) {
         let db = TestDb::new(backend).await;

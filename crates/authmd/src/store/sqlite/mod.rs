@@ -377,14 +377,16 @@ fn writer_loop(conn: &Connection, seen: &jti::SeenJti, mut rx: mpsc::Receiver<Bo
 }
 
 /// How often the writer adds the newest audit events to
-/// `audit_events_by_registration` (migration 0015).
+/// `audit_events_by_registration` and `audit_events_by_kind` (migrations
+/// 0015 and 0016).
 const AUDIT_INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Adds the events after `audit_events_indexed.through` to
-/// `audit_events_by_registration`, sorted, in a transaction of its own:
-/// each registration active since the last time costs one page write, not
-/// one per event. A failure is logged and tried again next time; until
-/// then listings find those events by id (`EventIndex::Deferred`).
+/// `audit_events_by_registration` and `audit_events_by_kind`, sorted, in a
+/// transaction of its own: each registration and each kind active since
+/// the last time costs a page write or a few, not one per event. A failure
+/// is logged and tried again next time; until then listings find those
+/// events by id (`EventIndex::Deferred`).
 fn index_audit_events(conn: &Connection) {
     let run = || -> rusqlite::Result<()> {
         conn.execute_batch("BEGIN IMMEDIATE")?;
@@ -394,6 +396,13 @@ fn index_audit_events(conn: &Connection) {
              WHERE id > (SELECT through FROM audit_events_indexed)
                AND registration_id IS NOT NULL
              ORDER BY registration_id, id",
+        )?
+        .execute([])?;
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO audit_events_by_kind (kind, event_id)
+             SELECT event, id FROM audit_events
+             WHERE id > (SELECT through FROM audit_events_indexed)
+             ORDER BY event, id",
         )?
         .execute([])?;
         conn.prepare_cached(
@@ -1006,11 +1015,19 @@ impl Store for SqliteStore {
 
     async fn purge_audit(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError> {
         self.write(move |c| {
-            // Their entries in the registration index first (migration 0015).
+            // Their entries in the deferred indexes first (migrations 0015
+            // and 0016).
             c.prepare_cached(
                 "DELETE FROM audit_events_by_registration WHERE (registration_id, event_id) IN
                      (SELECT registration_id, id FROM audit_events
                       WHERE registration_id IS NOT NULL AND id IN
+                          (SELECT id FROM audit_events WHERE at < ?1 ORDER BY at, id LIMIT ?2))",
+            )
+            .and_then(|mut s| s.execute(params![before.as_millis(), limit]))
+            .map_err(db)?;
+            c.prepare_cached(
+                "DELETE FROM audit_events_by_kind WHERE (kind, event_id) IN
+                     (SELECT event, id FROM audit_events WHERE id IN
                           (SELECT id FROM audit_events WHERE at < ?1 ORDER BY at, id LIMIT ?2))",
             )
             .and_then(|mut s| s.execute(params![before.as_millis(), limit]))
@@ -1510,6 +1527,53 @@ mod tests {
                 .collect();
             assert!(temporary.is_empty(), "{sql}: {temporary:?}");
         }
+    }
+
+    /// Migration 0016 moves the index of events by kind into
+    /// `audit_events_by_kind` for exactly the events the registration table
+    /// covers (up to `audit_events_indexed.through`): the later ones are
+    /// still found by id, and the writer adds them with the next ones.
+    #[test]
+    fn migration_0016_indexes_the_kinds_up_to_the_indexing_point() {
+        let c = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+        run_migrations(&c, &SQLITE[..15]).unwrap_or_else(|e| panic!("{e}"));
+        for (i, event) in ["a.one", "b.two", "a.one", "b.two", "a.one"]
+            .iter()
+            .enumerate()
+        {
+            c.execute(
+                "INSERT INTO audit_events (at, event, registration_id, data)
+                 VALUES (?1, ?2, 'reg_1', '{}')",
+                params![i64::try_from(i).unwrap_or(0), event],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        c.execute("UPDATE audit_events_indexed SET through = 3", [])
+            .unwrap_or_else(|e| panic!("{e}"));
+        run_migrations(&c, SQLITE).unwrap_or_else(|e| panic!("{e}"));
+        let entries = |c: &Connection| -> Vec<(String, i64)> {
+            c.prepare("SELECT kind, event_id FROM audit_events_by_kind ORDER BY kind, event_id")
+                .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(
+            entries(&c),
+            [
+                ("a.one".into(), 1),
+                ("a.one".into(), 3),
+                ("b.two".into(), 2)
+            ]
+        );
+        let old_index: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'audit_events_event'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(old_index, 0, "the index written in every commit is gone");
+        index_audit_events(&c);
+        assert_eq!(entries(&c).len(), 5, "the writer adds the rest");
     }
 
     /// The API-key cap reads a delegation's live keys only: its work does
