@@ -364,14 +364,20 @@ fn yield_to_requests() {
 /// closed-loop population's throughput.
 fn writer_loop(conn: &Connection, seen: &jti::SeenJti, mut rx: mpsc::Receiver<Box<dyn Job>>) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
-    let mut indexed = std::time::Instant::now();
+    let mut index_due = std::time::Instant::now() + AUDIT_INDEX_INTERVAL;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         drain(&mut rx, &mut batch);
         commit_batch(conn, seen, &mut batch);
-        if indexed.elapsed() >= AUDIT_INDEX_INTERVAL {
-            index_audit_events(conn);
-            indexed = std::time::Instant::now();
+        if std::time::Instant::now() >= index_due {
+            // A chunk at a time, one after each commit until caught up:
+            // the writes queued meanwhile wait for one chunk, not a second's
+            // worth of events.
+            let behind = index_audit_events(conn, AUDIT_INDEX_CHUNK);
+            index_due = std::time::Instant::now();
+            if !behind {
+                index_due += AUDIT_INDEX_INTERVAL;
+            }
         }
     }
 }
@@ -381,43 +387,55 @@ fn writer_loop(conn: &Connection, seen: &jti::SeenJti, mut rx: mpsc::Receiver<Bo
 /// 0015 and 0016).
 const AUDIT_INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Adds the events after `audit_events_indexed.through` to
+/// Most events one indexing transaction adds: a few milliseconds of the
+/// writer's time (a second's worth at full speed, 20,000 events and more,
+/// held the writes queued behind it for tens of milliseconds).
+const AUDIT_INDEX_CHUNK: i64 = 1_000;
+
+/// Adds up to `chunk` events after `audit_events_indexed.through` to
 /// `audit_events_by_registration` and `audit_events_by_kind`, sorted, in a
 /// transaction of its own: each registration and each kind active since
-/// the last time costs a page write or a few, not one per event. A failure
-/// is logged and tried again next time; until then listings find those
-/// events by id (`EventIndex::Deferred`).
-fn index_audit_events(conn: &Connection) {
-    let run = || -> rusqlite::Result<()> {
+/// the last time costs a page write or a few, not one per event. Returns
+/// whether newer events remain. A failure is logged and tried again next
+/// time; until then listings find those events by id
+/// (`EventIndex::Deferred`). Event ids are never reused, so the ids after
+/// `through` are the events after it, and `through + chunk` bounds a
+/// chunk.
+fn index_audit_events(conn: &Connection, chunk: i64) -> bool {
+    let run = || -> rusqlite::Result<bool> {
         conn.execute_batch("BEGIN IMMEDIATE")?;
+        let (through, newest): (i64, i64) = conn
+            .prepare_cached(
+                "SELECT through, COALESCE((SELECT MAX(id) FROM audit_events), 0)
+                 FROM audit_events_indexed",
+            )?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let upto = newest.min(through.saturating_add(chunk));
         conn.prepare_cached(
             "INSERT OR IGNORE INTO audit_events_by_registration (registration_id, event_id)
              SELECT registration_id, id FROM audit_events
-             WHERE id > (SELECT through FROM audit_events_indexed)
-               AND registration_id IS NOT NULL
+             WHERE id > ?1 AND id <= ?2 AND registration_id IS NOT NULL
              ORDER BY registration_id, id",
         )?
-        .execute([])?;
+        .execute(params![through, upto])?;
         conn.prepare_cached(
             "INSERT OR IGNORE INTO audit_events_by_kind (kind, event_id)
-             SELECT event, id FROM audit_events
-             WHERE id > (SELECT through FROM audit_events_indexed)
+             SELECT event, id FROM audit_events WHERE id > ?1 AND id <= ?2
              ORDER BY event, id",
         )?
-        .execute([])?;
-        conn.prepare_cached(
-            "UPDATE audit_events_indexed
-             SET through = MAX(through, COALESCE((SELECT MAX(id) FROM audit_events), 0))",
-        )?
-        .execute([])?;
-        conn.execute_batch("COMMIT")
+        .execute(params![through, upto])?;
+        conn.prepare_cached("UPDATE audit_events_indexed SET through = MAX(through, ?1)")?
+            .execute([upto])?;
+        conn.execute_batch("COMMIT")?;
+        Ok(newest > upto)
     };
-    if let Err(e) = run() {
+    run().unwrap_or_else(|e| {
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
-        tracing::warn!(error = %e, "cannot index the newest audit events by registration; trying again in a second");
-    }
+        tracing::warn!(error = %e, "cannot index the newest audit events by registration and kind; trying again in a second");
+        false
+    })
 }
 
 fn drain(rx: &mut mpsc::Receiver<Box<dyn Job>>, batch: &mut Vec<Box<dyn Job>>) {
@@ -1572,7 +1590,9 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(old_index, 0, "the index written in every commit is gone");
-        index_audit_events(&c);
+        assert!(index_audit_events(&c, 1), "one at a time: more remain");
+        assert_eq!(entries(&c).len(), 4);
+        assert!(!index_audit_events(&c, 1));
         assert_eq!(entries(&c).len(), 5, "the writer adds the rest");
     }
 
