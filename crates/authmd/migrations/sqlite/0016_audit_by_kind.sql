@@ -8,18 +8,24 @@
 -- registrations at 50 clients). Filled once a second, sorted, each kind
 -- active in that second costs a few pages.
 --
--- Both tables cover the events up to `audit_events_indexed.through`; the
--- events after it are found by id (store/listing.rs, `EventIndex::Deferred`).
+-- This table covers the events up to `audit_events_indexed.kinds_through`,
+-- a mark of its own: an authmd from before this migration, still running
+-- while a newer one migrates the database, moves `through` on and fills
+-- only the registration table; with one shared mark, the events it
+-- indexed would be in neither half of a listing by kind. The events after
+-- the mark are found by id (store/listing.rs, `EventIndex::Deferred`).
 -- PostgreSQL keeps its index: its migration 0016 changes nothing.
 CREATE TABLE audit_events_by_kind (
     kind     TEXT NOT NULL,
     event_id INTEGER NOT NULL,
     PRIMARY KEY (kind, event_id)
 ) WITHOUT ROWID;
+ALTER TABLE audit_events_indexed ADD COLUMN kinds_through INTEGER NOT NULL DEFAULT 0;
+UPDATE audit_events_indexed SET kinds_through = through;
 -- In key order (read through the old index, before it goes), the same
 -- events as the registration table holds.
 INSERT INTO audit_events_by_kind (kind, event_id)
     SELECT event, id FROM audit_events
-    WHERE id <= (SELECT through FROM audit_events_indexed)
+    WHERE id <= (SELECT kinds_through FROM audit_events_indexed)
     ORDER BY event, id;
 DROP INDEX audit_events_event;

@@ -520,8 +520,8 @@ pub(crate) enum EventIndex {
     Column,
     /// SQLite (migrations 0015 and 0016): `audit_events_by_registration`
     /// and `audit_events_by_kind`, which the writer fills about once a
-    /// second up to `audit_events_indexed`, and after that point the
-    /// events themselves, by id.
+    /// second up to its mark in `audit_events_indexed`, and after that
+    /// point the events themselves, by id.
     Deferred,
 }
 
@@ -550,6 +550,8 @@ pub(crate) fn event_conditions(q: &mut Query, f: &EventFilter) {
 /// registration's listing may name kinds too).
 struct Deferred<'a> {
     table: &'static str,
+    /// The column of `audit_events_indexed` that says how far it goes.
+    mark: &'static str,
     key: &'static str,
     column: &'static str,
     values: &'a [String],
@@ -563,6 +565,7 @@ impl<'a> Deferred<'a> {
         if let Some(registration) = &f.registration_id {
             Some(Deferred {
                 table: "audit_events_by_registration",
+                mark: "through",
                 key: "registration_id",
                 column: "registration_id",
                 values: std::slice::from_ref(registration),
@@ -571,6 +574,7 @@ impl<'a> Deferred<'a> {
         } else if !f.events.is_empty() {
             Some(Deferred {
                 table: "audit_events_by_kind",
+                mark: "kinds_through",
                 key: "kind",
                 column: "event",
                 values: &f.events,
@@ -628,7 +632,8 @@ pub(crate) fn events_between(
             q.push(
                 &format!(
                     " UNION ALL SELECT {columns} FROM audit_events
-                     WHERE id > MAX(#, (SELECT through FROM audit_events_indexed))"
+                     WHERE id > MAX(#, (SELECT {} FROM audit_events_indexed))",
+                    d.mark
                 ),
                 [Arg::Int(after)],
             );

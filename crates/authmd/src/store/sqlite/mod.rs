@@ -392,42 +392,46 @@ const AUDIT_INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_secs
 /// held the writes queued behind it for tens of milliseconds).
 const AUDIT_INDEX_CHUNK: i64 = 1_000;
 
-/// Adds up to `chunk` events after `audit_events_indexed.through` to
-/// `audit_events_by_registration` and `audit_events_by_kind`, sorted, in a
-/// transaction of its own: each registration and each kind active since
-/// the last time costs a page write or a few, not one per event. Returns
-/// whether newer events remain. A failure is logged and tried again next
-/// time; until then listings find those events by id
-/// (`EventIndex::Deferred`). Event ids are never reused, so the ids after
-/// `through` are the events after it, and `through + chunk` bounds a
-/// chunk.
+/// Adds up to `chunk` events to `audit_events_by_registration` and to
+/// `audit_events_by_kind`, each from its own mark in `audit_events_indexed`
+/// (`through`, `kinds_through`: the same unless an authmd from before
+/// migration 0016 wrote meanwhile), sorted, in a transaction of its own:
+/// each registration and each kind active since the last time costs a
+/// page write or a few, not one per event. Returns whether newer events
+/// remain. A failure is logged and tried again next time; until then
+/// listings find those events by id (`EventIndex::Deferred`). Event ids
+/// are never reused, so the ids after a mark are the events after it, and
+/// `mark + chunk` bounds a chunk.
 fn index_audit_events(conn: &Connection, chunk: i64) -> bool {
     let run = || -> rusqlite::Result<bool> {
         conn.execute_batch("BEGIN IMMEDIATE")?;
-        let (through, newest): (i64, i64) = conn
+        let (through, kinds_through, newest): (i64, i64, i64) = conn
             .prepare_cached(
-                "SELECT through, COALESCE((SELECT MAX(id) FROM audit_events), 0)
+                "SELECT through, kinds_through, COALESCE((SELECT MAX(id) FROM audit_events), 0)
                  FROM audit_events_indexed",
             )?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let upto = newest.min(through.saturating_add(chunk));
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let upto = |mark: i64| newest.min(mark.saturating_add(chunk));
         conn.prepare_cached(
             "INSERT OR IGNORE INTO audit_events_by_registration (registration_id, event_id)
              SELECT registration_id, id FROM audit_events
              WHERE id > ?1 AND id <= ?2 AND registration_id IS NOT NULL
              ORDER BY registration_id, id",
         )?
-        .execute(params![through, upto])?;
+        .execute(params![through, upto(through)])?;
         conn.prepare_cached(
             "INSERT OR IGNORE INTO audit_events_by_kind (kind, event_id)
              SELECT event, id FROM audit_events WHERE id > ?1 AND id <= ?2
              ORDER BY event, id",
         )?
-        .execute(params![through, upto])?;
-        conn.prepare_cached("UPDATE audit_events_indexed SET through = MAX(through, ?1)")?
-            .execute([upto])?;
+        .execute(params![kinds_through, upto(kinds_through)])?;
+        conn.prepare_cached(
+            "UPDATE audit_events_indexed
+             SET through = MAX(through, ?1), kinds_through = MAX(kinds_through, ?2)",
+        )?
+        .execute([upto(through), upto(kinds_through)])?;
         conn.execute_batch("COMMIT")?;
-        Ok(newest > upto)
+        Ok(newest > upto(through.min(kinds_through)))
     };
     run().unwrap_or_else(|e| {
         if !conn.is_autocommit() {
@@ -1550,21 +1554,29 @@ mod tests {
     /// Migration 0016 moves the index of events by kind into
     /// `audit_events_by_kind` for exactly the events the registration table
     /// covers (up to `audit_events_indexed.through`): the later ones are
-    /// still found by id, and the writer adds them with the next ones.
+    /// still found by id, and the writer adds them, a chunk at a time. An
+    /// authmd from before 0016 still writing meanwhile moves only its own
+    /// mark: a listing by kind still finds every event.
     #[test]
     fn migration_0016_indexes_the_kinds_up_to_the_indexing_point() {
         let c = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
         run_migrations(&c, &SQLITE[..15]).unwrap_or_else(|e| panic!("{e}"));
-        for (i, event) in ["a.one", "b.two", "a.one", "b.two", "a.one"]
-            .iter()
-            .enumerate()
-        {
+        let record = |c: &Connection, i: i64, event: &str| {
             c.execute(
-                "INSERT INTO audit_events (at, event, registration_id, data)
-                 VALUES (?1, ?2, 'reg_1', '{}')",
-                params![i64::try_from(i).unwrap_or(0), event],
+                "INSERT INTO audit_events (id, at, event, registration_id, data)
+                 VALUES (?1, ?1, ?2, 'reg_1', '{}')",
+                params![i, event],
             )
             .unwrap_or_else(|e| panic!("{e}"));
+        };
+        for (i, event) in [
+            (1, "a.one"),
+            (2, "b.two"),
+            (3, "a.one"),
+            (4, "b.two"),
+            (5, "a.one"),
+        ] {
+            record(&c, i, event);
         }
         c.execute("UPDATE audit_events_indexed SET through = 3", [])
             .unwrap_or_else(|e| panic!("{e}"));
@@ -1574,13 +1586,10 @@ mod tests {
                 .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
                 .unwrap_or_else(|e| panic!("{e}"))
         };
+        let entry = |kind: &str, id: i64| (kind.to_owned(), id);
         assert_eq!(
             entries(&c),
-            [
-                ("a.one".into(), 1),
-                ("a.one".into(), 3),
-                ("b.two".into(), 2)
-            ]
+            [entry("a.one", 1), entry("a.one", 3), entry("b.two", 2)]
         );
         let old_index: i64 = c
             .query_row(
@@ -1590,10 +1599,40 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(old_index, 0, "the index written in every commit is gone");
-        assert!(index_audit_events(&c, 1), "one at a time: more remain");
-        assert_eq!(entries(&c).len(), 4);
-        assert!(!index_audit_events(&c, 1));
-        assert_eq!(entries(&c).len(), 5, "the writer adds the rest");
+        // An older authmd's writer: two more events, and its indexer moves
+        // `through` past them, filling the registration table only.
+        record(&c, 6, "b.two");
+        record(&c, 7, "a.one");
+        c.execute_batch(
+            "INSERT OR IGNORE INTO audit_events_by_registration (registration_id, event_id)
+                 SELECT registration_id, id FROM audit_events WHERE id > 3;
+             UPDATE audit_events_indexed SET through = 7;",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let of_kind = |c: &Connection, kind: &str| -> Vec<i64> {
+            let f = EventFilter {
+                events: vec![kind.into()],
+                limit: 100,
+                ..Default::default()
+            };
+            let found = governance::events(c, &f).unwrap_or_else(|e| panic!("{e}"));
+            found.iter().map(|e| e.id).collect()
+        };
+        assert_eq!(of_kind(&c, "a.one"), [1, 3, 5, 7]);
+        assert_eq!(of_kind(&c, "b.two"), [2, 4, 6]);
+        assert!(index_audit_events(&c, 2), "two at a time: more remain");
+        assert_eq!(entries(&c).len(), 5);
+        assert!(!index_audit_events(&c, 2));
+        assert_eq!(
+            entries(&c),
+            [1, 3, 5, 7]
+                .map(|i| entry("a.one", i))
+                .into_iter()
+                .chain([2, 4, 6].map(|i| entry("b.two", i)))
+                .collect::<Vec<_>>(),
+            "the writer adds the rest"
+        );
+        assert_eq!(of_kind(&c, "a.one"), [1, 3, 5, 7]);
     }
 
     /// The API-key cap reads a delegation's live keys only: its work does
