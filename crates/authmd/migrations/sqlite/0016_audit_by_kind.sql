@@ -5,8 +5,8 @@
 -- greatest appends in the middle of it, so a commit of registrations
 -- split and rebalanced a page there, writing three or four 4 KiB pages to
 -- the WAL (about 7.7 of the 35.6 frames of a commit of anonymous
--- registrations at 50 clients). Filled once a second, sorted, each kind
--- active in that second costs a few pages.
+-- registrations at 50 clients). Filled about once a second, sorted, each
+-- kind active since the last time costs a few pages.
 --
 -- This table covers the events up to `audit_events_indexed.kinds_through`,
 -- a mark of its own: an authmd from before this migration, still running

@@ -365,6 +365,7 @@ fn yield_to_requests() {
 fn writer_loop(conn: &Connection, seen: &jti::SeenJti, mut rx: mpsc::Receiver<Box<dyn Job>>) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut index_due = std::time::Instant::now() + AUDIT_INDEX_INTERVAL;
+    let mut behind = None;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         drain(&mut rx, &mut batch);
@@ -373,9 +374,9 @@ fn writer_loop(conn: &Connection, seen: &jti::SeenJti, mut rx: mpsc::Receiver<Bo
             // A chunk at a time, one after each commit until caught up:
             // the writes queued meanwhile wait for one chunk, not a second's
             // worth of events.
-            let behind = index_audit_events(conn, AUDIT_INDEX_CHUNK);
+            behind = index_audit_events(conn, AUDIT_INDEX_CHUNK, behind);
             index_due = std::time::Instant::now();
-            if !behind {
+            if behind.is_none() {
                 index_due += AUDIT_INDEX_INTERVAL;
             }
         }
@@ -387,23 +388,30 @@ fn writer_loop(conn: &Connection, seen: &jti::SeenJti, mut rx: mpsc::Receiver<Bo
 /// 0015 and 0016).
 const AUDIT_INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Most events one indexing transaction adds: a few milliseconds of the
-/// writer's time (a second's worth at full speed, 20,000 events and more,
-/// held the writes queued behind it for tens of milliseconds).
+/// Least events one indexing transaction adds (a few milliseconds of the
+/// writer's time): a second's worth at once at full speed, 20,000 events
+/// and more, held the writes queued behind it for tens of milliseconds.
 const AUDIT_INDEX_CHUNK: i64 = 1_000;
 
-/// Adds up to `chunk` events to `audit_events_by_registration` and to
+/// Adds events to `audit_events_by_registration` and to
 /// `audit_events_by_kind`, each from its own mark in `audit_events_indexed`
 /// (`through`, `kinds_through`: the same unless an authmd from before
 /// migration 0016 wrote meanwhile), sorted, in a transaction of its own:
 /// each registration and each kind active since the last time costs a
-/// page write or a few, not one per event. Returns whether newer events
-/// remain. A failure is logged and tried again next time; until then
-/// listings find those events by id (`EventIndex::Deferred`). Event ids
-/// are never reused, so the ids after a mark are the events after it, and
-/// `mark + chunk` bounds a chunk.
-fn index_audit_events(conn: &Connection, chunk: i64) -> bool {
-    let run = || -> rusqlite::Result<bool> {
+/// page write or a few, not one per event.
+///
+/// Each table takes the ids of `least` events after its mark, or, when
+/// the run before was behind (`previous`: the newest id it saw), twice as
+/// many as were written since, if more: back to back after each commit,
+/// the runs gain on any rate, and each costs about what the commit before
+/// it wrote. Returns the newest id if events remain past this run, `None`
+/// once caught up (or on a failure, which is logged and tried again a
+/// second later; until then listings find those events by id,
+/// `EventIndex::Deferred`). No event commits with an id below one already
+/// committed (AUTOINCREMENT, one writer at a time), so the ids after a mark
+/// are the events after it, and `mark + n` bounds a run.
+fn index_audit_events(conn: &Connection, least: i64, previous: Option<i64>) -> Option<i64> {
+    let run = || -> rusqlite::Result<Option<i64>> {
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let (through, kinds_through, newest): (i64, i64, i64) = conn
             .prepare_cached(
@@ -411,7 +419,8 @@ fn index_audit_events(conn: &Connection, chunk: i64) -> bool {
                  FROM audit_events_indexed",
             )?
             .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        let upto = |mark: i64| newest.min(mark.saturating_add(chunk));
+        let n = least.max(previous.map_or(0, |p| newest.saturating_sub(p).saturating_mul(2)));
+        let upto = |mark: i64| newest.min(mark.saturating_add(n));
         conn.prepare_cached(
             "INSERT OR IGNORE INTO audit_events_by_registration (registration_id, event_id)
              SELECT registration_id, id FROM audit_events
@@ -431,14 +440,14 @@ fn index_audit_events(conn: &Connection, chunk: i64) -> bool {
         )?
         .execute([upto(through), upto(kinds_through)])?;
         conn.execute_batch("COMMIT")?;
-        Ok(newest > upto(through.min(kinds_through)))
+        Ok((newest > upto(through).min(upto(kinds_through))).then_some(newest))
     };
     run().unwrap_or_else(|e| {
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
         tracing::warn!(error = %e, "cannot index the newest audit events by registration and kind; trying again in a second");
-        false
+        None
     })
 }
 
@@ -1599,13 +1608,29 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(old_index, 0, "the index written in every commit is gone");
+        let marks = |c: &Connection| -> (i64, i64, i64) {
+            c.query_row(
+                "SELECT through, kinds_through,
+                        (SELECT COUNT(*) FROM audit_events_by_registration)
+                 FROM audit_events_indexed",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        // (through, kinds_through, entries by registration)
+        assert_eq!(marks(&c), (3, 3, 0), "0015's table was empty here");
+        // One event at a time (two behind: a quarter of that is less).
+        assert_eq!(index_audit_events(&c, 1, None), Some(5), "more remain");
+        assert_eq!(marks(&c), (4, 4, 1), "event 4 in both tables");
+        assert_eq!(entries(&c).len(), 4);
         // An older authmd's writer: two more events, and its indexer moves
         // `through` past them, filling the registration table only.
         record(&c, 6, "b.two");
         record(&c, 7, "a.one");
         c.execute_batch(
             "INSERT OR IGNORE INTO audit_events_by_registration (registration_id, event_id)
-                 SELECT registration_id, id FROM audit_events WHERE id > 3;
+                 SELECT registration_id, id FROM audit_events WHERE id > 4;
              UPDATE audit_events_indexed SET through = 7;",
         )
         .unwrap_or_else(|e| panic!("{e}"));
@@ -1620,9 +1645,16 @@ mod tests {
         };
         assert_eq!(of_kind(&c, "a.one"), [1, 3, 5, 7]);
         assert_eq!(of_kind(&c, "b.two"), [2, 4, 6]);
-        assert!(index_audit_events(&c, 2), "two at a time: more remain");
-        assert_eq!(entries(&c).len(), 5);
-        assert!(!index_audit_events(&c, 2));
+        // Each table from its own mark: the kinds catch up, the
+        // registrations have nothing left.
+        assert_eq!(
+            index_audit_events(&c, 2, None),
+            Some(7),
+            "7 is still behind"
+        );
+        assert_eq!(marks(&c), (7, 6, 4));
+        assert_eq!(index_audit_events(&c, 2, None), None);
+        assert_eq!(marks(&c), (7, 7, 4));
         assert_eq!(
             entries(&c),
             [1, 3, 5, 7]
@@ -1633,6 +1665,18 @@ mod tests {
             "the writer adds the rest"
         );
         assert_eq!(of_kind(&c, "a.one"), [1, 3, 5, 7]);
+        // Behind, run after run: twice what was written since the run
+        // before, whatever the least, so that it gains on any rate.
+        for i in 8..=107 {
+            record(&c, i, "a.one");
+        }
+        assert_eq!(index_audit_events(&c, 1, None), Some(107));
+        assert_eq!(marks(&c), (8, 8, 5), "the least first");
+        for i in 108..=117 {
+            record(&c, i, "a.one");
+        }
+        assert_eq!(index_audit_events(&c, 1, Some(107)), Some(117));
+        assert_eq!(marks(&c), (28, 28, 25), "8 + 2 × 10");
     }
 
     /// The API-key cap reads a delegation's live keys only: its work does
