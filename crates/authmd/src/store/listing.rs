@@ -544,6 +544,10 @@ pub(crate) fn event_conditions(q: &mut Query, f: &EventFilter) {
     event_filters(q, f);
 }
 
+/// Most arms of a listing's indexed half: one per kind named (there are
+/// fewer kinds than this), far below SQLite's 500 arms per statement.
+const MAX_ARMS: usize = 64;
+
 /// One of SQLite's deferred index tables, and the condition on it that a
 /// filter asks for: its key column, the `audit_events` column it copies,
 /// and the values; and the kinds still to match on the event itself (a
@@ -616,19 +620,38 @@ pub(crate) fn events_between(
                     c => format!("e.{c}"),
                 })
                 .collect();
-            let mut q = Query::new(&format!(
-                "SELECT {} FROM {} x JOIN audit_events e ON e.id = x.event_id
-                 WHERE x.event_id > #",
-                qualified.join(", "),
-                d.table,
-            ));
-            q.args.push(Arg::Int(after));
-            q.push_in(&format!(" AND x.{}", d.key), d.values);
-            if let Some(upto) = upto {
-                q.push(" AND x.event_id <= #", [Arg::Int(upto)]);
+            // One arm per value (kinds named twice count once): each is in
+            // id order, so SQLite merges the arms and sorts nothing, where
+            // an `IN` list sorts every match before the first row (157 ms
+            // against 0.6 ms for a page of two kinds among 124,000 events).
+            // Past `MAX_ARMS` values, one arm with the list.
+            let mut values: Vec<String> = d.values.to_vec();
+            values.sort();
+            values.dedup();
+            let arms: Vec<&[String]> = if values.len() <= MAX_ARMS {
+                values.iter().map(std::slice::from_ref).collect()
+            } else {
+                vec![&values]
+            };
+            let mut q = Query::default();
+            for (i, arm) in arms.into_iter().enumerate() {
+                q.push(
+                    &format!(
+                        "{}SELECT {} FROM {} x JOIN audit_events e ON e.id = x.event_id
+                         WHERE x.event_id > #",
+                        if i == 0 { "" } else { " UNION ALL " },
+                        qualified.join(", "),
+                        d.table,
+                    ),
+                    [Arg::Int(after)],
+                );
+                q.push_in(&format!(" AND x.{}", d.key), arm);
+                if let Some(upto) = upto {
+                    q.push(" AND x.event_id <= #", [Arg::Int(upto)]);
+                }
+                q.push_in(" AND e.event", d.kinds);
+                event_filters(&mut q, f);
             }
-            q.push_in(" AND e.event", d.kinds);
-            event_filters(&mut q, f);
             q.push(
                 &format!(
                     " UNION ALL SELECT {columns} FROM audit_events
@@ -637,7 +660,7 @@ pub(crate) fn events_between(
                 ),
                 [Arg::Int(after)],
             );
-            q.push_in(&format!(" AND {}", d.column), d.values);
+            q.push_in(&format!(" AND {}", d.column), &values);
             if let Some(upto) = upto {
                 q.push(" AND id <= #", [Arg::Int(upto)]);
             }

@@ -1679,6 +1679,41 @@ mod tests {
         assert_eq!(marks(&c), (28, 28, 25), "8 + 2 × 10");
     }
 
+    /// A page of events of several kinds (one named twice) merges the
+    /// kinds' walks of `audit_events_by_kind`: SQLite sorts nothing, so
+    /// the page costs what it returns, however many events match.
+    #[test]
+    fn a_page_of_several_kinds_sorts_nothing() {
+        let c = migrated();
+        let f = EventFilter {
+            events: vec![
+                "registration.created".into(),
+                "credential.issued".into(),
+                "registration.created".into(),
+            ],
+            limit: 100,
+            ..Default::default()
+        };
+        let q =
+            crate::store::listing::events(&f, "data", crate::store::listing::EventIndex::Deferred);
+        let plan: Vec<String> = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", q.sqlite()))
+            .and_then(|mut s| {
+                s.query_map(rusqlite::params_from_iter(q.args.iter()), |r| r.get(3))?
+                    .collect()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
+        let walks = plan
+            .iter()
+            .filter(|p| p.contains("SEARCH x USING PRIMARY KEY (kind=?"))
+            .count();
+        assert_eq!(
+            walks, 2,
+            "one walk per kind, the repeated one once: {plan:?}"
+        );
+    }
+
     /// The API-key cap reads a delegation's live keys only: its work does
     /// not grow with the revoked keys the delegation has piled up.
     #[test]
