@@ -653,8 +653,12 @@ pub(crate) fn events_between(
                 event_filters(&mut q, f);
             }
             q.push(
+                // By id only (`NOT INDEXED`: no index but the rowid): these
+                // are the events after the mark, about the last second's,
+                // where a time window would have SQLite walk `at` through
+                // every event in the window and sort them.
                 &format!(
-                    " UNION ALL SELECT {columns} FROM audit_events
+                    " UNION ALL SELECT {columns} FROM audit_events NOT INDEXED
                      WHERE id > MAX(#, (SELECT {} FROM audit_events_indexed))",
                     d.mark
                 ),

@@ -1680,12 +1680,14 @@ mod tests {
     }
 
     /// A page of events of several kinds (one named twice) merges the
-    /// kinds' walks of `audit_events_by_kind`: SQLite sorts nothing, so
-    /// the page costs what it returns, however many events match.
+    /// kinds' walks of `audit_events_by_kind` and the events after the
+    /// mark by id, with or without a time window or another condition:
+    /// SQLite sorts nothing, so the page costs what it returns, however
+    /// many events match.
     #[test]
     fn a_page_of_several_kinds_sorts_nothing() {
         let c = migrated();
-        let f = EventFilter {
+        let kinds = EventFilter {
             events: vec![
                 "registration.created".into(),
                 "credential.issued".into(),
@@ -1694,24 +1696,44 @@ mod tests {
             limit: 100,
             ..Default::default()
         };
-        let q =
-            crate::store::listing::events(&f, "data", crate::store::listing::EventIndex::Deferred);
-        let plan: Vec<String> = c
-            .prepare(&format!("EXPLAIN QUERY PLAN {}", q.sqlite()))
-            .and_then(|mut s| {
-                s.query_map(rusqlite::params_from_iter(q.args.iter()), |r| r.get(3))?
-                    .collect()
-            })
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
-        let walks = plan
-            .iter()
-            .filter(|p| p.contains("SEARCH x USING PRIMARY KEY (kind=?"))
-            .count();
-        assert_eq!(
-            walks, 2,
-            "one walk per kind, the repeated one once: {plan:?}"
-        );
+        let windowed = EventFilter {
+            since: Some(Timestamp::from_secs(1_800_000_000)),
+            until: Some(Timestamp::from_secs(1_800_086_400)),
+            user_id: Some("usr_1".into()),
+            after_id: Some(7),
+            ..kinds.clone()
+        };
+        for f in [kinds, windowed] {
+            let q = crate::store::listing::events(
+                &f,
+                "data",
+                crate::store::listing::EventIndex::Deferred,
+            );
+            let plan: Vec<String> = c
+                .prepare(&format!("EXPLAIN QUERY PLAN {}", q.sqlite()))
+                .and_then(|mut s| {
+                    s.query_map(rusqlite::params_from_iter(q.args.iter()), |r| r.get(3))?
+                        .collect()
+                })
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                !plan.iter().any(|p| p.contains("TEMP B-TREE")),
+                "{f:?}: {plan:?}"
+            );
+            let walks = plan
+                .iter()
+                .filter(|p| p.contains("SEARCH x USING PRIMARY KEY (kind=?"))
+                .count();
+            assert_eq!(
+                walks, 2,
+                "one walk per kind, the repeated one once: {plan:?}"
+            );
+            let by_id = "SEARCH audit_events USING INTEGER PRIMARY KEY (rowid>?)";
+            assert!(
+                plan.iter().any(|p| p.contains(by_id)),
+                "the events after the mark by id: {plan:?}"
+            );
+        }
     }
 
     /// The API-key cap reads a delegation's live keys only: its work does
