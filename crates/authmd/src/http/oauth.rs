@@ -146,19 +146,20 @@ pub fn oauth_error_coded(e: Error, code: fn(&ProtocolError) -> &'static str) -> 
         internal @ Error::Internal(_) => return no_store(internal.into_response()),
     };
     let mut body = serde_json::json!({"error": code(&p), "error_description": p.to_string()});
-    let mut r = match &p {
-        ProtocolError::RateLimited { retry_after } => {
-            let secs = retry_after_secs(retry_after);
-            body["retry_after"] = secs.into();
-            let mut r = (status(&p), axum::Json(body)).into_response();
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            r
-        }
-        _ => (status(&p), axum::Json(body)).into_response(),
+    let retry_after = match &p {
+        ProtocolError::RateLimited { retry_after } => Some(retry_after_secs(retry_after)),
+        _ => None,
     };
+    if let Some(secs) = retry_after {
+        body["retry_after"] = secs.into();
+    }
+    let mut r = (status(&p), axum::Json(body)).into_response();
+    let h = r.headers_mut();
+    if let Some(secs) = retry_after {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     if let ProtocolError::InvalidClient = p {
-        r.headers_mut().insert(
+        h.insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Basic realm=\"authmd\", charset=\"UTF-8\""),
         );

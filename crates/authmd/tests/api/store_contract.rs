@@ -7,7 +7,7 @@ use authmd::Timestamp;
 use authmd::audit::{AuditEvent, EventFilter, EventKind, RequestMeta};
 use authmd::rate_limit::RateLimit;
 use authmd::register::{RegistrationStatus, RegistrationType};
-use authmd::store::NewAnonymousRegistration;
+use authmd::store::{NewAnonymousRegistration, Store};
 use authmd::token::{PlainSecret, SecretKind, new_id};
 
 use crate::both_backends;
@@ -153,6 +153,67 @@ both_backends! {
     }
 }
 
+/// The `n` of each event the live tail yields after the first event
+/// recorded, polled as a collector polls it until `want` have come or 20 s
+/// have passed: PostgreSQL's tail stops below the oldest transaction
+/// running on the server (another test's, say).
+async fn tail_after_first(store: &dyn Store, f: &EventFilter, want: usize) -> Vec<i64> {
+    let first = store
+        .list_events(&EventFilter {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_default();
+    let mut cursor = authmd::store::TailCursor {
+        tx: 0,
+        id: first.first().map_or(0, |e| e.id),
+    };
+    let mut tailed = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while tailed.len() < want && std::time::Instant::now() < deadline {
+        let (found, next) = store
+            .tail_events(cursor, f)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tailed.extend(
+            found
+                .iter()
+                .map(|(_, e)| e.data["n"].as_i64().unwrap_or(-1)),
+        );
+        cursor = next;
+        if found.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    tailed
+}
+
+/// The audit purge of the events before `t0` + 4 s (four of them), and on
+/// SQLite, of their entries in the deferred index `table` with them.
+async fn purge_before_4s(
+    backend: Backend,
+    db: &TestDb,
+    store: &dyn Store,
+    t0: Timestamp,
+    table: &str,
+) {
+    let purged = store
+        .purge_audit(t0.plus(Duration::from_secs(4)), 1000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(purged, 4);
+    if backend == Backend::Sqlite {
+        let orphans = format!("{table} WHERE event_id NOT IN (SELECT id FROM audit_events)");
+        assert_eq!(
+            db.rows(&orphans).await,
+            0,
+            "the purged events' entries are gone"
+        );
+        assert!(db.rows(table).await >= 3, "the others' are kept");
+    }
+}
+
 both_backends! {
     /// A registration's events are listed whole, in id order and page by
     /// page, whether they are in SQLite's registration index yet or only
@@ -214,35 +275,15 @@ both_backends! {
         // The live tail with the registration filter, from the first event
         // (reg_b's): its own cursor decides where it starts, whatever
         // `after_id` the filter carries.
-        let first = store.list_events(&EventFilter { limit: 1, ..Default::default() }).await.unwrap_or_default();
-        let from = authmd::store::TailCursor { tx: 0, id: first.first().map_or(0, |e| e.id) };
         let f = EventFilter { registration_id: Some("reg_a".into()), after_id: Some(i64::MAX), limit: 100, ..Default::default() };
-        // Polled as a collector would: PostgreSQL's tail stops below the
-        // oldest running transaction of the server (another test's, say).
-        let mut tailed = Vec::new();
-        let mut cursor = from;
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while tailed.len() < expected(12).len() && std::time::Instant::now() < deadline {
-            let (found, next) = store.tail_events(cursor, &f).await.unwrap_or_else(|e| panic!("{e}"));
-            tailed.extend(found.iter().map(|(_, e)| e.data["n"].as_i64().unwrap_or(-1)));
-            cursor = next;
-            if found.is_empty() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        let tailed = tail_after_first(store.as_ref(), &f, expected(12).len()).await;
         assert_eq!(tailed, expected(12), "the tail across the point");
         let b = EventFilter { registration_id: Some("reg_b".into()), events: vec!["registration.created".into()], limit: 100, ..Default::default() };
         assert_eq!(store.list_events(&b).await.unwrap_or_default().len(), 4);
 
         // The purge: events before t0 + 4 s go, with their index entries.
-        let purged = store.purge_audit(t0.plus(Duration::from_secs(4)), 1000).await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(purged, 4);
+        purge_before_4s(backend, &db, store.as_ref(), t0, "audit_events_by_registration").await;
         assert_eq!(of_a(None, 100).await, expected(12).into_iter().filter(|&i| i >= 4).collect::<Vec<_>>());
-        if backend == Backend::Sqlite {
-            let orphans = "audit_events_by_registration WHERE event_id NOT IN (SELECT id FROM audit_events)";
-            assert_eq!(db.rows(orphans).await, 0, "the purged events' entries are gone");
-            assert!(db.rows("audit_events_by_registration").await >= 3, "the others' are kept");
-        }
     }
 }
 
@@ -316,31 +357,14 @@ both_backends! {
         assert_eq!(list(of_reg("reg_1")).await, Vec::<i64>::new(), "reg_1's event is of the other kind");
         assert_eq!(list(of_reg("reg_8")).await, [8]);
         assert_eq!(list(of_reg("reg_9")).await, Vec::<i64>::new());
-        // The live tail with a kind from the first event (0, of that kind:
-        // the tail starts after it), polled as a collector would.
-        let first = store.list_events(&EventFilter { limit: 1, ..Default::default() }).await.unwrap_or_default();
-        let mut cursor = authmd::store::TailCursor { tx: 0, id: first.first().map_or(0, |e| e.id) };
-        let mut tailed = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while tailed.len() < even(12).len() - 1 && std::time::Instant::now() < deadline {
-            let (found, next) = store.tail_events(cursor, &created()).await.unwrap_or_else(|e| panic!("{e}"));
-            tailed.extend(found.iter().map(|(_, e)| e.data["n"].as_i64().unwrap_or(-1)));
-            cursor = next;
-            if found.is_empty() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        // The live tail with a kind, from the first event (0, of that
+        // kind: the tail starts after it).
+        let tailed = tail_after_first(store.as_ref(), &created(), even(12).len() - 1).await;
         assert_eq!(tailed, even(12)[1..], "the tail across the point");
 
         // The purge: events before t0 + 4 s go, with their entries.
-        let purged = store.purge_audit(t0.plus(Duration::from_secs(4)), 1000).await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(purged, 4);
+        purge_before_4s(backend, &db, store.as_ref(), t0, "audit_events_by_kind").await;
         assert_eq!(list(created()).await, [4, 6, 8, 10]);
-        if backend == Backend::Sqlite {
-            let orphans = "audit_events_by_kind WHERE event_id NOT IN (SELECT id FROM audit_events)";
-            assert_eq!(db.rows(orphans).await, 0, "the purged events' entries are gone");
-            assert!(db.rows("audit_events_by_kind").await >= 3, "the others' are kept");
-        }
     }
 }
 

@@ -1620,7 +1620,7 @@ mod tests {
         };
         // (through, kinds_through, entries by registration)
         assert_eq!(marks(&c), (3, 3, 0), "0015's table was empty here");
-        // One event at a time (two behind: a quarter of that is less).
+        // One event at a time: the least, with no run before it.
         assert_eq!(index_audit_events(&c, 1, None), Some(5), "more remain");
         assert_eq!(marks(&c), (4, 4, 1), "event 4 in both tables");
         assert_eq!(entries(&c).len(), 4);
