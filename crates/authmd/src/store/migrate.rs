@@ -89,6 +89,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "audit_by_kind",
         sql: include_str!("../../migrations/sqlite/0016_audit_by_kind.sql"),
     },
+    Migration {
+        version: 17,
+        name: "audit_rowid",
+        sql: include_str!("../../migrations/sqlite/0017_audit_rowid.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -171,6 +176,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 16,
         name: "audit_by_kind",
         sql: include_str!("../../migrations/postgres/0016_audit_by_kind.sql"),
+    },
+    Migration {
+        version: 17,
+        name: "audit_rowid",
+        sql: include_str!("../../migrations/postgres/0017_audit_rowid.sql"),
     },
 ];
 

@@ -1227,7 +1227,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn record_events(&self, events: Vec<AuditEvent>) -> Result<(), StoreError>;
 
     /// Deletes up to `limit` audit events recorded before `before`, oldest
-    /// first (`[audit] retention`); returns how many. Safe on several
+    /// first (`[audit] retention`); returns how many. Never the newest
+    /// event (the greatest id): on SQLite, ids are rowids, and keeping it
+    /// keeps every id ever given from being given again. Safe on several
     /// replicas at once.
     async fn purge_audit(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError>;
 

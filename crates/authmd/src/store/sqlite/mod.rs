@@ -408,7 +408,8 @@ const AUDIT_INDEX_CHUNK: i64 = 1_000;
 /// once caught up (or on a failure, which is logged and tried again a
 /// second later; until then listings find those events by id,
 /// `EventIndex::Deferred`). No event commits with an id below one already
-/// committed (AUTOINCREMENT, one writer at a time), so the ids after a mark
+/// committed (one writer at a time, and the purge keeps the greatest id:
+/// [`PURGED`]), so the ids after a mark
 /// are the events after it, and `mark + n` bounds a run.
 fn index_audit_events(conn: &Connection, least: i64, previous: Option<i64>) -> Option<i64> {
     let run = || -> rusqlite::Result<Option<i64>> {
@@ -505,6 +506,17 @@ fn commit_batch(conn: &Connection, seen: &jti::SeenJti, batch: &mut Vec<Box<dyn 
 }
 
 // --- shared statements ------------------------------------------------------
+
+/// The events one call of `purge_audit` deletes: the oldest `?2` before
+/// `?1`, but never the one with the greatest id. Event ids are the table's
+/// rowids (migration 0017: no AUTOINCREMENT), each the greatest plus one,
+/// so keeping the greatest keeps every id ever given from coming back: no
+/// event commits below one already committed, which the deferred indexes'
+/// marks and the listings' cursors rely on. Only in a trail quiet for the
+/// whole retention is that one event kept past it.
+const PURGED: &str = "SELECT id FROM audit_events
+     WHERE at < ?1 AND id < (SELECT MAX(id) FROM audit_events)
+     ORDER BY at, id LIMIT ?2";
 
 fn insert_event(c: &Connection, e: &AuditEvent) -> Result<(), StoreError> {
     c.prepare_cached(
@@ -1048,28 +1060,23 @@ impl Store for SqliteStore {
         self.write(move |c| {
             // Their entries in the deferred indexes first (migrations 0015
             // and 0016).
-            c.prepare_cached(
+            c.prepare_cached(&format!(
                 "DELETE FROM audit_events_by_registration WHERE (registration_id, event_id) IN
                      (SELECT registration_id, id FROM audit_events
-                      WHERE registration_id IS NOT NULL AND id IN
-                          (SELECT id FROM audit_events WHERE at < ?1 ORDER BY at, id LIMIT ?2))",
-            )
+                      WHERE registration_id IS NOT NULL AND id IN ({PURGED}))"
+            ))
             .and_then(|mut s| s.execute(params![before.as_millis(), limit]))
             .map_err(db)?;
-            c.prepare_cached(
+            c.prepare_cached(&format!(
                 "DELETE FROM audit_events_by_kind WHERE (kind, event_id) IN
-                     (SELECT event, id FROM audit_events WHERE id IN
-                          (SELECT id FROM audit_events WHERE at < ?1 ORDER BY at, id LIMIT ?2))",
-            )
+                     (SELECT event, id FROM audit_events WHERE id IN ({PURGED}))"
+            ))
             .and_then(|mut s| s.execute(params![before.as_millis(), limit]))
             .map_err(db)?;
-            c.prepare_cached(
-                "DELETE FROM audit_events WHERE id IN
-                     (SELECT id FROM audit_events WHERE at < ?1 ORDER BY at, id LIMIT ?2)",
-            )
-            .and_then(|mut s| s.execute(params![before.as_millis(), limit]))
-            .map(|n| n as u64)
-            .map_err(db)
+            c.prepare_cached(&format!("DELETE FROM audit_events WHERE id IN ({PURGED})"))
+                .and_then(|mut s| s.execute(params![before.as_millis(), limit]))
+                .map(|n| n as u64)
+                .map_err(db)
         })
         .await
     }
@@ -1558,6 +1565,93 @@ mod tests {
                 .collect();
             assert!(temporary.is_empty(), "{sql}: {temporary:?}");
         }
+    }
+
+    /// Migration 0017 rebuilds `audit_events` without AUTOINCREMENT: the
+    /// events keep their ids and contents, and where an old purge had
+    /// deleted the newest events (so their ids will be given again), the
+    /// indexing marks go back to the greatest id kept, so that an event
+    /// given such an id is still indexed and listed.
+    #[test]
+    fn migration_0017_drops_autoincrement_and_keeps_ids_indexable() {
+        let c = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+        run_migrations(&c, &SQLITE[..16]).unwrap_or_else(|e| panic!("{e}"));
+        for i in 1..=5 {
+            c.execute(
+                "INSERT INTO audit_events (at, event, registration_id, data, provider)
+                 VALUES (?1, 'a.one', 'reg_1', '{\"n\":1}', 'https://idp')",
+                [i],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(index_audit_events(&c, 100, None), None);
+        // The purge of an authmd before 0017 could delete the newest.
+        c.execute_batch(
+            "DELETE FROM audit_events_by_registration WHERE event_id > 3;
+             DELETE FROM audit_events_by_kind WHERE event_id > 3;
+             DELETE FROM audit_events WHERE id > 3;",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        run_migrations(&c, SQLITE).unwrap_or_else(|e| panic!("{e}"));
+        let schema: String = c
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE name = 'audit_events'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!schema.contains("AUTOINCREMENT"), "{schema}");
+        let rows: Vec<(i64, i64, String, String, String)> = c
+            .prepare("SELECT id, at, registration_id, data, provider FROM audit_events ORDER BY id")
+            .and_then(|mut s| {
+                s.query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        let kept = |i: i64| {
+            (
+                i,
+                i,
+                "reg_1".to_owned(),
+                "{\"n\":1}".to_owned(),
+                "https://idp".to_owned(),
+            )
+        };
+        assert_eq!(rows, [kept(1), kept(2), kept(3)]);
+        let marks: (i64, i64) = c
+            .query_row(
+                "SELECT through, kinds_through FROM audit_events_indexed",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(marks, (3, 3), "back to the greatest id kept");
+        c.execute(
+            "INSERT INTO audit_events (at, event, registration_id, data) VALUES (9, 'a.one', 'reg_1', '{}')",
+            [],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.last_insert_rowid(), 4, "the greatest plus one");
+        assert_eq!(index_audit_events(&c, 100, None), None);
+        let f = EventFilter {
+            events: vec!["a.one".into()],
+            registration_id: Some("reg_1".into()),
+            limit: 100,
+            ..Default::default()
+        };
+        let found = governance::events(&c, &f).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(found.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        let indexed: i64 = c
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM audit_events_by_kind WHERE event_id = 4)
+                      + (SELECT COUNT(*) FROM audit_events_by_registration WHERE event_id = 4)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(indexed, 2, "the new event 4 is in both deferred tables");
     }
 
     /// Migration 0016 moves the index of events by kind into
