@@ -129,6 +129,42 @@ impl RequestMeta {
         self.request_id = id.map(str::to_owned);
         self
     }
+
+    /// The client's address as the audit trail stores it.
+    pub fn ip_text(&self) -> Option<String> {
+        self.ip.map(|ip| {
+            let mut s = String::with_capacity(15);
+            push_ip(&mut s, ip);
+            s
+        })
+    }
+}
+
+/// Appends `ip` as text, as `Display` writes it: an IPv4 address without
+/// the formatting machinery (a third of the gateway's `X-Forwarded-For`
+/// work, and a thousand instructions per audit event), an IPv6 one through
+/// it.
+pub fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// Printable ASCII only, at most [`RequestMeta::MAX_USER_AGENT`] bytes: a
@@ -211,7 +247,7 @@ impl AuditEvent {
             event = self.kind.as_str(),
             registration_id = self.registration_id.as_deref(),
             user_id = self.user_id.as_deref(),
-            ip = self.meta.ip.map(|i| i.to_string()),
+            ip = self.meta.ip_text(),
             data = %self.data_json(),
             "audit"
         );
@@ -253,6 +289,34 @@ pub struct EventFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_are_written_as_std_writes_them() {
+        let cases: [IpAddr; 6] = [
+            IpAddr::from([0, 0, 0, 0]),
+            IpAddr::from([127, 0, 0, 1]),
+            IpAddr::from([10, 20, 100, 255]),
+            IpAddr::from([192, 168, 9, 99]),
+            IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0x8a2e, 0x370, 0x7334]),
+        ];
+        for ip in cases {
+            let mut s = String::from("x, ");
+            push_ip(&mut s, ip);
+            assert_eq!(s, format!("x, {ip}"));
+            assert_eq!(
+                RequestMeta::new(Some(ip), None).ip_text(),
+                Some(ip.to_string())
+            );
+        }
+        assert_eq!(RequestMeta::new(None, None).ip_text(), None);
+        for a in 0..=255u8 {
+            let ip = IpAddr::from([a, 255 - a, a / 3, 7]);
+            let mut s = String::new();
+            push_ip(&mut s, ip);
+            assert_eq!(s, ip.to_string());
+        }
+    }
 
     #[test]
     fn names_round_trip() {

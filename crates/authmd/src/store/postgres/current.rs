@@ -162,7 +162,7 @@ pub(super) async fn rotate_refresh(
                 &next.expires_at.as_millis(),
                 &kinds,
                 &data,
-                &r.meta.ip.map(|i| i.to_string()),
+                &r.meta.ip_text(),
                 &r.meta.user_agent,
                 &next.purge_after(),
             ],

@@ -199,7 +199,7 @@ async fn insert_event(tx: &Transaction<'_>, e: &AuditEvent) -> Result<(), StoreE
             &e.kind.as_str(),
             &e.registration_id,
             &e.user_id,
-            &e.meta.ip.map(|i| i.to_string()),
+            &e.meta.ip_text(),
             &e.meta.user_agent,
             &e.data_json(),
             &e.provider(),

@@ -48,10 +48,7 @@ impl Pipeline {
         let kind: Vec<&'static str> = events.iter().map(|e| e.kind.as_str()).collect();
         let reg: Vec<Option<String>> = events.iter().map(|e| e.registration_id.clone()).collect();
         let user: Vec<Option<String>> = events.iter().map(|e| e.user_id.clone()).collect();
-        let ip: Vec<Option<String>> = events
-            .iter()
-            .map(|e| e.meta.ip.map(|i| i.to_string()))
-            .collect();
+        let ip: Vec<Option<String>> = events.iter().map(|e| e.meta.ip_text()).collect();
         let ua: Vec<Option<String>> = events.iter().map(|e| e.meta.user_agent.clone()).collect();
         let data: Vec<String> = events.iter().map(AuditEvent::data_json).collect();
         let provider: Vec<Option<String>> = events

@@ -413,7 +413,7 @@ const AUDIT_INDEX_CHUNK: i64 = 1_000;
 /// are the events after it, and `mark + n` bounds a run.
 fn index_audit_events(conn: &Connection, least: i64, previous: Option<i64>) -> Option<i64> {
     let run = || -> rusqlite::Result<Option<i64>> {
-        conn.execute_batch("BEGIN IMMEDIATE")?;
+        run_cached(conn, "BEGIN IMMEDIATE")?;
         let (through, kinds_through, newest): (i64, i64, i64) = conn
             .prepare_cached(
                 "SELECT through, kinds_through, COALESCE((SELECT MAX(id) FROM audit_events), 0)
@@ -440,7 +440,7 @@ fn index_audit_events(conn: &Connection, least: i64, previous: Option<i64>) -> O
              SET through = MAX(through, ?1), kinds_through = MAX(kinds_through, ?2)",
         )?
         .execute([upto(through), upto(kinds_through)])?;
-        conn.execute_batch("COMMIT")?;
+        run_cached(conn, "COMMIT")?;
         Ok((newest > upto(through).min(upto(kinds_through))).then_some(newest))
     };
     run().unwrap_or_else(|e| {
@@ -450,6 +450,14 @@ fn index_audit_events(conn: &Connection, least: i64, previous: Option<i64>) -> O
         tracing::warn!(error = %e, "cannot index the newest audit events by registration and kind; trying again in a second");
         None
     })
+}
+
+/// Runs a statement without parameters through the statement cache:
+/// `BEGIN IMMEDIATE` and `COMMIT` are parsed once per connection, not once
+/// per transaction as `execute_batch` would (a few thousand instructions
+/// per commit, one request's worth of them at one client).
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 fn drain(rx: &mut mpsc::Receiver<Box<dyn Job>>, batch: &mut Vec<Box<dyn Job>>) {
@@ -468,7 +476,7 @@ fn drain(rx: &mut mpsc::Receiver<Box<dyn Job>>, batch: &mut Vec<Box<dyn Job>>) {
 fn commit_batch(conn: &Connection, seen: &jti::SeenJti, batch: &mut Vec<Box<dyn Job>>) {
     while !batch.is_empty() {
         let began = std::time::Instant::now();
-        let begun = conn.execute_batch("BEGIN IMMEDIATE").map_err(db);
+        let begun = run_cached(conn, "BEGIN IMMEDIATE").map_err(db);
         if let Err(e) = begun.and_then(|()| seen.begin(conn)) {
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
@@ -485,7 +493,7 @@ fn commit_batch(conn: &Connection, seen: &jti::SeenJti, batch: &mut Vec<Box<dyn 
             batch.remove(i).deliver(Ok(()));
             continue;
         }
-        let commit = conn.execute_batch("COMMIT").map_err(db);
+        let commit = run_cached(conn, "COMMIT").map_err(db);
         crate::metrics::sqlite_commit(batch.len(), began.elapsed());
         match &commit {
             Ok(()) => seen.commit(),
@@ -529,7 +537,7 @@ fn insert_event(c: &Connection, e: &AuditEvent) -> Result<(), StoreError> {
             e.kind.as_str(),
             e.registration_id,
             e.user_id,
-            e.meta.ip.map(|i| i.to_string()),
+            e.meta.ip_text(),
             e.meta.user_agent,
             e.data_json(),
             e.provider(),
