@@ -20,7 +20,9 @@
 # registration, with its signed assertion), exchange (one of authmd's
 # assertions at the token endpoint), refresh (a claimed registration's
 # chain of rotations), idjag (agent-verified registration, a distinct
-# ES256 assertion per request, subjects cycling through USERS), gateway
+# ES256 assertion per request, subjects cycling through USERS), claim
+# (POST /agent/auth/claim round-robin over 16 anonymous registrations, each
+# a new attempt and an email to the outbox, as in the load matrix), gateway
 # (GET through the gateway with a valid key to a small HTTP/1.1 upstream
 # that answers 200 and keeps the connection: what authmd adds to a
 # proxied request, identity headers and cached assertion included).
@@ -102,6 +104,9 @@ elif scenario == "exchange":
         call("POST", "/agent/identity", json.dumps({"type": "anonymous"})))["identity"]["assertion"])
 elif scenario == "idjag":
     bodies = open(os.environ["BODIES"]).read().splitlines()[first:first + count]
+elif scenario == "claim":
+    tokens = state("claims", lambda: "\n".join(
+        json.loads(call("POST", "/agent/auth", anon_body))["claim_token"] for _ in range(16))).split()
 for i in range(count):
     if scenario == "valid":
         call("GET", "/api/whoami", headers={"Authorization": "Bearer " + key})
@@ -121,6 +126,10 @@ for i in range(count):
         open("refresh", "w").write(json.loads(d)["identity"]["refresh_token"]["value"])
     elif scenario == "idjag":
         call("POST", "/agent/auth", bodies[i])
+    elif scenario == "claim":
+        n = first + i
+        call("POST", "/agent/auth/claim", json.dumps(
+            {"claim_token": tokens[n % len(tokens)], "email": f"user{n % 5000}@example.com"}))
     else:
         sys.exit(f"unknown scenario {scenario}")
 PY
