@@ -11,15 +11,23 @@
 -- mark, and listing cursors are ids). Ids could only go back if the
 -- event with the greatest id were deleted, and the audit purge, the only
 -- statement that deletes events, never deletes it (store/sqlite/mod.rs,
--- `purge_audit`). The one other way is this migration meeting a table the
--- purge emptied: its next id is 1 again, so the marks go back to the
--- greatest id kept (0 then; the deferred tables are empty with it, since
--- the purge deletes their entries with the events).
+-- `purge_audit`). An authmd from before this migration could delete the
+-- newest events, so their ids will be given again: the marks go back to
+-- the greatest id kept, and the entries of the deferred tables above it go
+-- (an authmd from before 0016 purged none of the kind table's). The
+-- writer's indexer
+-- does the same whenever it finds the newest events gone, for an older
+-- authmd still running after this migration (`index_audit_events`).
+--
+-- Stop older authmd processes before this migration runs: it holds the
+-- write lock while it copies the table (their writes wait up to
+-- `busy_timeout`, then fail), the WAL grows by about the table's size
+-- until the next checkpoint, and the old table's pages stay free in the
+-- file until a VACUUM.
 --
 -- The table is copied whole, once (SQLite cannot drop AUTOINCREMENT in
--- place): a few seconds per million events. PostgreSQL's ids come from a
--- sequence, which costs nothing of the kind: its migration 0017 changes
--- nothing.
+-- place). PostgreSQL's ids come from a sequence, which costs nothing of
+-- the kind: its migration 0017 changes nothing.
 CREATE TABLE audit_events_rowid (
     id              INTEGER PRIMARY KEY,
     at              INTEGER NOT NULL,
@@ -37,6 +45,10 @@ INSERT INTO audit_events_rowid (id, at, event, registration_id, user_id, ip, use
 DROP TABLE audit_events;
 ALTER TABLE audit_events_rowid RENAME TO audit_events;
 CREATE INDEX audit_events_at ON audit_events(at);
+DELETE FROM audit_events_by_registration
+    WHERE event_id > (SELECT COALESCE(MAX(id), 0) FROM audit_events);
+DELETE FROM audit_events_by_kind
+    WHERE event_id > (SELECT COALESCE(MAX(id), 0) FROM audit_events);
 UPDATE audit_events_indexed
 SET through = MIN(through, (SELECT COALESCE(MAX(id), 0) FROM audit_events)),
     kinds_through = MIN(kinds_through, (SELECT COALESCE(MAX(id), 0) FROM audit_events));

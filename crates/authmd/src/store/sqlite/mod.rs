@@ -414,12 +414,35 @@ const AUDIT_INDEX_CHUNK: i64 = 1_000;
 fn index_audit_events(conn: &Connection, least: i64, previous: Option<i64>) -> Option<i64> {
     let run = || -> rusqlite::Result<Option<i64>> {
         run_cached(conn, "BEGIN IMMEDIATE")?;
-        let (through, kinds_through, newest): (i64, i64, i64) = conn
+        let (mut through, mut kinds_through, newest): (i64, i64, i64) = conn
             .prepare_cached(
                 "SELECT through, kinds_through, COALESCE((SELECT MAX(id) FROM audit_events), 0)
                  FROM audit_events_indexed",
             )?
             .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        if newest < through.max(kinds_through) {
+            // The newest events were deleted, which only an authmd from
+            // before migration 0017 (whose purge could do it) or a hand
+            // does, and SQLite gives their ids again: their entries go, and
+            // the marks come back to the newest event kept, so that the
+            // events given those ids are indexed and listed.
+            for sql in [
+                "DELETE FROM audit_events_by_registration WHERE event_id > ?1",
+                "DELETE FROM audit_events_by_kind WHERE event_id > ?1",
+                "UPDATE audit_events_indexed
+                 SET through = MIN(through, ?1), kinds_through = MIN(kinds_through, ?1)",
+            ] {
+                conn.prepare_cached(sql)?.execute([newest])?;
+            }
+            tracing::warn!(
+                newest,
+                through,
+                kinds_through,
+                "the newest audit events were deleted (by an authmd before migration 0017?); their ids will be given again, and are indexed from {newest}"
+            );
+            through = through.min(newest);
+            kinds_through = kinds_through.min(newest);
+        }
         let n = least.max(previous.map_or(0, |p| newest.saturating_sub(p).saturating_mul(2)));
         let upto = |mark: i64| newest.min(mark.saturating_add(n));
         conn.prepare_cached(
@@ -1593,14 +1616,25 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         }
         assert_eq!(index_audit_events(&c, 100, None), None);
-        // The purge of an authmd before 0017 could delete the newest.
+        // The purge of an authmd before 0017 could delete the newest; one
+        // from before 0016 left their entries in the kind table.
         c.execute_batch(
             "DELETE FROM audit_events_by_registration WHERE event_id > 3;
-             DELETE FROM audit_events_by_kind WHERE event_id > 3;
              DELETE FROM audit_events WHERE id > 3;",
         )
         .unwrap_or_else(|e| panic!("{e}"));
         run_migrations(&c, SQLITE).unwrap_or_else(|e| panic!("{e}"));
+        let orphans: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM audit_events_by_kind WHERE event_id > 3",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            orphans, 0,
+            "the kind entries above the greatest id kept are gone"
+        );
         let schema: String = c
             .query_row(
                 "SELECT sql FROM sqlite_schema WHERE name = 'audit_events'",
@@ -1660,6 +1694,59 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(indexed, 2, "the new event 4 is in both deferred tables");
+        // An older authmd, still running, purges the newest events (5 and
+        // 6) and, being from before 0016, none of their kind entries.
+        for at in [10, 11] {
+            c.execute(
+                "INSERT INTO audit_events (at, event, registration_id, data) VALUES (?1, 'a.one', 'reg_1', '{}')",
+                [at],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(index_audit_events(&c, 100, None), None);
+        c.execute_batch(
+            "DELETE FROM audit_events_by_registration WHERE event_id > 4;
+             DELETE FROM audit_events WHERE id > 4;",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(index_audit_events(&c, 100, None), None);
+        let healed: (i64, i64, i64) = c
+            .query_row(
+                "SELECT through, kinds_through, (SELECT COUNT(*) FROM audit_events_by_kind WHERE event_id > 4)
+                 FROM audit_events_indexed",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            healed,
+            (4, 4, 0),
+            "marks back to the newest kept, orphans gone"
+        );
+        c.execute(
+            "INSERT INTO audit_events (at, event, registration_id, data) VALUES (12, 'b.two', 'reg_1', '{}')",
+            [],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.last_insert_rowid(), 5, "id 5 given again");
+        let of_kind = |c: &Connection, kind: &str| -> Vec<i64> {
+            let f = EventFilter {
+                events: vec![kind.into()],
+                limit: 100,
+                ..Default::default()
+            };
+            let found = governance::events(c, &f).unwrap_or_else(|e| panic!("{e}"));
+            found.iter().map(|e| e.id).collect()
+        };
+        assert_eq!(of_kind(&c, "b.two"), [5], "listed before indexing");
+        assert_eq!(
+            of_kind(&c, "a.one"),
+            [1, 2, 3, 4],
+            "not under the old event's kind"
+        );
+        assert_eq!(index_audit_events(&c, 100, None), None);
+        assert_eq!(of_kind(&c, "b.two"), [5], "and after, once");
+        assert_eq!(of_kind(&c, "a.one"), [1, 2, 3, 4]);
     }
 
     /// Migration 0016 moves the index of events by kind into
