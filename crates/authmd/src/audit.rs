@@ -144,6 +144,7 @@ impl RequestMeta {
 /// the formatting machinery (a third of the gateway's `X-Forwarded-For`
 /// work, and a thousand instructions per audit event), an IPv6 one through
 /// it.
+#[inline]
 pub fn push_ip(out: &mut String, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
