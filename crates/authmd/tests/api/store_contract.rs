@@ -189,6 +189,22 @@ async fn tail_after_first(store: &dyn Store, f: &EventFilter, want: usize) -> Ve
     tailed
 }
 
+/// Records event number `i` (`data.n`) of `registration`, at
+/// 1,800,000,000 + `i` seconds.
+async fn record_nth(store: &dyn Store, kind: EventKind, registration: String, i: i64) {
+    let e = AuditEvent::new(
+        kind,
+        Timestamp::from_secs(1_800_000_000 + i),
+        &RequestMeta::default(),
+    )
+    .registration(&registration)
+    .with("n", i);
+    store
+        .record_event(e)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// The audit purge of the events before `t0` + 4 s (four of them), and on
 /// SQLite, of their entries in the deferred index `table` with them.
 async fn purge_before_4s(
@@ -224,17 +240,8 @@ both_backends! {
         let db = TestDb::new(backend).await;
         let store = db.store().await;
         let t0 = Timestamp::from_secs(1_800_000_000);
-        let meta = &RequestMeta::default();
-        let record = |i: i64| {
-            let store = Arc::clone(&store);
-            async move {
-                let reg = if i % 3 == 0 { "reg_b" } else { "reg_a" };
-                let e = AuditEvent::new(EventKind::RegistrationCreated, Timestamp::from_secs(1_800_000_000 + i), meta)
-                    .registration(reg)
-                    .with("n", i);
-                store.record_event(e).await.unwrap_or_else(|e| panic!("{e}"));
-            }
-        };
+        let s = store.as_ref();
+        let record = |i: i64| record_nth(s, EventKind::RegistrationCreated, if i % 3 == 0 { "reg_b" } else { "reg_a" }.into(), i);
         let of_a = |after_id: Option<i64>, limit: u32| {
             let store = Arc::clone(&store);
             async move {
@@ -297,16 +304,10 @@ both_backends! {
         let db = TestDb::new(backend).await;
         let store = db.store().await;
         let t0 = Timestamp::from_secs(1_800_000_000);
-        let meta = &RequestMeta::default();
+        let s = store.as_ref();
         let record = |i: i64| {
-            let store = Arc::clone(&store);
-            async move {
-                let kind = if i % 2 == 0 { EventKind::RegistrationCreated } else { EventKind::CredentialIssued };
-                let e = AuditEvent::new(kind, Timestamp::from_secs(1_800_000_000 + i), meta)
-                    .registration(&format!("reg_{i}"))
-                    .with("n", i);
-                store.record_event(e).await.unwrap_or_else(|e| panic!("{e}"));
-            }
+            let kind = if i % 2 == 0 { EventKind::RegistrationCreated } else { EventKind::CredentialIssued };
+            record_nth(s, kind, format!("reg_{i}"), i)
         };
         let list = |f: EventFilter| {
             let store = Arc::clone(&store);

@@ -1598,6 +1598,27 @@ mod tests {
         }
     }
 
+    /// The ids of the events of `kind`, as a listing returns them.
+    fn ids_of_kind(c: &Connection, kind: &str) -> Vec<i64> {
+        let f = EventFilter {
+            events: vec![kind.into()],
+            limit: 100,
+            ..Default::default()
+        };
+        let found = governance::events(c, &f).unwrap_or_else(|e| panic!("{e}"));
+        found.iter().map(|e| e.id).collect()
+    }
+
+    /// The one row `sql` returns, read by `get`.
+    fn one_row<T>(
+        c: &Connection,
+        sql: &str,
+        get: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> T {
+        c.query_row(sql, [], get)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     /// Migration 0017 rebuilds `audit_events` without AUTOINCREMENT: the
     /// events keep their ids and contents, and where an old purge had
     /// deleted the newest events (so their ids will be given again), the
@@ -1624,24 +1645,20 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         run_migrations(&c, SQLITE).unwrap_or_else(|e| panic!("{e}"));
-        let orphans: i64 = c
-            .query_row(
-                "SELECT COUNT(*) FROM audit_events_by_kind WHERE event_id > 3",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+        let orphans: i64 = one_row(
+            &c,
+            "SELECT COUNT(*) FROM audit_events_by_kind WHERE event_id > 3",
+            |r| r.get(0),
+        );
         assert_eq!(
             orphans, 0,
             "the kind entries above the greatest id kept are gone"
         );
-        let schema: String = c
-            .query_row(
-                "SELECT sql FROM sqlite_schema WHERE name = 'audit_events'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+        let schema: String = one_row(
+            &c,
+            "SELECT sql FROM sqlite_schema WHERE name = 'audit_events'",
+            |r| r.get(0),
+        );
         assert!(!schema.contains("AUTOINCREMENT"), "{schema}");
         let rows: Vec<(i64, i64, String, String, String)> = c
             .prepare("SELECT id, at, registration_id, data, provider FROM audit_events ORDER BY id")
@@ -1662,13 +1679,11 @@ mod tests {
             )
         };
         assert_eq!(rows, [kept(1), kept(2), kept(3)]);
-        let marks: (i64, i64) = c
-            .query_row(
-                "SELECT through, kinds_through FROM audit_events_indexed",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+        let marks: (i64, i64) = one_row(
+            &c,
+            "SELECT through, kinds_through FROM audit_events_indexed",
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        );
         assert_eq!(marks, (3, 3), "back to the greatest id kept");
         c.execute(
             "INSERT INTO audit_events (at, event, registration_id, data) VALUES (9, 'a.one', 'reg_1', '{}')",
@@ -1685,14 +1700,12 @@ mod tests {
         };
         let found = governance::events(&c, &f).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(found.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2, 3, 4]);
-        let indexed: i64 = c
-            .query_row(
-                "SELECT (SELECT COUNT(*) FROM audit_events_by_kind WHERE event_id = 4)
+        let indexed: i64 = one_row(
+            &c,
+            "SELECT (SELECT COUNT(*) FROM audit_events_by_kind WHERE event_id = 4)
                       + (SELECT COUNT(*) FROM audit_events_by_registration WHERE event_id = 4)",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+            |r| r.get(0),
+        );
         assert_eq!(indexed, 2, "the new event 4 is in both deferred tables");
         // An older authmd, still running, purges the newest events (5 and
         // 6) and, being from before 0016, none of their kind entries.
@@ -1710,14 +1723,8 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(index_audit_events(&c, 100, None), None);
-        let healed: (i64, i64, i64) = c
-            .query_row(
-                "SELECT through, kinds_through, (SELECT COUNT(*) FROM audit_events_by_kind WHERE event_id > 4)
-                 FROM audit_events_indexed",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+        let healed: (i64, i64, i64) = one_row(&c, "SELECT through, kinds_through, (SELECT COUNT(*) FROM audit_events_by_kind WHERE event_id > 4)
+                 FROM audit_events_indexed", |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
         assert_eq!(
             healed,
             (4, 4, 0),
@@ -1729,24 +1736,15 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.last_insert_rowid(), 5, "id 5 given again");
-        let of_kind = |c: &Connection, kind: &str| -> Vec<i64> {
-            let f = EventFilter {
-                events: vec![kind.into()],
-                limit: 100,
-                ..Default::default()
-            };
-            let found = governance::events(c, &f).unwrap_or_else(|e| panic!("{e}"));
-            found.iter().map(|e| e.id).collect()
-        };
-        assert_eq!(of_kind(&c, "b.two"), [5], "listed before indexing");
+        assert_eq!(ids_of_kind(&c, "b.two"), [5], "listed before indexing");
         assert_eq!(
-            of_kind(&c, "a.one"),
+            ids_of_kind(&c, "a.one"),
             [1, 2, 3, 4],
             "not under the old event's kind"
         );
         assert_eq!(index_audit_events(&c, 100, None), None);
-        assert_eq!(of_kind(&c, "b.two"), [5], "and after, once");
-        assert_eq!(of_kind(&c, "a.one"), [1, 2, 3, 4]);
+        assert_eq!(ids_of_kind(&c, "b.two"), [5], "and after, once");
+        assert_eq!(ids_of_kind(&c, "a.one"), [1, 2, 3, 4]);
     }
 
     /// Migration 0016 moves the index of events by kind into
@@ -1789,23 +1787,20 @@ mod tests {
             entries(&c),
             [entry("a.one", 1), entry("a.one", 3), entry("b.two", 2)]
         );
-        let old_index: i64 = c
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'audit_events_event'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+        let old_index: i64 = one_row(
+            &c,
+            "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'audit_events_event'",
+            |r| r.get(0),
+        );
         assert_eq!(old_index, 0, "the index written in every commit is gone");
         let marks = |c: &Connection| -> (i64, i64, i64) {
-            c.query_row(
+            one_row(
+                &c,
                 "SELECT through, kinds_through,
                         (SELECT COUNT(*) FROM audit_events_by_registration)
                  FROM audit_events_indexed",
-                [],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
-            .unwrap_or_else(|e| panic!("{e}"))
         };
         // (through, kinds_through, entries by registration)
         assert_eq!(marks(&c), (3, 3, 0), "0015's table was empty here");
@@ -1823,17 +1818,8 @@ mod tests {
              UPDATE audit_events_indexed SET through = 7;",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let of_kind = |c: &Connection, kind: &str| -> Vec<i64> {
-            let f = EventFilter {
-                events: vec![kind.into()],
-                limit: 100,
-                ..Default::default()
-            };
-            let found = governance::events(c, &f).unwrap_or_else(|e| panic!("{e}"));
-            found.iter().map(|e| e.id).collect()
-        };
-        assert_eq!(of_kind(&c, "a.one"), [1, 3, 5, 7]);
-        assert_eq!(of_kind(&c, "b.two"), [2, 4, 6]);
+        assert_eq!(ids_of_kind(&c, "a.one"), [1, 3, 5, 7]);
+        assert_eq!(ids_of_kind(&c, "b.two"), [2, 4, 6]);
         // Each table from its own mark: the kinds catch up, the
         // registrations have nothing left.
         assert_eq!(
@@ -1853,7 +1839,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             "the writer adds the rest"
         );
-        assert_eq!(of_kind(&c, "a.one"), [1, 3, 5, 7]);
+        assert_eq!(ids_of_kind(&c, "a.one"), [1, 3, 5, 7]);
         // Behind, run after run: twice what was written since the run
         // before, whatever the least, so that it gains on any rate.
         for i in 8..=107 {
