@@ -1795,7 +1795,7 @@ mod tests {
         assert_eq!(old_index, 0, "the index written in every commit is gone");
         let marks = |c: &Connection| -> (i64, i64, i64) {
             one_row(
-                &c,
+                c,
                 "SELECT through, kinds_through,
                         (SELECT COUNT(*) FROM audit_events_by_registration)
                  FROM audit_events_indexed",
