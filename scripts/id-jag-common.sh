@@ -6,6 +6,9 @@
 # Send the bodies with `wrk -s "$LUA" ... -- idp/bodies.txt FIRST_LINE`;
 # wrk leaves the number it sent in ./sent.
 MINT=$(realpath -m "${MINT:-${CARGO_TARGET_DIR:-target}/release/examples/mint_tokens}")
+# The raw verification rate with authmd's own library, printed beside
+# openssl's (crates/authmd-jose/examples/verify_rate.rs); skipped if absent.
+VERIFY_RATE=$(realpath -m "${VERIFY_RATE:-$(dirname "$MINT")/verify_rate}")
 LUA=$(realpath "$(dirname "${BASH_SOURCE[0]}")/id-jag.lua")
 ALG=${ALG:-ES256}
 USERS=${USERS:-1000}

@@ -64,6 +64,9 @@ cd "$work"
 echo "A: ${bin[A]}"
 [ -n "${bin[B]:-}" ] && echo "B: ${bin[B]}"
 echo "raw ES256 verify on CPU 0: $(taskset -c 0 openssl speed -seconds 2 ecdsap256 2>/dev/null | awk '/nistp256/{print $NF}')/s (openssl speed)"
+if [ -x "$VERIFY_RATE" ]; then
+  echo "raw ES256 verify on CPU 0: $(taskset -c 0 "$VERIFY_RATE" 2 ES256)/s (aws-lc, the library authmd verifies with)"
+fi
 python3 - <<'PY'
 import os, time
 fd = os.open("fsync-probe", os.O_WRONLY | os.O_CREAT)

@@ -1,7 +1,8 @@
 //! What authmd tells the API behind it about a caller it let through: the
 //! identity headers and the signed identity assertion. The gateway and
-//! forward auth send the same ones (they are decided here, once). No HTTP
-//! types: names and values as strings.
+//! forward auth send the same ones (they are decided here, once, and kept
+//! per credential with its assertion: a request through the gateway builds
+//! none of them). No HTTP types: names as strings, values as bytes.
 //!
 //! Headers can be trusted only if the network between authmd and the API
 //! is; the assertion is proof an API can check by itself, against
@@ -143,16 +144,37 @@ pub fn claims(app: &AuthMd, record: &CredentialRecord, now: Timestamp) -> Map<St
     c
 }
 
+/// What authmd tells the API about one credential: its identity headers
+/// (as [`headers`] gives them, each value's bytes shared, not copied), and
+/// the assertion when one was asked for.
 #[derive(Clone)]
-struct Cached {
-    /// What it was signed for: reused only for an equal record, so a scope
-    /// change or a claim gets a fresh assertion.
-    record: Arc<CredentialRecord>,
-    token: Arc<str>,
-    exp: Timestamp,
+pub struct Told {
+    pub headers: Arc<[(&'static str, bytes::Bytes)]>,
+    pub assertion: Option<Arc<str>>,
 }
 
-/// The per-replica cache of signed assertions, by credential id.
+impl std::fmt::Debug for Told {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The assertion is a bearer proof for the API: never printed.
+        f.debug_struct("Told")
+            .field("headers", &self.headers)
+            .field("assertion", &self.assertion.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+struct Cached {
+    /// What it was built for: reused only for an equal record, so a scope
+    /// change or a claim gets fresh headers and a fresh assertion.
+    record: Arc<CredentialRecord>,
+    headers: Arc<[(&'static str, bytes::Bytes)]>,
+    /// The signed assertion and its `exp`, once one was asked for.
+    assertion: Option<(Arc<str>, Timestamp)>,
+}
+
+/// The per-replica cache of what is told about a credential, by credential
+/// id: its headers, and its signed assertion.
 pub struct Assertions {
     cache: quick_cache::sync::Cache<String, Cached>,
 }
@@ -174,36 +196,71 @@ impl Default for Assertions {
 }
 
 impl AuthMd {
-    /// The identity assertion for a validated credential: the cached one
-    /// while it has more than [`ASSERTION_REUSE`] left and the credential
-    /// is unchanged, else a fresh one (one signature).
-    pub fn identity_assertion(
+    /// What to tell the API about a validated credential: its identity
+    /// headers, built once per credential (and again when the credential
+    /// changes), and with `assertion` its identity assertion: the cached
+    /// one while it has more than [`ASSERTION_REUSE`] left and the
+    /// credential is unchanged, else a fresh one (one signature).
+    pub fn told(
         &self,
         record: &Arc<CredentialRecord>,
+        assertion: bool,
         now: Timestamp,
-    ) -> Result<Arc<str>, SignError> {
+    ) -> Result<Told, SignError> {
         let cache = &self.assertions().cache;
-        if let Some(c) = cache.get(&record.credential_id)
-            && now.plus(ASSERTION_REUSE) < c.exp
-            && c.exp <= now.plus(ASSERTION_LIFETIME)
-            && (Arc::ptr_eq(&c.record, record) || *c.record == **record)
-        {
-            return Ok(c.token);
+        let cached = cache
+            .get(&record.credential_id)
+            .filter(|c| Arc::ptr_eq(&c.record, record) || *c.record == **record);
+        if let Some(c) = &cached {
+            match &c.assertion {
+                _ if !assertion => {
+                    return Ok(Told {
+                        headers: Arc::clone(&c.headers),
+                        assertion: None,
+                    });
+                }
+                Some((token, exp))
+                    if now.plus(ASSERTION_REUSE) < *exp && *exp <= now.plus(ASSERTION_LIFETIME) =>
+                {
+                    return Ok(Told {
+                        headers: Arc::clone(&c.headers),
+                        assertion: Some(Arc::clone(token)),
+                    });
+                }
+                _ => {}
+            }
         }
-        let claims = claims(self, record, now);
-        let token: Arc<str> = self
-            .service_keys()
-            .sign(ASSERTION_TYP, &claims, now)?
-            .into();
+        let headers = match cached {
+            Some(c) => c.headers,
+            None => headers(record)
+                .into_iter()
+                .map(|(name, value)| (name, bytes::Bytes::from(value)))
+                .collect(),
+        };
+        let signed = if assertion {
+            let token: Arc<str> = self
+                .service_keys()
+                .sign(ASSERTION_TYP, &claims(self, record, now), now)?
+                .into();
+            Some((
+                token,
+                Timestamp::from_secs(now.plus(ASSERTION_LIFETIME).as_secs()),
+            ))
+        } else {
+            None
+        };
         cache.insert(
             record.credential_id.clone(),
             Cached {
                 record: Arc::clone(record),
-                token: Arc::clone(&token),
-                exp: Timestamp::from_secs(now.plus(ASSERTION_LIFETIME).as_secs()),
+                headers: Arc::clone(&headers),
+                assertion: signed.clone(),
             },
         );
-        Ok(token)
+        Ok(Told {
+            headers,
+            assertion: signed.map(|(token, _)| token),
+        })
     }
 }
 

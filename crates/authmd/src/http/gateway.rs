@@ -291,6 +291,15 @@ impl Inner {
     /// `<base path><path, stripped?><?query>`, in origin form (the pool's
     /// connection is to the upstream's address already).
     fn upstream_uri(&self, uri: &Uri) -> Option<Uri> {
+        if self.strip.is_none()
+            && self.base_path.is_empty()
+            && uri.scheme().is_none()
+            && uri.authority().is_none()
+        {
+            // Already `<path><?query>` and nothing to change: its bytes,
+            // shared.
+            return Some(uri.clone());
+        }
         let mut path = uri.path();
         if let Some(prefix) = &self.strip {
             path = path.strip_prefix(prefix.as_str()).unwrap_or(path);
@@ -325,19 +334,17 @@ impl Inner {
                 .iter()
                 .any(|n| n.contains(&ip))
         });
-        let xff = HeaderName::from_static("x-forwarded-for");
-        let xfp = HeaderName::from_static("x-forwarded-proto");
-        let xfh = HeaderName::from_static("x-forwarded-host");
+        let (xff, xfp, xfh) = (&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST);
         let mut chain = String::new();
         if trusted {
-            for v in h.get_all(&xff).iter().filter_map(|v| v.to_str().ok()) {
+            for v in h.get_all(xff).iter().filter_map(|v| v.to_str().ok()) {
                 if !chain.is_empty() {
                     chain.push_str(", ");
                 }
                 chain.push_str(v);
             }
         }
-        h.remove(&xff);
+        h.remove(xff);
         if let Some(ip) = peer {
             if !chain.is_empty() {
                 chain.push_str(", ");
@@ -347,18 +354,18 @@ impl Inner {
         if let Ok(v) = HeaderValue::from_str(&chain)
             && !chain.is_empty()
         {
-            h.insert(&xff, v);
+            h.insert(xff, v);
         }
-        if !trusted || !h.contains_key(&xfp) {
-            h.insert(&xfp, HeaderValue::from_static("http"));
+        if !trusted || !h.contains_key(xfp) {
+            h.insert(xfp, HeaderValue::from_static("http"));
         }
-        if !trusted || !h.contains_key(&xfh) {
+        if !trusted || !h.contains_key(xfh) {
             match host {
                 Some(v) => {
-                    h.insert(&xfh, v.clone());
+                    h.insert(xfh, v.clone());
                 }
                 None => {
-                    h.remove(&xfh);
+                    h.remove(xfh);
                 }
             }
         }
@@ -367,6 +374,11 @@ impl Inner {
         }
     }
 }
+
+// Parsed once: `HeaderName::from_static` checks its argument on every run.
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The protocol asked for by an HTTP/1.1 upgrade request (`Connection:
 /// upgrade` and `Upgrade: <protocol>`).

@@ -86,7 +86,16 @@ impl Ids {
 
     fn generate(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{}-{n:x}", self.prefix))
+        // `<prefix>-<n in hex>`, written without the formatting machinery
+        // (this runs for every request).
+        let mut id = Vec::with_capacity(self.prefix.len() + 17);
+        id.extend_from_slice(self.prefix.as_bytes());
+        id.push(b'-');
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
+        for shift in (0..digits).rev() {
+            id.push(b"0123456789abcdef"[((n >> (shift * 4)) & 0xf) as usize]);
+        }
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(id))
             .unwrap_or_else(|_| HeaderValue::from_static("unnamed"))
     }
 }
@@ -194,5 +203,18 @@ mod tests {
     fn generated_ids_differ() {
         let ids = Ids::new();
         assert_ne!(ids.generate(), ids.generate());
+    }
+
+    #[test]
+    fn generated_ids_end_in_the_counter_in_hex() {
+        let ids = Ids::new();
+        for n in [0_u64, 1, 9, 10, 15, 16, 255, 4096, 0xdead_beef, u64::MAX] {
+            ids.next.store(n, Ordering::Relaxed);
+            let id = ids.generate();
+            assert_eq!(
+                id.to_str().ok(),
+                Some(format!("{}-{n:x}", ids.prefix).as_str())
+            );
+        }
     }
 }

@@ -143,8 +143,10 @@ async fn an_assertion_is_reused_while_it_has_half_its_life() {
     let now = Timestamp::now();
     let sign = |r: &Arc<authmd::credential::CredentialRecord>, at: Timestamp| {
         t.app
-            .identity_assertion(r, at)
+            .told(r, true, at)
             .unwrap_or_else(|e| panic!("{e}"))
+            .assertion
+            .unwrap_or_else(|| panic!("an assertion was asked for"))
     };
     let first = sign(&r, now);
     assert_eq!(sign(&r, now.plus(Duration::from_secs(29))), first);
@@ -167,6 +169,55 @@ async fn an_assertion_is_reused_while_it_has_half_its_life() {
     let renewed = sign(&r, now.plus(Duration::from_secs(31)));
     assert_ne!(renewed, first);
     assert!(claims(&renewed)["exp"].as_i64() > claims(&first)["exp"].as_i64());
+}
+
+/// The identity headers are built once per credential and kept with its
+/// assertion: asking for the headers alone neither signs nor drops the
+/// cached assertion, and a changed credential gets its own headers.
+#[tokio::test]
+async fn identity_headers_are_built_once_and_follow_the_credential() {
+    let t = TestApp::new(Backend::Sqlite, "").await;
+    let (key, _) = anon(&t).await;
+    let r = match t.app.validate(Some(&key), Timestamp::now()).await {
+        Ok(Validation::Valid(r)) => r,
+        other => panic!("{other:?}"),
+    };
+    let now = Timestamp::now();
+    let told = |r: &Arc<authmd::credential::CredentialRecord>, assertion: bool| {
+        t.app
+            .told(r, assertion, now)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let value = |told: &authmd::identity::Told, name: &str| {
+        told.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    let bare = told(&r, false);
+    assert!(bare.assertion.is_none());
+    assert_eq!(value(&bare, "x-authmd-scopes").as_deref(), Some("api.read"));
+    assert_eq!(
+        value(&bare, "x-authmd-registration").as_deref(),
+        Some(r.registration_id.as_str())
+    );
+    let signed = told(&r, true);
+    let first = signed
+        .assertion
+        .clone()
+        .unwrap_or_else(|| panic!("asked for"));
+    assert!(Arc::ptr_eq(&bare.headers, &signed.headers), "built once");
+    let again = told(&r, false);
+    assert!(again.assertion.is_none());
+    assert!(Arc::ptr_eq(&again.headers, &bare.headers));
+    assert_eq!(told(&r, true).assertion, Some(first), "not signed again");
+    let mut changed = (*r).clone();
+    changed.scopes.push("api.write".into());
+    let changed = told(&Arc::new(changed), false);
+    assert_eq!(
+        value(&changed, "x-authmd-scopes").as_deref(),
+        Some("api.read api.write")
+    );
 }
 
 #[tokio::test]

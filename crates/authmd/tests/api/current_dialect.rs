@@ -756,8 +756,10 @@ async fn other_tokens_are_not_grants() {
     };
     let upstream = t
         .app
-        .identity_assertion(&record, now)
-        .unwrap_or_else(|e| panic!("{e}"));
+        .told(&record, true, now)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .assertion
+        .unwrap_or_else(|| panic!("an assertion was asked for"));
     let r = exchange(&t, &grant(&upstream)).await;
     assert_eq!(r.code(), "invalid_grant", "an upstream identity assertion");
 
