@@ -32,7 +32,7 @@ pids+=("$server")
 sleep 1.5
 echo "raw ES256 verify on this core: $(taskset -c 0 openssl speed -seconds 2 ecdsap256 2>/dev/null | awk '/nistp256/{print $NF}')/s (openssl speed)"
 if [ -x "$VERIFY_RATE" ]; then
-  echo "raw ES256 verify on this core: $(taskset -c 0 "$VERIFY_RATE" 2 ES256)/s (aws-lc, the library authmd verifies with)"
+  echo "raw $ALG verify on this core: $(taskset -c 0 "$VERIFY_RATE" 2 "$ALG")/s (aws-lc, the library authmd verifies with)"
 fi
 next=1
 for s in $(seq 1 "$SLICES"); do

@@ -7,7 +7,7 @@
 //! cargo run --release -p authmd-jose --example verify_rate -- [SECONDS] [ALG]
 //!
 //! Prints verifications per second. ALG is ES256 (default), RS256, PS256 or
-//! EdDSA; SECONDS defaults to 2.
+//! EdDSA; SECONDS (more than 0, at most 3600) defaults to 2.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: verify_rate [SECONDS] [ALG]";
     let secs: f64 = args.get(1).map_or(Ok(2.0), |s| s.parse())?;
+    if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0) {
+        return Err(usage.into());
+    }
     let alg = match args.get(2) {
         Some(name) => Algorithm::from_name(name).ok_or(usage)?,
         None => Algorithm::Es256,

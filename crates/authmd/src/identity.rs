@@ -58,7 +58,8 @@ pub const ASSERTION_LIFETIME: Duration = Duration::from_secs(60);
 /// An assertion is reused for the same credential while it has more than
 /// this left: one signature per credential per 30 s, not per request.
 pub const ASSERTION_REUSE: Duration = Duration::from_secs(30);
-/// Assertions kept per replica (about 1 KiB each).
+/// Credentials whose headers (and assertion, about 1 KiB) are kept per
+/// replica.
 const ASSERTION_CACHE: usize = 10_000;
 
 /// The identity headers for a validated credential (lowercase names; the
