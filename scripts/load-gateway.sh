@@ -144,16 +144,38 @@ run() {  # prints "rps p99"
     | awk '/Requests\/sec/{r=$2} $1=="99%"{p=$2} END{print r, p}'
 }
 printf '%-26s %6s %12s %10s\n' scenario conns req/s p99
+row() {  # name conns rps p99: prints the row, keeps rps for the summary
+  printf '%-26s %6s %12s %10s\n' "$1" "$2" "$3" "$4"
+  echo "$5 $2 $3" >> rates.txt
+}
 for r in $(seq 1 "$ROUNDS"); do
   for c in $CONNS_LIST; do
-    printf '%-26s %6s %12s %10s\n' "(a) upstream direct" "$c" $(run "$c" "http://127.0.0.1:$P_UP/api/x")
-    printf '%-26s %6s %12s %10s\n' "(b) nginx proxy_pass" "$c" $(run "$c" "http://127.0.0.1:$P_PLAIN/api/x")
-    printf '%-26s %6s %12s %10s\n' "(c) authmd gateway" "$c" $(run "$c" -H "$auth" "http://127.0.0.1:$P_GW/api/x")
-    printf '%-26s %6s %12s %10s\n' "(d) nginx auth_request" "$c" $(run "$c" -H "$auth" "http://127.0.0.1:$P_AUTHREQ/api/x")
-    printf '%-26s %6s %12s %10s\n' "forward auth (direct)" "$c" $(run "$c" -H "$auth" -H "X-Forwarded-Uri: /api/x" "http://127.0.0.1:$P_GW/authz/forward-auth")
-    printf '%-26s %6s %12s %10s\n' "whoami (valid key)" "$c" $(run "$c" -H "Authorization: Bearer $key_whoami" "http://127.0.0.1:$P_WHOAMI/api/whoami")
+    row "(a) upstream direct" "$c" $(run "$c" "http://127.0.0.1:$P_UP/api/x") a
+    row "(b) nginx proxy_pass" "$c" $(run "$c" "http://127.0.0.1:$P_PLAIN/api/x") b
+    row "(c) authmd gateway" "$c" $(run "$c" -H "$auth" "http://127.0.0.1:$P_GW/api/x") c
+    row "(d) nginx auth_request" "$c" $(run "$c" -H "$auth" "http://127.0.0.1:$P_AUTHREQ/api/x") d
+    row "forward auth (direct)" "$c" $(run "$c" -H "$auth" -H "X-Forwarded-Uri: /api/x" "http://127.0.0.1:$P_GW/authz/forward-auth") fa
+    row "whoami (valid key)" "$c" $(run "$c" -H "Authorization: Bearer $key_whoami" "http://127.0.0.1:$P_WHOAMI/api/whoami") who
   done
 done
+# The goals' ratios, per round (each pair measured one right after the
+# other) and their median: a single round on a shared machine moves by
+# 10-20%, so compare medians over ROUNDS >= 3.
+python3 - "$ROUNDS" <<'PY'
+import sys, statistics
+rounds = int(sys.argv[1])
+rates = {}
+for line in open("rates.txt"):
+    k, c, v = line.split()
+    rates.setdefault((k, c), []).append(float(v))
+conns = sorted({c for _, c in rates}, key=int)
+print("\n| ratio | conns | per round | median |\n|---|---|---|---|")
+for num, den, label in (("c", "b", "(c) gateway / (b) nginx proxy_pass"),
+                        ("fa", "who", "forward auth / whoami")):
+    for c in conns:
+        r = [n / d for n, d in zip(rates[(num, c)], rates[(den, c)]) if d > 0]
+        print(f"| {label} | {c} | {' '.join(f'{x:.2f}' for x in r)} | {statistics.median(r):.2f} |")
+PY
 
 # Memory while STREAM_BYTES stream through the gateway, sampled every 0.2 s.
 peak_rss() {  # runs "$@" in the background; prints authmd's peak RSS (kB) meanwhile
