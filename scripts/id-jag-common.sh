@@ -32,3 +32,15 @@ TOML
 # excludes steal), and the ticks per second.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
+
+# raw_verify_rates WHERE ALG: the core's raw verification rate, by openssl
+# (ES256 only: `speed ecdsap256`) and by aws-lc if verify_rate is built,
+# each on its own line, on CPU 0.
+raw_verify_rates() {
+  if [ "$2" = ES256 ]; then
+    echo "raw ES256 verify on $1: $(taskset -c 0 openssl speed -seconds 2 ecdsap256 2>/dev/null | awk '/nistp256/{print $NF}')/s (openssl speed)"
+  fi
+  if [ -x "$VERIFY_RATE" ]; then
+    echo "raw $2 verify on $1: $(taskset -c 0 "$VERIFY_RATE" 2 "$2")/s (aws-lc, the library authmd verifies with)"
+  fi
+}

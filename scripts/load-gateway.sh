@@ -161,9 +161,8 @@ done
 # The goals' ratios, per round (each pair measured one right after the
 # other) and their median: a single round on a shared machine moves by
 # 10-20%, so compare medians over ROUNDS >= 3.
-python3 - "$ROUNDS" <<'PY'
-import sys, statistics
-rounds = int(sys.argv[1])
+python3 - <<'PY'
+import statistics
 rates = {}
 for line in open("rates.txt"):
     k, c, v = line.split()

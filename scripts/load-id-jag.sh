@@ -30,10 +30,7 @@ id_jag_setup "$PORT" "$IDP_PORT"
 taskset -c 0 "$BIN" --config load.toml serve & server=$!
 pids+=("$server")
 sleep 1.5
-echo "raw ES256 verify on this core: $(taskset -c 0 openssl speed -seconds 2 ecdsap256 2>/dev/null | awk '/nistp256/{print $NF}')/s (openssl speed)"
-if [ -x "$VERIFY_RATE" ]; then
-  echo "raw $ALG verify on this core: $(taskset -c 0 "$VERIFY_RATE" 2 "$ALG")/s (aws-lc, the library authmd verifies with)"
-fi
+raw_verify_rates "this core" "$ALG"
 next=1
 for s in $(seq 1 "$SLICES"); do
   c0=$(cpu_ticks "$server")

@@ -38,9 +38,10 @@
 # (perf record -e cpu-clock, and PERF_ARGS, by default -g), one file per
 # cell and side in DIR.
 # Rate limits are off. PostgreSQL runs use a fresh database on PG (created
-# and dropped here). Also prints the core's raw ES256 verify rate (openssl)
-# and the fsync latency of the scratch directory's file system, the bounds
-# the registration figures are read against.
+# and dropped here). Also prints the core's raw ES256 verify rate (openssl,
+# and aws-lc's if verify_rate is built) and the fsync latency of the scratch
+# directory's file system, the bounds the registration figures are read
+# against.
 # Needs wrk, python3, openssl, psql for PostgreSQL, and release builds:
 #   cargo build --release -p authmd-cli && cargo build --release -p authmd-jose --examples
 set -euo pipefail
@@ -63,10 +64,7 @@ cd "$work"
 
 echo "A: ${bin[A]}"
 [ -n "${bin[B]:-}" ] && echo "B: ${bin[B]}"
-echo "raw ES256 verify on CPU 0: $(taskset -c 0 openssl speed -seconds 2 ecdsap256 2>/dev/null | awk '/nistp256/{print $NF}')/s (openssl speed)"
-if [ -x "$VERIFY_RATE" ]; then
-  echo "raw ES256 verify on CPU 0: $(taskset -c 0 "$VERIFY_RATE" 2 ES256)/s (aws-lc, the library authmd verifies with)"
-fi
+raw_verify_rates "CPU 0" ES256
 python3 - <<'PY'
 import os, time
 fd = os.open("fsync-probe", os.O_WRONLY | os.O_CREAT)

@@ -191,6 +191,16 @@ async fn tail_after_first(store: &dyn Store, f: &EventFilter, want: usize) -> Ve
 
 /// Records event number `i` (`data.n`) of `registration`, at
 /// 1,800,000,000 + `i` seconds.
+/// The `i`-th of a run of operator events, `i` seconds after `t0`.
+fn numbered_event(t0: Timestamp, i: u64) -> AuditEvent {
+    AuditEvent::new(
+        EventKind::OperatorAction,
+        t0.plus(Duration::from_secs(i)),
+        &RequestMeta::default(),
+    )
+    .with("n", i)
+}
+
 async fn record_nth(store: &dyn Store, kind: EventKind, registration: String, i: i64) {
     let e = AuditEvent::new(
         kind,
@@ -430,8 +440,7 @@ both_backends! {
         let db = TestDb::new(backend).await;
         let store = db.store().await;
         let t0 = Timestamp::from_secs(1_800_000_000);
-        let meta = RequestMeta::default();
-        let event = |i: u64| AuditEvent::new(EventKind::OperatorAction, t0.plus(Duration::from_secs(i)), &meta).with("n", i);
+        let event = |i: u64| numbered_event(t0, i);
         store.record_events((0..3).map(event).collect()).await.unwrap_or_else(|e| panic!("{e}"));
         let all = EventFilter { limit: 100, ..Default::default() };
         let before = store.list_events(&all).await.unwrap_or_default();
@@ -457,10 +466,7 @@ both_backends! {
         let db = TestDb::new(backend).await;
         let store = db.store().await;
         let t0 = Timestamp::from_secs(1_800_000_000);
-        let meta = RequestMeta::default();
-        let events: Vec<AuditEvent> = (0..12u64)
-            .map(|i| AuditEvent::new(EventKind::OperatorAction, t0.plus(Duration::from_secs(i)), &meta).with("n", i))
-            .collect();
+        let events: Vec<AuditEvent> = (0..12u64).map(|i| numbered_event(t0, i)).collect();
         store.record_events(events).await.unwrap_or_else(|e| panic!("{e}"));
         let cutoff = t0.plus(Duration::from_secs(10));
         let mut batches = Vec::new();

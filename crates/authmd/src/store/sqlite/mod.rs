@@ -1619,6 +1619,27 @@ mod tests {
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// Inserts an event of `kind` for `reg_1` at `at`; returns its id.
+    fn add_event(c: &Connection, at: i64, kind: &str) -> i64 {
+        c.execute(
+            "INSERT INTO audit_events (at, event, registration_id, data) VALUES (?1, ?2, 'reg_1', '{}')",
+            params![at, kind],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        c.last_insert_rowid()
+    }
+
+    /// What the purge of an authmd from before 0017 could do, and one from
+    /// before 0016 did: the events above `id` deleted with their entries by
+    /// registration, their entries by kind left behind.
+    fn delete_newest_above(c: &Connection, id: i64) {
+        c.execute_batch(&format!(
+            "DELETE FROM audit_events_by_registration WHERE event_id > {id};
+             DELETE FROM audit_events WHERE id > {id};"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// Migration 0017 rebuilds `audit_events` without AUTOINCREMENT: the
     /// events keep their ids and contents, and where an old purge had
     /// deleted the newest events (so their ids will be given again), the
@@ -1639,11 +1660,7 @@ mod tests {
         assert_eq!(index_audit_events(&c, 100, None), None);
         // The purge of an authmd before 0017 could delete the newest; one
         // from before 0016 left their entries in the kind table.
-        c.execute_batch(
-            "DELETE FROM audit_events_by_registration WHERE event_id > 3;
-             DELETE FROM audit_events WHERE id > 3;",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        delete_newest_above(&c, 3);
         run_migrations(&c, SQLITE).unwrap_or_else(|e| panic!("{e}"));
         let orphans: i64 = one_row(
             &c,
@@ -1685,12 +1702,7 @@ mod tests {
             |r| Ok((r.get(0)?, r.get(1)?)),
         );
         assert_eq!(marks, (3, 3), "back to the greatest id kept");
-        c.execute(
-            "INSERT INTO audit_events (at, event, registration_id, data) VALUES (9, 'a.one', 'reg_1', '{}')",
-            [],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.last_insert_rowid(), 4, "the greatest plus one");
+        assert_eq!(add_event(&c, 9, "a.one"), 4, "the greatest plus one");
         assert_eq!(index_audit_events(&c, 100, None), None);
         let f = EventFilter {
             events: vec!["a.one".into()],
@@ -1710,18 +1722,10 @@ mod tests {
         // An older authmd, still running, purges the newest events (5 and
         // 6) and, being from before 0016, none of their kind entries.
         for at in [10, 11] {
-            c.execute(
-                "INSERT INTO audit_events (at, event, registration_id, data) VALUES (?1, 'a.one', 'reg_1', '{}')",
-                [at],
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+            add_event(&c, at, "a.one");
         }
         assert_eq!(index_audit_events(&c, 100, None), None);
-        c.execute_batch(
-            "DELETE FROM audit_events_by_registration WHERE event_id > 4;
-             DELETE FROM audit_events WHERE id > 4;",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        delete_newest_above(&c, 4);
         assert_eq!(index_audit_events(&c, 100, None), None);
         let healed: (i64, i64, i64) = one_row(&c, "SELECT through, kinds_through, (SELECT COUNT(*) FROM audit_events_by_kind WHERE event_id > 4)
                  FROM audit_events_indexed", |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
@@ -1730,12 +1734,7 @@ mod tests {
             (4, 4, 0),
             "marks back to the newest kept, orphans gone"
         );
-        c.execute(
-            "INSERT INTO audit_events (at, event, registration_id, data) VALUES (12, 'b.two', 'reg_1', '{}')",
-            [],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.last_insert_rowid(), 5, "id 5 given again");
+        assert_eq!(add_event(&c, 12, "b.two"), 5, "id 5 given again");
         assert_eq!(ids_of_kind(&c, "b.two"), [5], "listed before indexing");
         assert_eq!(
             ids_of_kind(&c, "a.one"),
